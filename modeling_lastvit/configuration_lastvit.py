@@ -1,0 +1,211 @@
+"""LastViT configuration: one ViT encoder for every ViT-family checkpoint, and the pooling rule."""
+
+import math
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
+
+POOLING_TYPES = ("cls", "mean", "max", "lazystrike")
+SCORE_RULES = ("repo", "paper")
+INTERPOLATION_MODES = ("bicubic", "bilinear")
+
+# Written into every saved config so that a checkpoint opens with any of these Auto classes via
+# `trust_remote_code=True`, whichever class saved it (transformers only records the saver's own).
+AUTO_MAP = {
+    "AutoConfig": "configuration_lastvit.LastViTConfig",
+    "AutoModel": "modeling_lastvit.LastViTModel",
+    "AutoModelForImageClassification": "modeling_lastvit.LastViTForImageClassification",
+    "AutoBackbone": "modeling_lastvit.LastViTBackbone",
+}
+
+
+@strict
+class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
+    r"""
+    Configuration of a LastViT model: a plain pre-norm ViT encoder (optionally with CLS token,
+    register tokens, LayerScale, SwiGLU MLP and a pre-encoder LayerNorm) followed by a final
+    LayerNorm and a pooling rule. The defaults give a ViT-B/16 at 224 px with LazyStrike (K=1),
+    the authors' released supervised configuration.
+
+    Args:
+        image_size (`int` or `tuple[int, int]`, defaults to 224): native input size; the position
+            embeddings are learned for this grid and interpolated for any other size divisible by
+            `patch_size`.
+        patch_size (`int` or `tuple[int, int]`, defaults to 16): side of the square patches.
+        num_channels (`int`, defaults to 3): input channels.
+        hidden_size (`int`, defaults to 768): token width D.
+        num_hidden_layers (`int`, defaults to 12): transformer blocks.
+        num_attention_heads (`int`, defaults to 12): heads per block; must divide `hidden_size`.
+        intermediate_size (`int`, defaults to 3072): MLP width (the SwiGLU MLP uses its own
+            rounding of two thirds of it, as DINOv2 does).
+        hidden_act (`str`, defaults to `"gelu"`): MLP activation, any key of `transformers.activations.ACT2FN`
+            (`"gelu"`, `"quick_gelu"` for OpenAI CLIP, ...).
+        layer_norm_eps (`float`, defaults to 1e-6): epsilon of every LayerNorm.
+        qkv_bias (`bool`, defaults to `True`): bias on the query/key/value projections.
+        layerscale_value (`float`, *optional*): initial LayerScale value; `None` means no LayerScale
+            (ViT, DeiT, CLIP); DINOv2 uses it.
+        use_swiglu_ffn (`bool`, defaults to `False`): SwiGLU MLP instead of fc1-act-fc2 (DINOv2-g).
+        drop_path_rate (`float`, defaults to 0.0): stochastic depth, the same rate in every block.
+        hidden_dropout_prob (`float`, defaults to 0.0): dropout on embeddings and block outputs.
+        attention_probs_dropout_prob (`float`, defaults to 0.0): dropout on attention weights.
+        initializer_range (`float`, defaults to 0.02): std of the truncated-normal initialisation.
+        use_cls_token (`bool`, defaults to `True`): prepend a learned CLS token. With LazyStrike it
+            still runs through every block (it acts like a register) but is not read out.
+        num_register_tokens (`int`, defaults to 0): register tokens inserted after the CLS token;
+            they have no position embedding and are never pooled.
+        use_pre_norm (`bool`, defaults to `False`): LayerNorm on the embeddings before the first
+            block (CLIP's `ln_pre`).
+        position_embedding_interpolation (`str`, defaults to `"bicubic"`): how the position
+            embeddings are resized for another grid (`"bicubic"` or `"bilinear"`).
+        position_embedding_antialias (`bool`, defaults to `False`): antialias when resizing them
+            (DINOv2 with registers uses it).
+        pooling (`str`, defaults to `"lazystrike"`): global feature `pooler_output`: `"cls"` (final
+            CLS token), `"mean"` / `"max"` (over patch tokens), `"lazystrike"` (LazyStrike over patch tokens).
+        lazystrike_top_k (`int`, *optional*, defaults to 1): patches each channel averages.
+        lazystrike_top_k_ratio (`float`, *optional*): K as a fraction in (0, 1] of the patch count
+            (rounded, at least 1); set it to `None` or leave `lazystrike_top_k` unset: exactly one is used.
+        lazystrike_sigma (`float`, *optional*): width of the frequency window; `None` means sqrt(D)
+            as in the authors' code.
+        lazystrike_score (`str`, defaults to `"repo"`): `"repo"` = x / |x_hat - x| (released code,
+            required for checkpoint parity), `"paper"` = x_hat / (|x_hat - x| + eps) (Eq. 5).
+        lazystrike_eps (`float`, defaults to 1e-6): clamp / offset of the score's denominator.
+        lazystrike_fft_in_fp32 (`bool`, defaults to `True`): run the score path in fp32 when the
+            model runs in fp16/bf16 (the selection is sensitive to rounding).
+        projection_dim (`int`, *optional*): if set, a bias-free linear map of the pooled feature to
+            this size, returned as `image_embeds` (CLIP's `proj`).
+        out_features / out_indices (*optional*): stages returned by `LastViTBackbone`
+            (`"stem"`, `"stage1"` ... `"stageL"`); default: the last stage.
+
+    Example:
+
+    ```python
+    >>> from modeling_lastvit import LastViTConfig, LastViTModel
+    >>> config = LastViTConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=3,
+    ...                        intermediate_size=768, num_register_tokens=4, lazystrike_top_k_ratio=0.25,
+    ...                        lazystrike_top_k=None)
+    >>> model = LastViTModel(config)
+    ```
+    """
+
+    model_type = "lastvit"
+
+    image_size: int | list[int] | tuple[int, int] = 224
+    patch_size: int | list[int] | tuple[int, int] = 16
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    layerscale_value: float | None = None
+    use_swiglu_ffn: bool = False
+    drop_path_rate: float | int = 0.0
+    hidden_dropout_prob: float | int = 0.0
+    attention_probs_dropout_prob: float | int = 0.0
+    initializer_range: float = 0.02
+    use_cls_token: bool = True
+    num_register_tokens: int = 0
+    use_pre_norm: bool = False
+    position_embedding_interpolation: str = "bicubic"
+    position_embedding_antialias: bool = False
+    pooling: str = "lazystrike"
+    lazystrike_top_k: int | None = 1
+    lazystrike_top_k_ratio: float | None = None
+    lazystrike_sigma: float | None = None
+    lazystrike_score: str = "repo"
+    lazystrike_eps: float = 1e-6
+    lazystrike_fft_in_fp32: bool = True
+    projection_dim: int | None = None
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        self._validate()
+        self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, self.num_hidden_layers + 1)]
+        self.set_output_features_output_indices(
+            out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
+        )
+        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
+        super().__post_init__(**kwargs)
+
+    @property
+    def image_size_hw(self) -> tuple[int, int]:
+        return _pair(self.image_size)
+
+    @property
+    def patch_size_hw(self) -> tuple[int, int]:
+        return _pair(self.patch_size)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens: the CLS token (if any) and the registers."""
+        return int(self.use_cls_token) + self.num_register_tokens
+
+    def _validate(self):
+        def fail(message):
+            raise ValueError(f"Invalid LastViTConfig: {message}")
+
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_channels"):
+            if getattr(self, name) < 1:
+                fail(f"`{name}` must be a positive integer, got {getattr(self, name)}.")
+        if self.hidden_size % self.num_attention_heads:
+            fail(
+                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
+                f"({self.num_attention_heads})."
+            )
+        image_hw, patch_hw = _pair(self.image_size), _pair(self.patch_size)
+        if min(patch_hw) < 1 or any(i % p for i, p in zip(image_hw, patch_hw)):
+            fail(f"`image_size` {image_hw} must be a positive multiple of `patch_size` {patch_hw}.")
+        if self.num_register_tokens < 0:
+            fail(f"`num_register_tokens` must be >= 0, got {self.num_register_tokens}.")
+        for name in ("drop_path_rate", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                fail(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
+        if self.position_embedding_interpolation not in INTERPOLATION_MODES:
+            fail(
+                f"unknown `position_embedding_interpolation` {self.position_embedding_interpolation!r}; "
+                f"use one of {INTERPOLATION_MODES}."
+            )
+        if self.pooling not in POOLING_TYPES:
+            fail(f"unknown `pooling` {self.pooling!r}; use one of {POOLING_TYPES}.")
+        if self.pooling == "cls" and not self.use_cls_token:
+            fail("`pooling='cls'` needs `use_cls_token=True`; pick 'mean', 'max' or 'lazystrike' instead.")
+        if self.lazystrike_top_k_ratio is not None:
+            if self.lazystrike_top_k is not None:
+                fail(
+                    "set only one of `lazystrike_top_k` (a count) and `lazystrike_top_k_ratio` (a fraction); "
+                    "pass `lazystrike_top_k=None` with a ratio."
+                )
+            if not 0.0 < self.lazystrike_top_k_ratio <= 1.0:
+                fail(f"`lazystrike_top_k_ratio` must be in (0, 1], got {self.lazystrike_top_k_ratio}.")
+        elif self.lazystrike_top_k is None:
+            fail("set `lazystrike_top_k` (a count >= 1) or `lazystrike_top_k_ratio` (a fraction in (0, 1]).")
+        elif self.lazystrike_top_k < 1:
+            fail(f"`lazystrike_top_k` must be >= 1, got {self.lazystrike_top_k}.")
+        elif self.lazystrike_top_k > math.prod(i // p for i, p in zip(image_hw, patch_hw)):
+            fail(
+                f"`lazystrike_top_k` ({self.lazystrike_top_k}) exceeds the number of patches at "
+                f"`image_size` {image_hw} with `patch_size` {patch_hw}."
+            )
+        if self.lazystrike_sigma is not None and self.lazystrike_sigma <= 0:
+            fail(f"`lazystrike_sigma` must be > 0 (or None for sqrt(hidden_size)), got {self.lazystrike_sigma}.")
+        if self.lazystrike_score not in SCORE_RULES:
+            fail(f"unknown `lazystrike_score` {self.lazystrike_score!r}; use one of {SCORE_RULES}.")
+        if self.lazystrike_eps <= 0:
+            fail(f"`lazystrike_eps` must be > 0, got {self.lazystrike_eps}.")
+        if self.projection_dim is not None and self.projection_dim < 1:
+            fail(f"`projection_dim` must be a positive integer or None, got {self.projection_dim}.")
+
+
+def _pair(value) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if len(value) != 2:
+        raise ValueError(f"Invalid LastViTConfig: expected an int or a (height, width) pair, got {value!r}.")
+    return (int(value[0]), int(value[1]))
+
+
+__all__ = ["LastViTConfig"]

@@ -1,0 +1,529 @@
+"""LastViT: one configurable ViT encoder (CLS / registers / LayerScale / SwiGLU / ln_pre) with
+CLS, mean, max or LazyStrike pooling, following transformers' in-tree vision models."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_lastvit import LastViTConfig
+from .pooling_lastvit import LazyStrikePooler, PooledFeatures, count_votes
+
+
+@dataclass
+class LastViTModelOutput(BaseModelOutputWithPooling):
+    r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+        All final tokens (CLS, registers, patches) after the final LayerNorm.
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+        The global feature chosen by `config.pooling` (the LazyStrike token for LaSt-ViT).
+    image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`, *optional*):
+        `pooler_output` through the projection, when `config.projection_dim` is set.
+    patch_votes (`torch.LongTensor` of shape `(batch_size, num_patches)`, *optional*):
+        For `lazystrike` and `max` pooling: how many channels selected each patch (sums to K * D).
+    pooling_indices (`torch.LongTensor` of shape `(batch_size, K, hidden_size)`, *optional*):
+        The patch each channel selected, with `return_pooling_indices=True`.
+    """
+
+    image_embeds: torch.FloatTensor | None = None
+    patch_votes: torch.LongTensor | None = None
+    pooling_indices: torch.LongTensor | None = None
+
+
+@dataclass
+class LastViTImageClassifierOutput(ImageClassifierOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*):
+        Classification (or regression) loss, when `labels` are given.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+        Scores before softmax (or sigmoid for multi-label).
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+        The pooled global feature the classifier read.
+    patch_votes (`torch.LongTensor` of shape `(batch_size, num_patches)`, *optional*):
+        As in `LastViTModelOutput`.
+    """
+
+    pooler_output: torch.FloatTensor | None = None
+    patch_votes: torch.LongTensor | None = None
+
+
+class LastViTTokens(NamedTuple):
+    cls: torch.Tensor | None
+    registers: torch.Tensor
+    patches: torch.Tensor
+
+
+class LastViTPatchEmbeddings(nn.Module):
+    """Non-overlapping patches to tokens with one strided convolution."""
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        self.num_channels = config.num_channels
+        self.patch_size = config.patch_size_hw
+        self.grid_size = tuple(i // p for i, p in zip(config.image_size_hw, self.patch_size))
+        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, self.patch_size, stride=self.patch_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"LastViT expects pixel_values of shape (batch, channels, height, width), got {tuple(pixel_values.shape)}."
+            )
+        batch_size, num_channels, height, width = pixel_values.shape
+        if batch_size == 0:
+            raise ValueError("LastViT got an empty batch (batch size 0); pass at least one image.")
+        if num_channels != self.num_channels:
+            raise ValueError(
+                f"LastViT expects {self.num_channels} input channels (config.num_channels) but got {num_channels}; "
+                "convert the images (e.g. to RGB) or use a config with matching `num_channels`."
+            )
+        if height % self.patch_size[0] or width % self.patch_size[1]:
+            raise ValueError(
+                f"Input size {height}x{width} is not divisible by the patch size {self.patch_size[0]}x"
+                f"{self.patch_size[1]}; resize or crop the images (the image processor does) to a multiple of it."
+            )
+        pixel_values = pixel_values.to(self.projection.weight.dtype)
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+class LastViTEmbeddings(nn.Module):
+    """Patch tokens plus position embeddings, then ``[CLS] + registers + patches``.
+
+    Position embeddings cover the CLS token (if any) and the native patch grid; registers have
+    none. For another grid they are resized (once per call, never when the grid is native).
+    """
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embeddings = LastViTPatchEmbeddings(config)
+        num_patches = self.patch_embeddings.grid_size[0] * self.patch_embeddings.grid_size[1]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if config.use_cls_token else None
+        self.register_tokens = (
+            nn.Parameter(torch.zeros(1, config.num_register_tokens, config.hidden_size))
+            if config.num_register_tokens
+            else None
+        )
+        self.position_embeddings = nn.Parameter(
+            torch.zeros(1, num_patches + int(config.use_cls_token), config.hidden_size)
+        )
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def interpolate_pos_encoding(self, grid_height: int, grid_width: int) -> torch.Tensor:
+        """Position embeddings for a ``grid_height x grid_width`` patch grid (any aspect ratio)."""
+        native_height, native_width = self.patch_embeddings.grid_size
+        if (grid_height, grid_width) == (native_height, native_width) and not torch.jit.is_tracing():
+            return self.position_embeddings
+        num_cls = int(self.config.use_cls_token)
+        cls_pos, patch_pos = self.position_embeddings[:, :num_cls], self.position_embeddings[:, num_cls:]
+        dim = patch_pos.shape[-1]
+        patch_pos = patch_pos.reshape(1, native_height, native_width, dim).permute(0, 3, 1, 2)
+        patch_pos = nn.functional.interpolate(
+            patch_pos.float(),
+            size=(grid_height, grid_width),
+            mode=self.config.position_embedding_interpolation,
+            align_corners=False,
+            antialias=self.config.position_embedding_antialias,
+        ).to(self.position_embeddings.dtype)
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_height * grid_width, dim)
+        return torch.cat((cls_pos, patch_pos), dim=1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        batch_size, _, height, width = pixel_values.shape
+        patch_height, patch_width = self.patch_embeddings.patch_size
+        tokens = self.patch_embeddings(pixel_values)
+        position_embeddings = self.interpolate_pos_encoding(height // patch_height, width // patch_width)
+        if self.cls_token is not None:
+            tokens = torch.cat((self.cls_token.expand(batch_size, -1, -1), tokens), dim=1)
+        tokens = tokens + position_embeddings
+        if self.register_tokens is not None:
+            num_cls = int(self.config.use_cls_token)
+            registers = self.register_tokens.expand(batch_size, -1, -1)
+            tokens = torch.cat((tokens[:, :num_cls], registers, tokens[:, num_cls:]), dim=1)
+        return self.dropout(tokens)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention that also returns the post-softmax weights (the only one that can)."""
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class LastViTAttention(nn.Module):
+    """Multi-head self-attention through transformers' attention interface (eager/sdpa/flash/flex)."""
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        self.config = config
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.is_causal = False
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = self.o_proj(attn_output.reshape(*input_shape, -1))
+        return attn_output, attn_weights
+
+
+class LastViTLayerScale(nn.Module):
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.full((config.hidden_size,), float(config.layerscale_value)))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states * self.lambda1
+
+
+class LastViTDropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample while training."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+        return hidden_states * mask / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class LastViTMLP(nn.Module):
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation_fn = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+
+
+class LastViTSwiGLUMLP(nn.Module):
+    """DINOv2's SwiGLU MLP; its width is 2/3 of `intermediate_size`, rounded up to a multiple of 8."""
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        hidden_features = (int(config.intermediate_size * 2 / 3) + 7) // 8 * 8
+        self.gate_proj = nn.Linear(config.hidden_size, hidden_features)
+        self.up_proj = nn.Linear(config.hidden_size, hidden_features)
+        self.down_proj = nn.Linear(hidden_features, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(nn.functional.silu(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
+
+
+class LastViTLayer(GradientCheckpointingLayer):
+    """Pre-norm block: ``x + drop_path(ls1(attn(norm1(x))))``, then the same with the MLP."""
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        has_layerscale = config.layerscale_value is not None
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = LastViTAttention(config)
+        self.layer_scale1 = LastViTLayerScale(config) if has_layerscale else nn.Identity()
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = LastViTSwiGLUMLP(config) if config.use_swiglu_ffn else LastViTMLP(config)
+        self.layer_scale2 = LastViTLayerScale(config) if has_layerscale else nn.Identity()
+        self.drop_path = LastViTDropPath(config.drop_path_rate) if config.drop_path_rate > 0 else nn.Identity()
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
+        attn_output, _ = self.attention(self.norm1(hidden_states), **kwargs)
+        hidden_states = hidden_states + self.drop_path(self.layer_scale1(self.dropout(attn_output)))
+        mlp_output = self.mlp(self.norm2(hidden_states))
+        return hidden_states + self.drop_path(self.layer_scale2(self.dropout(mlp_output)))
+
+
+class LastViTPooler(nn.Module):
+    """Reads the global feature from the final tokens: CLS, mean/max over patches, or LazyStrike.
+
+    Patch-based rules only ever see the patch tokens, never the CLS or register tokens.
+    Selection indices and votes exist for `max` and `lazystrike`.
+    """
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        self.pooling = config.pooling
+        self.num_prefix_tokens = config.num_prefix_tokens
+        self.lazystrike = LazyStrikePooler(config) if config.pooling == "lazystrike" else None
+
+    def forward(self, sequence_output: torch.Tensor) -> PooledFeatures:
+        if self.pooling == "cls":
+            return PooledFeatures(sequence_output[:, 0])
+        patches = sequence_output[:, self.num_prefix_tokens :]
+        if self.pooling == "mean":
+            return PooledFeatures(patches.mean(dim=1))
+        if self.pooling == "max":
+            pooled, indices = patches.max(dim=1, keepdim=True)
+            return PooledFeatures(pooled.squeeze(1), indices, count_votes(indices, patches.shape[1]))
+        return self.lazystrike(patches)
+
+    def extra_repr(self) -> str:
+        return f"pooling={self.pooling!r}"
+
+
+class LastViTPreTrainedModel(PreTrainedModel):
+    config: LastViTConfig
+    base_model_prefix = "lastvit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LastViTEmbeddings", "LastViTLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {"hidden_states": LastViTLayer, "attentions": LastViTAttention}
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, LastViTEmbeddings):
+            init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            if module.cls_token is not None:
+                init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+            if module.register_tokens is not None:
+                # Registers have no position embedding: equal initial values would stay equal forever.
+                init.trunc_normal_(module.register_tokens, mean=0.0, std=std)
+        elif isinstance(module, LastViTLayerScale):
+            init.constant_(module.lambda1, self.config.layerscale_value)
+
+    def split_tokens(self, hidden_states: torch.Tensor) -> LastViTTokens:
+        """Split a token sequence [B, 1 + R + N, D] into (CLS or None, registers [B, R, D], patches [B, N, D])."""
+        num_cls = int(self.config.use_cls_token)
+        return LastViTTokens(
+            cls=hidden_states[:, 0] if num_cls else None,
+            registers=hidden_states[:, num_cls : self.config.num_prefix_tokens],
+            patches=hidden_states[:, self.config.num_prefix_tokens :],
+        )
+
+    def patch_grid(self, height: int, width: int) -> tuple[int, int]:
+        """Patch grid (rows, columns) of an input of ``height x width`` pixels."""
+        patch_height, patch_width = self.config.patch_size_hw
+        return height // patch_height, width // patch_width
+
+    def patches_to_map(self, patch_tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Reshape patch tokens [B, N, D] (or per-patch values [B, N]) of a ``height x width`` input
+        to a map [B, D, h, w] (or [B, h, w])."""
+        grid = self.patch_grid(height, width)
+        if patch_tokens.shape[1] != grid[0] * grid[1]:
+            raise ValueError(
+                f"Got {patch_tokens.shape[1]} patch tokens but a {height}x{width} input has {grid[0]}x{grid[1]} "
+                "patches; pass the patches only (see `split_tokens`) and the input's pixel size."
+            )
+        if patch_tokens.ndim == 2:
+            return patch_tokens.reshape(patch_tokens.shape[0], *grid)
+        return patch_tokens.transpose(1, 2).reshape(patch_tokens.shape[0], -1, *grid)
+
+
+class LastViTEncoder(LastViTPreTrainedModel):
+    """The stack of blocks; records hidden states (its input first) and attention maps on request."""
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__(config)
+        self.layer = nn.ModuleList([LastViTLayer(config) for _ in range(config.num_hidden_layers)])
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutput:
+        if kwargs.get("output_attentions", self.config.output_attentions) and self.config._attn_implementation != "eager":
+            raise ValueError(
+                f"Attention maps need eager attention, but this model uses {self.config._attn_implementation!r}, "
+                "which does not return them. Load it with `attn_implementation='eager'` or call "
+                "`model.set_attn_implementation('eager')` first."
+            )
+        for layer in self.layer:
+            hidden_states = layer(hidden_states, **kwargs)
+        return BaseModelOutput(last_hidden_state=hidden_states)
+
+
+class LastViTModel(LastViTPreTrainedModel):
+    """The LastViT encoder with its pooled global feature (LazyStrike by default)."""
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__(config)
+        self.embeddings = LastViTEmbeddings(config)
+        self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_pre_norm else None
+        self.encoder = LastViTEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pooler = LastViTPooler(config)
+        self.projection = (
+            nn.Linear(config.hidden_size, config.projection_dim, bias=False) if config.projection_dim else None
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        return_pooling_indices: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> LastViTModelOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Images; any height and width divisible by the patch size.
+        return_pooling_indices (`bool`, defaults to `False`):
+            Also return the patch each channel selected (`max` / `lazystrike` pooling).
+        """
+        if pixel_values is None:
+            raise ValueError("LastViT needs `pixel_values`; prepare them with the image processor.")
+        hidden_states = self.embeddings(pixel_values)
+        if self.pre_layernorm is not None:
+            hidden_states = self.pre_layernorm(hidden_states)
+        encoder_outputs: BaseModelOutput = self.encoder(hidden_states, **kwargs)
+        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)
+        pooled = self.pooler(sequence_output)
+        return LastViTModelOutput(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled.pooled,
+            image_embeds=self.projection(pooled.pooled) if self.projection is not None else None,
+            patch_votes=pooled.votes,
+            pooling_indices=pooled.indices if return_pooling_indices else None,
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+class LastViTForImageClassification(LastViTPreTrainedModel):
+    """LastViT with a linear classifier on the pooled feature (the LazyStrike token by default)."""
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.lastvit = LastViTModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> LastViTImageClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Class indices for single-label classification, multi-hot floats of shape
+            `(batch_size, num_labels)` for multi-label, or targets for regression (`num_labels == 1`);
+            `config.problem_type` picks the loss as in every transformers classifier.
+        """
+        outputs: LastViTModelOutput = self.lastvit(pixel_values, **kwargs)
+        logits = self.classifier(outputs.pooler_output)
+        loss = self.loss_function(labels, logits, self.config, **kwargs) if labels is not None else None
+        return LastViTImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            pooler_output=outputs.pooler_output,
+            patch_votes=outputs.patch_votes,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class LastViTBackbone(BackboneMixin, LastViTPreTrainedModel):
+    """Feature maps [B, D, h, w] of the chosen stages (final-normed patch tokens, no CLS/registers),
+    for dense heads such as DPT, Mask2Former or ViTDet-style detectors."""
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__(config)
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.embeddings = LastViTEmbeddings(config)
+        self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_pre_norm else None
+        self.encoder = LastViTEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
+        hidden_states = self.embeddings(pixel_values)
+        if self.pre_layernorm is not None:
+            hidden_states = self.pre_layernorm(hidden_states)
+        outputs: BaseModelOutput = self.encoder(hidden_states, **kwargs)
+        height, width = pixel_values.shape[-2:]
+        feature_maps = tuple(
+            self.patches_to_map(self.split_tokens(self.layernorm(hidden_state)).patches, height, width)
+            for stage, hidden_state in zip(self.stage_names, outputs.hidden_states)
+            if stage in self.out_features
+        )
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+__all__ = [
+    "LastViTPreTrainedModel",
+    "LastViTModel",
+    "LastViTForImageClassification",
+    "LastViTBackbone",
+]

@@ -1,0 +1,140 @@
+"""LazyStrike pooling (LaSt-ViT, arXiv 2602.22394), exactly as the authors' code computes it.
+
+The global token is built per channel from the patch tokens whose value is *stable* under a
+low-pass filter along the channel axis:
+
+1. ``x_hat = ifft(ifftshift(fftshift(fft(x, dim=-1)) * g)).real`` with a max-normalised Gaussian
+   window ``g`` over the code's index range ``arange(-D//2 + 1, D//2 + 1)``;
+2. a signed stability score, ``x / |x_hat - x|`` (``"repo"``, the released code) or
+   ``x_hat / (|x_hat - x| + eps)`` (``"paper"``, Eq. 5);
+3. for every channel, the top-K patches by score; the pooled value is the mean of the ORIGINAL
+   ``x`` over them. Each channel may pick different patches.
+
+The selection is not differentiable, so gradients reach only the K selected entries of each
+channel (1/K each). The score path therefore runs without autograd, in fp32 by default.
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+SCORE_RULES = ("repo", "paper")
+
+
+def gaussian_channel_window(dim: int, sigma: float, device=None) -> torch.Tensor:
+    """The authors' frequency window: ``exp(-pos^2 / 2 sigma^2)`` over ``arange(-dim//2+1, dim//2+1)``.
+
+    Its peak sits one bin left of the centred DC term (index ``dim//2 - 1`` vs ``dim//2``); this
+    off-by-one is part of the released checkpoints' behaviour and is kept on purpose.
+    """
+    pos = torch.arange(-dim // 2 + 1, dim // 2 + 1, device=device, dtype=torch.float32)
+    window = torch.exp(-0.5 * (pos / sigma) ** 2)
+    return window / window.max()
+
+
+def lowpass_channels(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Low-pass ``x`` along its last (channel) axis with the authors' FFT Gaussian window."""
+    window = gaussian_channel_window(x.shape[-1], sigma, device=x.device).to(x.dtype)
+    spectrum = torch.fft.fftshift(torch.fft.fft(x, dim=-1), dim=-1) * window
+    return torch.fft.ifft(torch.fft.ifftshift(spectrum, dim=-1), dim=-1).real
+
+
+def stability_score(x: torch.Tensor, x_hat: torch.Tensor, rule: str = "repo", eps: float = 1e-6) -> torch.Tensor:
+    """Signed stability of every entry; large positive values are selected.
+
+    ``"repo"``: ``x / max(|x_hat - x|, eps)`` (the released code, plus a clamp against division by 0).
+    ``"paper"``: ``x_hat / (|x_hat - x| + eps)`` (Eq. 5 of the paper).
+    """
+    residual = (x_hat - x).abs()
+    if rule == "repo":
+        return x / residual.clamp_min(eps)
+    if rule == "paper":
+        return x_hat / (residual + eps)
+    raise ValueError(f"Unknown LazyStrike score rule {rule!r}; use one of {SCORE_RULES}.")
+
+
+def resolve_top_k(num_patches: int, top_k: int | None = None, top_k_ratio: float | None = None) -> int:
+    """Number of patches each channel averages: ``top_k``, or ``round(top_k_ratio * N)`` (at least 1)."""
+    if top_k_ratio is not None:
+        return max(1, round(top_k_ratio * num_patches))
+    if top_k is None:
+        raise ValueError("LazyStrike needs `top_k` (a count) or `top_k_ratio` (a fraction of the patches).")
+    if top_k > num_patches:
+        raise ValueError(
+            f"LazyStrike top_k={top_k} exceeds the {num_patches} patches of this input; use a larger input, "
+            "a smaller `lazystrike_top_k`, or `lazystrike_top_k_ratio` to scale K with the patch count."
+        )
+    return top_k
+
+
+class PooledFeatures(NamedTuple):
+    pooled: torch.Tensor
+    """[B, D] the global feature."""
+    indices: torch.Tensor | None = None
+    """[B, K, D] patch index chosen by each channel (positions within the patch tokens)."""
+    votes: torch.Tensor | None = None
+    """[B, N] how many channels chose each patch (Eq. 8); sums to K * D."""
+
+
+def count_votes(indices: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """Votes per patch [B, N] from per-channel selections [B, K, D]."""
+    flat = indices.flatten(1)
+    votes = torch.zeros(indices.shape[0], num_patches, dtype=torch.long, device=indices.device)
+    return votes.scatter_add_(1, flat, torch.ones_like(flat))
+
+
+def lazystrike_pool(
+    patch_tokens: torch.Tensor,
+    top_k: int | None = 1,
+    top_k_ratio: float | None = None,
+    sigma: float | None = None,
+    score_rule: str = "repo",
+    eps: float = 1e-6,
+    fft_in_fp32: bool = True,
+) -> PooledFeatures:
+    """LazyStrike readout of ``patch_tokens`` [B, N, D] (final, normed patch tokens only)."""
+    num_patches, dim = patch_tokens.shape[-2:]
+    k = resolve_top_k(num_patches, top_k, top_k_ratio)
+    sigma = math.sqrt(dim) if sigma is None else sigma
+
+    with torch.no_grad():
+        x = patch_tokens.detach()
+        if fft_in_fp32 and x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            scores = stability_score(x, lowpass_channels(x, sigma), score_rule, eps)
+        indices = scores.topk(k, dim=1).indices  # [B, K, D]
+        votes = count_votes(indices, num_patches)
+
+    pooled = patch_tokens.gather(1, indices).mean(dim=1)
+    return PooledFeatures(pooled=pooled, indices=indices, votes=votes)
+
+
+class LazyStrikePooler(nn.Module):
+    """Parameter-free LazyStrike readout configured from a `LastViTConfig`."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.top_k = config.lazystrike_top_k
+        self.top_k_ratio = config.lazystrike_top_k_ratio
+        self.sigma = config.lazystrike_sigma
+        self.score_rule = config.lazystrike_score
+        self.eps = config.lazystrike_eps
+        self.fft_in_fp32 = config.lazystrike_fft_in_fp32
+
+    def forward(self, patch_tokens: torch.Tensor) -> PooledFeatures:
+        return lazystrike_pool(
+            patch_tokens,
+            top_k=self.top_k,
+            top_k_ratio=self.top_k_ratio,
+            sigma=self.sigma,
+            score_rule=self.score_rule,
+            eps=self.eps,
+            fft_in_fp32=self.fft_in_fp32,
+        )
+
+    def extra_repr(self) -> str:
+        k = f"top_k_ratio={self.top_k_ratio}" if self.top_k_ratio is not None else f"top_k={self.top_k}"
+        return f"{k}, sigma={self.sigma or 'sqrt(D)'}, score={self.score_rule!r}"
