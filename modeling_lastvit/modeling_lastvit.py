@@ -141,9 +141,9 @@ class LastViTEmbeddings(nn.Module):
         return torch.cat((cls_pos, patch_pos), dim=1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_embeddings(pixel_values)  # validates the input first
         batch_size, _, height, width = pixel_values.shape
         patch_height, patch_width = self.patch_embeddings.patch_size
-        tokens = self.patch_embeddings(pixel_values)
         position_embeddings = self.interpolate_pos_encoding(height // patch_height, width // patch_width)
         if self.cls_token is not None:
             tokens = torch.cat((self.cls_token.expand(batch_size, -1, -1), tokens), dim=1)
@@ -413,7 +413,7 @@ class LastViTModel(LastViTPreTrainedModel):
         self.encoder = LastViTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = LastViTPooler(config)
-        self.projection = (
+        self.visual_projection = (
             nn.Linear(config.hidden_size, config.projection_dim, bias=False) if config.projection_dim else None
         )
         self.post_init()
@@ -445,7 +445,7 @@ class LastViTModel(LastViTPreTrainedModel):
         return LastViTModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled.pooled,
-            image_embeds=self.projection(pooled.pooled) if self.projection is not None else None,
+            image_embeds=self.visual_projection(pooled.pooled) if self.visual_projection is not None else None,
             patch_votes=pooled.votes,
             pooling_indices=pooled.indices if return_pooling_indices else None,
             hidden_states=encoder_outputs.hidden_states,

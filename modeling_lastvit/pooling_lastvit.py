@@ -23,20 +23,20 @@ from torch import nn
 SCORE_RULES = ("repo", "paper")
 
 
-def gaussian_channel_window(dim: int, sigma: float, device=None) -> torch.Tensor:
+def gaussian_channel_window(dim: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
     """The authors' frequency window: ``exp(-pos^2 / 2 sigma^2)`` over ``arange(-dim//2+1, dim//2+1)``.
 
     Its peak sits one bin left of the centred DC term (index ``dim//2 - 1`` vs ``dim//2``); this
     off-by-one is part of the released checkpoints' behaviour and is kept on purpose.
     """
-    pos = torch.arange(-dim // 2 + 1, dim // 2 + 1, device=device, dtype=torch.float32)
+    pos = torch.arange(-dim // 2 + 1, dim // 2 + 1, device=device, dtype=dtype)
     window = torch.exp(-0.5 * (pos / sigma) ** 2)
     return window / window.max()
 
 
 def lowpass_channels(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Low-pass ``x`` along its last (channel) axis with the authors' FFT Gaussian window."""
-    window = gaussian_channel_window(x.shape[-1], sigma, device=x.device).to(x.dtype)
+    window = gaussian_channel_window(x.shape[-1], sigma, device=x.device, dtype=x.dtype)
     spectrum = torch.fft.fftshift(torch.fft.fft(x, dim=-1), dim=-1) * window
     return torch.fft.ifft(torch.fft.ifftshift(spectrum, dim=-1), dim=-1).real
 

@@ -1,0 +1,124 @@
+"""lastvit-demo: build a small LaSt-ViT, run it on a generated scene, save it, and load it back
+with the Auto classes through remote code. Offline; about ten seconds on a laptop CPU.
+
+What it shows is mechanics, not results: the model is untrained, so its vote map says nothing
+yet about where a trained LaSt-ViT looks (see the evaluation scripts for that).
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+
+def make_scene(size: int = 256, seed: int = 0) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A textured background with one saturated ellipse; returns the image and the object's box."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(60, 160, size=(8, 8, 3)).astype(np.uint8)
+    background = Image.fromarray(coarse).resize((size, size), Image.BICUBIC)
+    noise = rng.normal(0, 12, size=(size, size, 3))
+    image = Image.fromarray(np.clip(np.asarray(background) + noise, 0, 255).astype(np.uint8))
+    side = int(size * rng.uniform(0.25, 0.4))
+    x0, y0 = (int(v) for v in rng.integers(0, size - side, size=2))
+    box = (x0, y0, x0 + side, y0 + side)
+    ImageDraw.Draw(image).ellipse(box, fill=(230, 40, 40))
+    return image, box
+
+
+def save_atomically(objects, output_dir: Path, overwrite: bool) -> None:
+    """Write every object's `save_pretrained` into a temporary sibling folder, then swap it in,
+    so an interrupted run never leaves a half-written checkpoint behind."""
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise SystemExit(
+            f"error: {output_dir} already holds files; pass --overwrite to replace them or choose another --output-dir."
+        )
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    for obj in objects:
+        obj.save_pretrained(staging)
+    if output_dir.exists():
+        retired = output_dir.with_name(f".{output_dir.name}.old")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(output_dir, retired)
+        os.replace(staging, output_dir)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, output_dir)
+
+
+def vote_grid(votes: torch.Tensor) -> str:
+    """ASCII picture of a [h, w] vote map: blank (none) up to '#' (the most)."""
+    shades = " .:-=+*#"
+    scaled = (votes.float() / max(votes.max().item(), 1) * (len(shades) - 1)).round().long()
+    return "\n".join("    " + "".join(shades[v] * 2 for v in row) for row in scaled.tolist())
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/demo"), help="where the checkpoint is saved")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+    parser.add_argument("--top-k", type=int, default=4, help="LazyStrike K: patches each channel averages")
+    parser.add_argument("--registers", type=int, default=4, help="number of register tokens")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the weights and the scene")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoImageProcessor, AutoModel
+
+    from modeling_lastvit import LastViTConfig, LastViTImageProcessor, LastViTModel
+
+    torch.manual_seed(args.seed)
+    config = LastViTConfig(
+        image_size=112,
+        patch_size=16,
+        hidden_size=192,
+        num_hidden_layers=4,
+        num_attention_heads=3,
+        intermediate_size=768,
+        num_register_tokens=args.registers,
+        lazystrike_top_k=args.top_k,
+    )
+    model = LastViTModel(config).eval()
+    processor = LastViTImageProcessor(size={"shortest_edge": 128}, crop_size={"height": 112, "width": 112})
+    image, box = make_scene(seed=args.seed)
+    pixel_values = processor(image, return_tensors="pt").pixel_values
+
+    with torch.no_grad():
+        out = model(pixel_values)
+    votes = model.patches_to_map(out.patch_votes, *pixel_values.shape[-2:])[0]
+    print(f"LastViT: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, pooling={config.pooling}, "
+          f"K={args.top_k}, registers={args.registers}")
+    print(f"input {tuple(pixel_values.shape)} -> tokens {tuple(out.last_hidden_state.shape)}, "
+          f"pooled {tuple(out.pooler_output.shape)}")
+    print(f"votes per patch sum to {int(out.patch_votes.sum())} = K x D = {args.top_k * config.hidden_size}")
+    print("vote map of the untrained model (mechanics only):")
+    print(vote_grid(votes))
+    scale = 128 / image.size[0]  # resize to the processor's shortest edge, then centre-crop 112
+    offset = (128 - 112) // 2
+    x0, y0, x1, y1 = (int(v * scale) - offset for v in box)
+    print(f"object box on the model input (pixels): ({x0}, {y0}, {x1}, {y1}); 16 px per map cell")
+
+    save_atomically([model, processor], args.output_dir, args.overwrite)
+    reloaded = AutoModel.from_pretrained(args.output_dir, trust_remote_code=True).eval()
+    reprocessor = AutoImageProcessor.from_pretrained(args.output_dir, trust_remote_code=True)
+    with torch.no_grad():
+        again = reloaded(reprocessor(image, return_tensors="pt").pixel_values)
+    max_diff = (again.pooler_output - out.pooler_output).abs().max().item()
+    print(f"saved to {args.output_dir}; reloaded with AutoModel: max |diff| of pooled feature = {max_diff:.2e}")
+    if max_diff > 1e-5:
+        print("error: the reloaded model does not reproduce the saved one", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
