@@ -1,0 +1,209 @@
+"""Datasets and transforms for the training scripts: Hub names, imagefolders, saved datasets and
+the built-in scenes benchmark, all consumed as `datasets` splits; PIL/NumPy transforms (no
+torchvision). Augmentation randomness is a function of (seed, epoch, example index), so a run
+resumed mid-way sees exactly the batches the uninterrupted run would have seen."""
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+SCENES = "scenes"
+
+
+class DataError(ValueError):
+    """Bad training data: the message names the problem and what to do."""
+
+
+def load_splits(
+    dataset: str,
+    train_split: str = "train",
+    eval_split: str | None = None,
+    data_dir: str | None = None,
+    scenes_kwargs: dict | None = None,
+):
+    """Return ``(train, eval)`` `datasets.Dataset`s.
+
+    `dataset` is ``"scenes"`` (built offline from Debian photo packages), ``"imagefolder"`` (with
+    `data_dir`), a folder written by `Dataset(Dict).save_to_disk`, or a Hub dataset name.
+    The evaluation split defaults to "validation", then "test"."""
+    import datasets
+
+    if dataset == SCENES:
+        from modeling_lastvit.scenes_lastvit import build_scenes
+
+        splits = build_scenes(**(scenes_kwargs or {}))
+    elif dataset == "imagefolder":
+        if not data_dir:
+            raise DataError("`--dataset imagefolder` needs `--data-dir DIR` (one subfolder per class).")
+        splits = datasets.load_dataset("imagefolder", data_dir=data_dir)
+    elif _is_saved_dataset(dataset):
+        splits = datasets.load_from_disk(dataset)
+    else:
+        splits = datasets.load_dataset(dataset)
+
+    if isinstance(splits, datasets.Dataset):
+        raise DataError(f"{dataset} holds a single split; save a DatasetDict with train and evaluation splits.")
+    if train_split not in splits:
+        raise DataError(f"{dataset} has no split {train_split!r}; it has {sorted(splits)} (see --train-split).")
+    if eval_split is None:
+        eval_split = next((s for s in ("validation", "test", "val") if s in splits), None)
+        if eval_split is None:
+            raise DataError(f"{dataset} has no validation/test split among {sorted(splits)}; pass --eval-split.")
+    elif eval_split not in splits:
+        raise DataError(f"{dataset} has no split {eval_split!r}; it has {sorted(splits)} (see --eval-split).")
+    return splits[train_split], splits[eval_split]
+
+
+def _is_saved_dataset(path: str) -> bool:
+    from pathlib import Path
+
+    folder = Path(path)
+    return folder.is_dir() and ((folder / "dataset_dict.json").exists() or (folder / "dataset_info.json").exists())
+
+
+def label_names(split, label_column: str) -> list[str]:
+    """Class names from a ClassLabel column, else ``"0" .. "C-1"`` from the values seen."""
+    feature = split.features[label_column]
+    if hasattr(feature, "names"):
+        return list(feature.names)
+    return [str(i) for i in range(int(max(split[label_column])) + 1)]
+
+
+def check_columns(split, image_column: str, label_column: str, num_labels: int, name: str) -> None:
+    """Fail early, naming the column or label at fault."""
+    for column, flag in ((image_column, "--image-column"), (label_column, "--label-column")):
+        if column not in split.column_names:
+            raise DataError(
+                f"the {name} split has no column {column!r}; its columns are {split.column_names} (set {flag})."
+            )
+    labels = np.asarray(split[label_column])
+    if labels.size and (labels.min() < 0 or labels.max() >= num_labels):
+        bad = int(labels[(labels < 0) | (labels >= num_labels)][0])
+        raise DataError(
+            f"the {name} split has label {bad}, outside [0, {num_labels}) for the model's {num_labels} classes; "
+            "fix the labels or pass the right --num-labels / a model with that many classes."
+        )
+
+
+@dataclass
+class ImageTransform:
+    """Random-resized crop + horizontal flip (train) or resize + centre crop (eval), then normalise."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train: bool
+    seed: int = 0
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    resize_ratio: float = 256 / 224
+
+    def __call__(self, image: Image.Image, index: int, epoch: int) -> torch.Tensor:
+        image = image.convert("RGB")
+        if self.train:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            image = self._random_resized_crop(image, rng)
+            if rng.random() < 0.5:
+                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        else:
+            image = self._resize_centre_crop(image)
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        array = (array - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
+        return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+    def _random_resized_crop(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        width, height = image.size
+        area = width * height
+        for _ in range(10):
+            target = area * rng.uniform(*self.crop_scale)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < w <= width and 0 < h <= height:
+                x0, y0 = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+                return image.resize((self.size, self.size), Image.BILINEAR, box=(x0, y0, x0 + w, y0 + h))
+        return self._resize_centre_crop(image)
+
+    def _resize_centre_crop(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        short = round(self.size * self.resize_ratio)
+        scale = short / min(width, height)
+        image = image.resize((max(short, round(width * scale)), max(short, round(height * scale))), Image.BILINEAR)
+        width, height = image.size
+        left, top = (width - self.size) // 2, (height - self.size) // 2
+        return image.crop((left, top, left + self.size, top + self.size))
+
+
+class TransformedSplit(torch.utils.data.Dataset):
+    """A `datasets` split as (pixel_values, label) pairs; undecodable images become `None`
+    (skipped and counted by `collate`) or raise with the file's name, as the user chose."""
+
+    def __init__(self, split, transform: ImageTransform, image_column: str, label_column: str, skip_bad: bool):
+        import datasets
+
+        self.split = split.cast_column(image_column, datasets.Image(decode=False))
+        self.transform = transform
+        self.image_column = image_column
+        self.label_column = label_column
+        self.skip_bad = skip_bad
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int):
+        row = self.split[index]
+        encoded = row[self.image_column]
+        try:
+            image = _decode(encoded)
+            pixel_values = self.transform(image, index, self.epoch)
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            where = encoded.get("path") or f"example {index}"
+            if self.skip_bad:
+                return None
+            raise DataError(
+                f"cannot read image {where}: {error}. Fix or remove it, or pass --on-bad-image skip."
+            ) from error
+        return pixel_values, int(row[self.label_column])
+
+
+def _decode(encoded: dict) -> Image.Image:
+    if encoded.get("bytes") is not None:
+        image = Image.open(io.BytesIO(encoded["bytes"]))
+    elif encoded.get("path"):
+        image = Image.open(encoded["path"])
+    else:
+        raise ValueError("the example holds no image")
+    image.load()
+    return image
+
+
+def collate(examples) -> dict:
+    """Stack the readable examples; `num_skipped` counts the ones that could not be read."""
+    good = [e for e in examples if e is not None]
+    batch = {"num_skipped": torch.tensor(len(examples) - len(good))}
+    if good:
+        batch["pixel_values"] = torch.stack([e[0] for e in good])
+        batch["labels"] = torch.tensor([e[1] for e in good])
+    return batch
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A permutation that depends only on (seed, epoch): resuming reproduces the order."""
+
+    def __init__(self, num_examples: int, seed: int, shuffle: bool):
+        self.num_examples = num_examples
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.num_examples))
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_examples, generator=generator).tolist())
