@@ -4,11 +4,13 @@ import math
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 
 POOLING_TYPES = ("cls", "mean", "max", "lazystrike")
 SCORE_RULES = ("repo", "paper")
 INTERPOLATION_MODES = ("bicubic", "bilinear")
+CLASSIFIER_INPUTS = ("pooled", "pooled_and_patch_mean", "pooled_and_first_register")
 
 # Written into every saved config so that a checkpoint opens with any of these Auto classes via
 # `trust_remote_code=True`, whichever class saved it (transformers only records the saver's own).
@@ -60,6 +62,11 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             embeddings are resized for another grid (`"bicubic"` or `"bilinear"`).
         position_embedding_antialias (`bool`, defaults to `False`): antialias when resizing them
             (DINOv2 with registers uses it).
+        position_embedding_interpolation_offset (`float`, *optional*): `None` resizes the position
+            embeddings to the target grid (`size=`, as transformers' ViT/DINOv2/CLIP do). A value in
+            (0, 1) resizes them by `scale_factor = (grid + offset) / native_grid` instead, as the original
+            facebookresearch/dino code does with 0.1: the output grid is the same but the sampling points
+            differ slightly, so use it only to reproduce such checkpoints exactly.
         pooling (`str`, defaults to `"lazystrike"`): global feature `pooler_output`: `"cls"` (final
             CLS token), `"mean"` / `"max"` (over patch tokens), `"lazystrike"` (LazyStrike over patch tokens).
         lazystrike_top_k (`int`, *optional*, defaults to 1): patches each channel averages.
@@ -72,7 +79,19 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         lazystrike_eps (`float`, defaults to 1e-6): clamp / offset of the score's denominator.
         lazystrike_fft_in_fp32 (`bool`, defaults to `True`): run the score path in fp32 when the
             model runs in fp16/bf16 (the selection is sensitive to rounding).
-        projection_dim (`int`, *optional*): if set, a bias-free linear map of the pooled feature to
+        pooler_dense_act (`str`, *optional*): if set, `pooler_output` is `act(dense(pooled))`: a linear
+            layer on the pooled feature followed by this activation (a key of `ACT2FN`). `"tanh"`
+            reproduces the `pooler` of transformers' `ViTModel` / `DeiTModel` (on the CLS token) and
+            torchvision's `heads.pre_logits`. `None` (default): `pooler_output` is the pooled feature.
+        pooler_dense_size (`int`, *optional*): output width of that dense layer; `None` means
+            `hidden_size`. Only with `pooler_dense_act`.
+        classifier_input (`str`, defaults to `"pooled"`): what `LastViTForImageClassification`'s linear
+            classifier reads: `"pooled"` (`pooler_output`), `"pooled_and_patch_mean"` (`pooler_output`
+            concatenated with the mean of the final patch tokens, as DINOv2's classifiers do) or
+            `"pooled_and_first_register"` (`pooler_output` concatenated with the first register token, which
+            hosts DeiT's distillation token: one linear layer on it equals DeiT's averaged CLS and
+            distillation heads).
+        projection_dim (`int`, *optional*): if set, a bias-free linear map of `pooler_output` to
             this size, returned as `image_embeds` (CLIP's `proj`).
         out_features / out_indices (*optional*): stages returned by `LastViTBackbone`
             (`"stem"`, `"stage1"` ... `"stageL"`); default: the last stage.
@@ -111,6 +130,7 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     use_pre_norm: bool = False
     position_embedding_interpolation: str = "bicubic"
     position_embedding_antialias: bool = False
+    position_embedding_interpolation_offset: float | None = None
     pooling: str = "lazystrike"
     lazystrike_top_k: int | None = 1
     lazystrike_top_k_ratio: float | None = None
@@ -118,6 +138,9 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     lazystrike_score: str = "repo"
     lazystrike_eps: float = 1e-6
     lazystrike_fft_in_fp32: bool = True
+    pooler_dense_act: str | None = None
+    pooler_dense_size: int | None = None
+    classifier_input: str = "pooled"
     projection_dim: int | None = None
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
@@ -138,6 +161,19 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     @property
     def patch_size_hw(self) -> tuple[int, int]:
         return _pair(self.patch_size)
+
+    @property
+    def pooled_feature_size(self) -> int:
+        """Width of `pooler_output`: `pooler_dense_size` with a dense pooler, else `hidden_size`."""
+        if self.pooler_dense_act is not None and self.pooler_dense_size is not None:
+            return self.pooler_dense_size
+        return self.hidden_size
+
+    @property
+    def classifier_input_size(self) -> int:
+        """Width of the classifier's input (see `classifier_input`)."""
+        extra = 0 if self.classifier_input == "pooled" else self.hidden_size
+        return self.pooled_feature_size + extra
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -169,6 +205,9 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"unknown `position_embedding_interpolation` {self.position_embedding_interpolation!r}; "
                 f"use one of {INTERPOLATION_MODES}."
             )
+        offset = self.position_embedding_interpolation_offset
+        if offset is not None and not 0.0 < offset < 1.0:
+            fail(f"`position_embedding_interpolation_offset` must be in (0, 1) or None, got {offset}.")
         if self.pooling not in POOLING_TYPES:
             fail(f"unknown `pooling` {self.pooling!r}; use one of {POOLING_TYPES}.")
         if self.pooling == "cls" and not self.use_cls_token:
@@ -198,6 +237,17 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             fail(f"`lazystrike_eps` must be > 0, got {self.lazystrike_eps}.")
         if self.projection_dim is not None and self.projection_dim < 1:
             fail(f"`projection_dim` must be a positive integer or None, got {self.projection_dim}.")
+        if self.pooler_dense_act is not None and self.pooler_dense_act not in ACT2FN:
+            fail(f"unknown `pooler_dense_act` {self.pooler_dense_act!r}; use a key of transformers' ACT2FN ('tanh').")
+        if self.pooler_dense_size is not None:
+            if self.pooler_dense_act is None:
+                fail("`pooler_dense_size` needs a dense pooler: set `pooler_dense_act` (e.g. 'tanh') too.")
+            if self.pooler_dense_size < 1:
+                fail(f"`pooler_dense_size` must be a positive integer or None, got {self.pooler_dense_size}.")
+        if self.classifier_input not in CLASSIFIER_INPUTS:
+            fail(f"unknown `classifier_input` {self.classifier_input!r}; use one of {CLASSIFIER_INPUTS}.")
+        if self.classifier_input == "pooled_and_first_register" and self.num_register_tokens < 1:
+            fail("`classifier_input='pooled_and_first_register'` needs `num_register_tokens >= 1`.")
 
 
 def _pair(value) -> tuple[int, int]:

@@ -130,13 +130,23 @@ class LastViTEmbeddings(nn.Module):
         cls_pos, patch_pos = self.position_embeddings[:, :num_cls], self.position_embeddings[:, num_cls:]
         dim = patch_pos.shape[-1]
         patch_pos = patch_pos.reshape(1, native_height, native_width, dim).permute(0, 3, 1, 2)
+        offset = self.config.position_embedding_interpolation_offset
+        if offset is None:
+            target = {"size": (grid_height, grid_width)}
+        else:  # facebookresearch/dino: resize by a scale factor nudged by `offset`
+            target = {"scale_factor": ((grid_height + offset) / native_height, (grid_width + offset) / native_width)}
         patch_pos = nn.functional.interpolate(
             patch_pos.float(),
-            size=(grid_height, grid_width),
+            **target,
             mode=self.config.position_embedding_interpolation,
             align_corners=False,
             antialias=self.config.position_embedding_antialias,
         ).to(self.position_embeddings.dtype)
+        if patch_pos.shape[-2:] != (grid_height, grid_width):
+            raise ValueError(
+                f"Resizing the position embeddings gave a {tuple(patch_pos.shape[-2:])} grid instead of "
+                f"{(grid_height, grid_width)}; check `position_embedding_interpolation_offset`."
+            )
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_height * grid_width, dim)
         return torch.cat((cls_pos, patch_pos), dim=1)
 
@@ -292,7 +302,8 @@ class LastViTLayer(GradientCheckpointingLayer):
 
 
 class LastViTPooler(nn.Module):
-    """Reads the global feature from the final tokens: CLS, mean/max over patches, or LazyStrike.
+    """Reads the global feature from the final tokens: CLS, mean/max over patches, or LazyStrike,
+    optionally followed by a dense layer and an activation (`config.pooler_dense_act`, ViT's pooler).
 
     Patch-based rules only ever see the patch tokens, never the CLS or register tokens.
     Selection indices and votes exist for `max` and `lazystrike`.
@@ -303,8 +314,16 @@ class LastViTPooler(nn.Module):
         self.pooling = config.pooling
         self.num_prefix_tokens = config.num_prefix_tokens
         self.lazystrike = LazyStrikePooler(config) if config.pooling == "lazystrike" else None
+        self.dense = nn.Linear(config.hidden_size, config.pooled_feature_size) if config.pooler_dense_act else None
+        self.activation = ACT2FN[config.pooler_dense_act] if config.pooler_dense_act else None
 
     def forward(self, sequence_output: torch.Tensor) -> PooledFeatures:
+        pooled = self.pool(sequence_output)
+        if self.dense is None:
+            return pooled
+        return pooled._replace(pooled=self.activation(self.dense(pooled.pooled)))
+
+    def pool(self, sequence_output: torch.Tensor) -> PooledFeatures:
         if self.pooling == "cls":
             return PooledFeatures(sequence_output[:, 0])
         patches = sequence_output[:, self.num_prefix_tokens :]
@@ -414,7 +433,7 @@ class LastViTModel(LastViTPreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = LastViTPooler(config)
         self.visual_projection = (
-            nn.Linear(config.hidden_size, config.projection_dim, bias=False) if config.projection_dim else None
+            nn.Linear(config.pooled_feature_size, config.projection_dim, bias=False) if config.projection_dim else None
         )
         self.post_init()
 
@@ -454,14 +473,26 @@ class LastViTModel(LastViTPreTrainedModel):
 
 
 class LastViTForImageClassification(LastViTPreTrainedModel):
-    """LastViT with a linear classifier on the pooled feature (the LazyStrike token by default)."""
+    """LastViT with a linear classifier on the pooled feature (the LazyStrike token by default), or on
+    the pooled feature concatenated with another one (`config.classifier_input`)."""
 
     def __init__(self, config: LastViTConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.lastvit = LastViTModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = (
+            nn.Linear(config.classifier_input_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
         self.post_init()
+
+    def classifier_features(self, outputs: LastViTModelOutput) -> torch.Tensor:
+        """The classifier's input [B, `config.classifier_input_size`] from the base model's outputs."""
+        if self.config.classifier_input == "pooled":
+            return outputs.pooler_output
+        tokens = self.lastvit.split_tokens(outputs.last_hidden_state)
+        if self.config.classifier_input == "pooled_and_patch_mean":
+            return torch.cat((outputs.pooler_output, tokens.patches.mean(dim=1)), dim=-1)
+        return torch.cat((outputs.pooler_output, tokens.registers[:, 0]), dim=-1)
 
     @can_return_tuple
     def forward(
@@ -477,7 +508,7 @@ class LastViTForImageClassification(LastViTPreTrainedModel):
             `config.problem_type` picks the loss as in every transformers classifier.
         """
         outputs: LastViTModelOutput = self.lastvit(pixel_values, **kwargs)
-        logits = self.classifier(outputs.pooler_output)
+        logits = self.classifier(self.classifier_features(outputs))
         loss = self.loss_function(labels, logits, self.config, **kwargs) if labels is not None else None
         return LastViTImageClassifierOutput(
             loss=loss,
