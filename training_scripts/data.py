@@ -73,13 +73,17 @@ def label_names(split, label_column: str) -> list[str]:
     return [str(i) for i in range(int(max(split[label_column])) + 1)]
 
 
-def check_columns(split, image_column: str, label_column: str, num_labels: int, name: str) -> None:
-    """Fail early, naming the column or label at fault."""
+def check_columns(split, image_column: str, label_column: str, name: str) -> None:
+    """Fail early, naming the missing column and the ones there are."""
     for column, flag in ((image_column, "--image-column"), (label_column, "--label-column")):
         if column not in split.column_names:
             raise DataError(
                 f"the {name} split has no column {column!r}; its columns are {split.column_names} (set {flag})."
             )
+
+
+def check_labels(split, label_column: str, num_labels: int, name: str) -> None:
+    """Every label must index one of the model's classes."""
     labels = np.asarray(split[label_column])
     if labels.size and (labels.min() < 0 or labels.max() >= num_labels):
         bad = int(labels[(labels < 0) | (labels >= num_labels)][0])

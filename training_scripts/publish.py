@@ -12,6 +12,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -24,12 +25,19 @@ class PublishError(ValueError):
     """The folder is not ready to publish; the message says what is missing."""
 
 
-def write_model_card(folder, results: dict | None = None, dataset: str | None = None, training_args: dict | None = None):
-    """Render README.md for a trained LastViT folder; `model-index` holds only the results measured here."""
+def write_model_card(
+    folder,
+    config: dict,
+    results: dict | None = None,
+    dataset: str | None = None,
+    training_args: dict | None = None,
+    adapter: dict | None = None,
+):
+    """Render README.md for a trained LastViT folder (or PEFT adapter); `model-index` holds only
+    the results measured by this run."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
     eval_results = []
     if results and dataset:
         for key in ("top1", "top5", "top3", "top2"):
@@ -42,7 +50,7 @@ def write_model_card(folder, results: dict | None = None, dataset: str | None = 
         library_name="transformers",
         pipeline_tag="image-classification",
         license="mit",
-        tags=["lastvit", "lazystrike", "vision", "image-classification", "custom_code"],
+        tags=["lastvit", "lazystrike", "vision", "image-classification", "custom_code"] + (["peft"] if adapter else []),
         model_name=folder.name if folder.name and not folder.name.startswith(".") else "lastvit",
         eval_results=eval_results or None,
     )
@@ -50,23 +58,37 @@ def write_model_card(folder, results: dict | None = None, dataset: str | None = 
     k = config.get("lazystrike_top_k_ratio") or config.get("lazystrike_top_k")
     args_text = json.dumps({k_: str(v) for k_, v in (training_args or {}).items()}, indent=2)
     results_text = json.dumps(results or {}, indent=2)
+    if adapter:
+        targets = adapter.get("target_modules")
+        targets = sorted(targets) if isinstance(targets, (list, set, tuple)) else targets
+        use = f"""```python
+from peft import PeftModel
+from transformers import AutoModelForImageClassification
+base = AutoModelForImageClassification.from_pretrained("<base checkpoint>", trust_remote_code=True,
+                                                       num_labels={config.get("num_labels")})
+model = PeftModel.from_pretrained(base, "<this folder or repo>")
+```"""
+        kind = f"A {adapter.get('peft_type')} adapter (targets {targets}, classifier saved in full) for"
+    else:
+        use = """```python
+from transformers import AutoModelForImageClassification, AutoImageProcessor
+model = AutoModelForImageClassification.from_pretrained("<this folder or repo>", trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained("<this folder or repo>", trust_remote_code=True)
+```"""
+        kind = "A"
     content = f"""---
 {data.to_yaml()}
 ---
 
-# LastViT image classifier
+# LastViT image classifier{" (PEFT adapter)" if adapter else ""}
 
-A ViT ({config.get("num_hidden_layers")} blocks, width {config.get("hidden_size")}, patch {config.get("patch_size")},
+{kind} ViT ({config.get("num_hidden_layers")} blocks, width {config.get("hidden_size")}, patch {config.get("patch_size")},
 {config.get("num_register_tokens", 0)} register tokens) with **{pooling}** pooling{f" (K = {k})" if pooling == "lazystrike" else ""},
 trained with `lastvit-train` on `{dataset}`. LazyStrike is the readout of LaSt-ViT ({PAPER}).
 
 ## Use
 
-```python
-from transformers import AutoModelForImageClassification, AutoImageProcessor
-model = AutoModelForImageClassification.from_pretrained("<this folder or repo>", trust_remote_code=True)
-processor = AutoImageProcessor.from_pretrained("<this folder or repo>", trust_remote_code=True)
-```
+{use}
 
 ## Results measured by this run
 
@@ -92,11 +114,18 @@ on the built-in scenes benchmark has seen only small synthetic composites of rea
 
 LOAD_CHECK = textwrap.dedent(
     """
-    import importlib.util, json, sys
-    repo_paths = json.loads(sys.argv[2])
-    sys.path[:] = [p for p in sys.path if p and not any(p.startswith(r) for r in repo_paths)]
-    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()
-                        and "editable" not in type(f).__name__.lower()]
+    import importlib, importlib.util, json, os, sys
+    repo_root = os.path.realpath(sys.argv[2])
+
+    def editable(obj):  # setuptools' editable-install finders and path hooks (classes or instances)
+        names = (getattr(obj, "__name__", ""), getattr(obj, "__module__", ""), type(obj).__name__, type(obj).__module__)
+        return any("editable" in str(name).lower() for name in names)
+
+    sys.path[:] = [p for p in sys.path if repo_root not in os.path.realpath(os.path.abspath(p or os.curdir))]
+    sys.meta_path[:] = [f for f in sys.meta_path if not editable(f)]
+    sys.path_hooks[:] = [h for h in sys.path_hooks if not editable(h)]
+    sys.path_importer_cache.clear()
+    importlib.invalidate_caches()
     assert importlib.util.find_spec("modeling_lastvit") is None, "the package is still importable"
     import torch
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
@@ -143,10 +172,11 @@ def validate_folder(folder) -> dict:
         raise PublishError(f"the model card metadata of {folder} is incomplete: " + "; ".join(problems) + ".")
 
     repo_root = str(Path(__file__).resolve().parents[1])
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_CHECK, str(folder.resolve()), json.dumps([repo_root])],
-        capture_output=True, text=True, cwd=folder, env=_offline_env(),
-    )
+    with tempfile.TemporaryDirectory() as neutral_cwd:  # not the folder: its modeling_lastvit.py would import
+        result = subprocess.run(
+            [sys.executable, "-I", "-c", LOAD_CHECK, str(folder.resolve()), repo_root],
+            capture_output=True, text=True, cwd=neutral_cwd, env=_offline_env(),
+        )
     if result.returncode != 0:
         raise PublishError(f"{folder} does not load with the Auto classes in a fresh process:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])

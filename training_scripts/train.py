@@ -33,6 +33,7 @@ from .data import (
     ImageTransform,
     TransformedSplit,
     check_columns,
+    check_labels,
     collate,
     label_names,
     load_splits,
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="architecture when training from scratch")
     model.add_argument("--image-size", type=int, help="input size (default: the preset's or checkpoint's)")
     model.add_argument("--patch-size", type=int, help="patch size (default: the preset's)")
-    model.add_argument("--pooling", choices=("cls", "mean", "max", "lazystrike"), default="lazystrike")
+    model.add_argument("--pooling", choices=("cls", "mean", "max", "lazystrike"),
+                       help="global readout (default: lazystrike from scratch; the checkpoint's own otherwise)")
     model.add_argument("--top-k", type=int, help="LazyStrike K as a count (default: 1, the released setting)")
     model.add_argument("--top-k-ratio", type=float, help="LazyStrike K as a fraction of the patches, in (0, 1]")
     model.add_argument("--registers", type=int, default=0, help="number of register tokens (default: 0)")
@@ -120,7 +122,7 @@ def build_model(args, labels: list[str]):
 
     id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in id2label.items()}
-    pooling = dict(pooling=args.pooling)
+    pooling = {} if args.pooling is None else dict(pooling=args.pooling)
     if args.top_k_ratio is not None:
         pooling.update(lazystrike_top_k=None, lazystrike_top_k_ratio=args.top_k_ratio)
     elif args.top_k is not None:
@@ -137,6 +139,7 @@ def build_model(args, labels: list[str]):
             **pooling,
         )
     hidden, layers, heads, mlp, image, patch = PRESETS[args.preset]
+    pooling.setdefault("pooling", "lazystrike")
     config = LastViTConfig(
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -155,9 +158,18 @@ def build_model(args, labels: list[str]):
     return LastViTForImageClassification(config)
 
 
-def build_processor(model):
+def build_processor(model, source: str | None = None):
+    """The checkpoint's own processor when it has one (e.g. CLIP statistics), else the LaSt-ViT
+    evaluation preprocessing (resize to 256/224 of the input size, centre crop) at the model's size."""
     from modeling_lastvit import LastViTImageProcessor
 
+    if source:
+        from transformers import AutoImageProcessor
+
+        try:
+            return AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
+        except OSError:
+            pass  # no preprocessor_config.json: fall back to the default below
     size = model.config.image_size_hw[0]
     return LastViTImageProcessor(size={"shortest_edge": round(size * 256 / 224)}, crop_size={"height": size, "width": size})
 
@@ -233,12 +245,18 @@ def evaluate(model, loader, accelerator, num_labels: int) -> dict:
     return {"top1": correct1 / max(seen, 1), f"top{k}": correct5 / max(seen, 1), "eval_examples": seen}
 
 
-def save_final(save_model, args, accelerator, results: dict) -> None:
-    """Write the final model, processor, results and card at the top of the output folder
-    (beside checkpoints/ and best/), each file moved in only once complete."""
+def save_final(model, save_model, args, accelerator, results: dict) -> None:
+    """Write the final model (or PEFT adapter), processor, results and card at the top of the
+    output folder (beside checkpoints/ and best/), each file moved in only once complete. A PEFT
+    run with `--merge` also writes the merged full model to `merged/`."""
     from .publish import write_model_card
 
     out = args.output_dir
+    unwrapped = accelerator.unwrap_model(model)
+    is_adapter = hasattr(unwrapped, "peft_config")
+    config = (unwrapped.get_base_model() if is_adapter else unwrapped).config.to_dict()
+    adapter = unwrapped.peft_config["default"].to_dict() if is_adapter else None
+    card = dict(results=results, dataset=args.dataset, training_args=vars(args))
     staging = out / ".final.staging"
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
@@ -247,13 +265,23 @@ def save_final(save_model, args, accelerator, results: dict) -> None:
     save_model(staging)
     if accelerator.is_main_process:
         (staging / "eval_results.json").write_text(json.dumps(results, indent=2))
-        write_model_card(staging, results=results, dataset=args.dataset, training_args=vars(args))
+        write_model_card(staging, config, adapter=adapter, **card)
         for path in staging.iterdir():
             os.replace(path, out / path.name)
         staging.rmdir()
+        if is_adapter and getattr(args, "merge", False):
+            merged = unwrapped.merge_and_unload()
+
+            def write_merged(folder: Path):
+                merged.save_pretrained(folder)
+                build_processor(merged).save_pretrained(folder)
+                write_model_card(folder, merged.config.to_dict(), **card)
+
+            atomic_dir(out / "merged", write_merged)
 
 
-def train(args) -> dict:
+def train(args, adapt_model=None) -> dict:
+    """Run the training described by `args`; `adapt_model` may wrap the model (e.g. with PEFT)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -271,14 +299,18 @@ def train(args) -> dict:
     scenes_kwargs = dict(num_train=args.scenes_train, num_test=args.scenes_test, seed=args.seed,
                          clutter=args.scenes_clutter)
     train_split, eval_split = load_splits(args.dataset, args.train_split, args.eval_split, args.data_dir, scenes_kwargs)
+    check_columns(train_split, args.image_column, args.label_column, "training")
+    check_columns(eval_split, args.image_column, args.label_column, "evaluation")
     labels = label_names(train_split, args.label_column)
     model = build_model(args, labels)
     num_labels = model.config.num_labels
-    check_columns(train_split, args.image_column, args.label_column, num_labels, "training")
-    check_columns(eval_split, args.image_column, args.label_column, num_labels, "evaluation")
-    processor = build_processor(model)
+    processor = build_processor(model, args.model_name_or_path)
+    if adapt_model is not None:
+        model = adapt_model(model)
+    check_labels(train_split, args.label_column, num_labels, "training")
+    check_labels(eval_split, args.label_column, num_labels, "evaluation")
 
-    size = model.config.image_size_hw[0]
+    size = processor.crop_size["height"]
     transform = dict(size=size, mean=tuple(processor.image_mean), std=tuple(processor.image_std), seed=args.seed)
     train_data = TransformedSplit(
         train_split, ImageTransform(train=True, crop_scale=(args.crop_scale_min, 1.0), **transform),
@@ -415,7 +447,7 @@ def train(args) -> dict:
     results = {**metrics, "step": state["step"], "best_top1": state["best_top1"], "best_step": state["best_step"],
                "skipped_images": state["skipped_images"]}
     save_checkpoint()
-    save_final(save_model, args, accelerator, results)
+    save_final(model, save_model, args, accelerator, results)
     if accelerator.is_main_process:
         if state["skipped_images"]:
             print(f"skipped {state['skipped_images']} unreadable images (--on-bad-image skip)")
@@ -427,18 +459,22 @@ def train(args) -> dict:
     return results
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args, adapt_model=None) -> int:
+    """Train, print the results as JSON, and turn known failures into a one-line error and exit code 1."""
     if args.top_k is not None and args.top_k_ratio is not None:
         print("error: pass only one of --top-k and --top-k-ratio", file=sys.stderr)
         return 2
     try:
-        results = train(args)
+        results = train(args, adapt_model)
     except (DataError, TrainingStopped) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(results, indent=2))
     return 0
+
+
+def main(argv=None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
