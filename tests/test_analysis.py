@@ -517,7 +517,6 @@ def assert_png(path, min_size=(100, 100)):
 
 
 def test_plot_helpers_write_decodable_pngs(tmp_path):
-    pytest.importorskip("matplotlib")
     from modeling_lastvit import plots_lastvit as P
 
     pixels = torch.randn(3, 32, 48)  # normalised, non-square; 4 x 6 grid of 8-px patches
