@@ -280,6 +280,26 @@ def test_accelerate_launch_runs_the_trainer_with_the_shipped_cpu_config(toy_data
     assert json.loads((out / "eval_results.json").read_text())["step"] == 6
 
 
+def test_two_process_ddp_on_cpu_shards_the_data_and_checkpoints_every_rank(toy_dataset, tmp_path):
+    """`accelerate launch` needs MPI for multi-CPU, so the CPU DDP check uses torchrun with
+    ACCELERATE_USE_CPU=1; the GPU launch configs run the same code path with NCCL."""
+    import os
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29631",
+         "-m", "training_scripts.train", *tiny_args(toy_dataset, out, "--epochs", "1")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["step"] == 3  # 48 examples / (2 processes x batch 8)
+    assert results["eval_examples"] == 12  # gather_for_metrics drops the padding duplicates
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (out / "checkpoints/last").iterdir()}
+    assert result.stdout.count('"best_top1"') == 1  # results printed once, by the main process
+
+
 @pytest.mark.parametrize("name", ["single_cpu", "single_gpu_bf16", "multi_gpu", "fsdp"])
 def test_shipped_launch_configs_are_valid_accelerate_configs(name):
     from accelerate.commands.config.config_args import load_config_from_file

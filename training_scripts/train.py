@@ -469,7 +469,10 @@ def run(args, adapt_model=None) -> int:
     except (DataError, TrainingStopped) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(results, indent=2))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps(results, indent=2))
     return 0
 
 
