@@ -131,10 +131,14 @@ class ImageTransform:
         return self._resize_centre_crop(image)
 
     def _resize_centre_crop(self, image: Image.Image) -> Image.Image:
+        """Resize the short side to size * 256/224 and centre-crop (truncating like torchvision and
+        the authors' box mapping); an image already at model size is used as it is."""
         width, height = image.size
+        if (width, height) == (self.size, self.size):
+            return image
         short = round(self.size * self.resize_ratio)
         scale = short / min(width, height)
-        image = image.resize((max(short, round(width * scale)), max(short, round(height * scale))), Image.BILINEAR)
+        image = image.resize((max(short, int(width * scale)), max(short, int(height * scale))), Image.BILINEAR)
         width, height = image.size
         left, top = (width - self.size) // 2, (height - self.size) // 2
         return image.crop((left, top, left + self.size, top + self.size))
