@@ -89,9 +89,11 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 def evaluate_model(model, pixel_values, labels, boxes=None, batch_size: int = 128, progress: bool = False,
-                   norm_threshold: float | None = None, seed: int = 0) -> tuple[dict, dict]:
+                   norm_threshold: float | None = None, seed: int = 0, mask_fractions=MASK_FRACTIONS,
+                   probe_images: int | None = None) -> tuple[dict, dict]:
     """All measurements of one classifier on prepared tensors. Returns ``(metrics, arrays)``;
-    `arrays` holds the per-image maps the figures need."""
+    `arrays` holds the per-image maps the figures need. The masking probe re-runs the model once
+    per (k, order): `probe_images` limits it to the first images."""
     from modeling_lastvit import analysis_lastvit as A
 
     encoded = encode(model, pixel_values, batch_size, progress)
@@ -110,12 +112,13 @@ def evaluate_model(model, pixel_values, labels, boxes=None, batch_size: int = 12
             untrained_scores=A.patch_scores(fresh["patches"], fresh["pooled"]), extra_scores=extra,
         )
 
-    ks = sorted({round(f * num_patches) for f in MASK_FRACTIONS})
+    ks = sorted({round(f * num_patches) for f in mask_fractions})
     model_fn = lambda x: model(pixel_values=x).logits  # noqa: E731
-    probe = {order: A.masking_probe(model_fn, pixel_values, labels, scores, ks, order, patch, batch_size=batch_size,
-                                    seed=seed).tolist()
+    n = len(pixel_values) if probe_images is None else min(probe_images, len(pixel_values))
+    probe = {order: A.masking_probe(model_fn, pixel_values[:n], labels[:n], scores[:n], ks, order, patch,
+                                    batch_size=batch_size, seed=seed).tolist()
              for order in ("high", "random", "low")}
-    metrics["masking_probe"] = {"k": ks, "num_patches": num_patches, **probe}
+    metrics["masking_probe"] = {"k": ks, "num_patches": num_patches, "num_images": n, **probe}
 
     norms = A.token_norms(encoded["patches"])
     threshold = norm_threshold if norm_threshold is not None else float(norms.norms.mean() + 3 * norms.norms.std())

@@ -40,7 +40,8 @@ from .data import (
 )
 
 PRESETS = {
-    # name: (hidden, layers, heads, mlp, image, patch)
+    # name: (hidden, layers, heads, mlp, image, patch); micro and tiny are sized for 64 px scenes on a CPU
+    "micro": (128, 4, 4, 512, 64, 8),
     "tiny": (192, 4, 3, 768, 64, 8),
     "small": (384, 12, 6, 1536, 224, 16),
     "base": (768, 12, 12, 3072, 224, 16),
