@@ -226,6 +226,9 @@ def test_lora_adapters_reload_and_merge_to_the_trained_logits(trained_run, toy_d
         torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, expected)
         torch.testing.assert_close(merged(pixel_values=pixel_values).logits, expected, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(base()(pixel_values=pixel_values).logits, expected)  # the adapter changed it
+    # the adapter folder is publishable: it loads on its base in a fresh process without the package
+    report = publish.validate_folder(out)
+    assert report["base"] == str(trained_run) and report["output_shape"] == [1, 3]
 
 
 class StandInHubApi:
@@ -244,7 +247,8 @@ class StandInHubApi:
 
 def test_publish_validates_in_a_fresh_process_then_uploads_through_the_api(trained_run):
     report = publish.validate_folder(trained_run)
-    assert report == {"class": "LastViTForImageClassification", "output_shape": [1, 3]}
+    assert report == {"class": "LastViTForImageClassification", "base": str(trained_run.resolve()),
+                      "output_shape": [1, 3]}
     api = StandInHubApi()
     url = publish.publish(trained_run, "someone/lastvit-tiny", api=api)
     assert url == "https://example.invalid/commit/0"

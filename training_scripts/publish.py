@@ -18,6 +18,7 @@ from pathlib import Path
 
 LOCAL_ONLY = ["checkpoints/*", "best/*", ".*", ".*/*"]
 REQUIRED_FILES = ["config.json", "model.safetensors", "configuration_lastvit.py", "modeling_lastvit.py", "README.md"]
+ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors", "preprocessor_config.json", "README.md"]
 PAPER = "Shi, Yu and Yang, Vision Transformers Need More Than Registers, CVPR 2026 (arXiv:2602.22394)"
 
 
@@ -130,17 +131,25 @@ LOAD_CHECK = textwrap.dedent(
     import torch
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
     folder = sys.argv[1]
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    cls = AutoModelForImageClassification if any("ForImageClassification" in a for a in (config.architectures or [])) \\
-        else AutoModel
-    model = cls.from_pretrained(folder, trust_remote_code=True).eval()
-    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+    if os.path.exists(os.path.join(folder, "adapter_config.json")):  # a PEFT adapter on a LastViT base
+        from peft import PeftConfig, PeftModel
+        base = PeftConfig.from_pretrained(folder).base_model_name_or_path
+        config = AutoConfig.from_pretrained(base, trust_remote_code=True)
+        model = AutoModelForImageClassification.from_pretrained(base, trust_remote_code=True)
+        model = PeftModel.from_pretrained(model, folder).eval()
+    else:
+        base = folder
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        classifier = any("ForImageClassification" in a for a in (config.architectures or []))
+        model = (AutoModelForImageClassification if classifier else AutoModel).from_pretrained(
+            folder, trust_remote_code=True).eval()
+    processor = AutoImageProcessor.from_pretrained(base, trust_remote_code=True)
     h, w = processor.crop_size["height"], processor.crop_size["width"]
     with torch.no_grad():
         out = model(pixel_values=torch.zeros(1, config.num_channels, h, w))
     first = out.logits if hasattr(out, "logits") else out.pooler_output
     assert torch.isfinite(first).all(), "non-finite output"
-    print(json.dumps({"class": type(model).__name__, "output_shape": list(first.shape)}))
+    print(json.dumps({"class": type(model).__name__, "base": base, "output_shape": list(first.shape)}))
     """
 )
 
@@ -153,7 +162,8 @@ def validate_folder(folder) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
         raise PublishError(f"{folder} is not a folder.")
-    missing = [name for name in REQUIRED_FILES if not (folder / name).exists()]
+    required = ADAPTER_FILES if (folder / "adapter_config.json").exists() else REQUIRED_FILES
+    missing = [name for name in required if not (folder / name).exists()]
     if missing:
         raise PublishError(
             f"{folder} lacks {missing}; save the model with save_pretrained (which copies the code) and write a "
