@@ -55,12 +55,9 @@ import argparse
 import collections
 import inspect
 import math
-import os
 import re
 import shlex
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +67,7 @@ import torch
 
 from .checkpoint_loading_lastvit import CheckpointLoadError, load_checkpoint
 from .configuration_lastvit import POOLING_TYPES, SCORE_RULES, LastViTConfig
+from .files_lastvit import write_folder as write_whole_folder
 from .image_processing_lastvit import LastViTImageProcessor
 from .modeling_lastvit import LastViTForImageClassification, LastViTModel
 
@@ -1018,24 +1016,15 @@ def write_folder(
         raise ConversionError(
             f"{output_dir} already holds files; pass --overwrite to replace them or pick another --output."
         )
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    def write(staging: Path) -> float:
         model = result.model.to(dtype)
         model.save_pretrained(staging)
         result.image_processor.save_pretrained(staging)
         round_trip = _round_trip_diff(model, staging)
         (staging / "README.md").write_text(card_text(round_trip))
-        if output_dir.exists():
-            retired = output_dir.with_name(f".{output_dir.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(output_dir, retired)
-            os.replace(staging, output_dir)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        return round_trip
+
+    round_trip = write_whole_folder(output_dir, write)
     return round_trip
 
 

@@ -38,10 +38,8 @@ import io
 import json
 import math
 import os
-import shutil
 import struct
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,6 +48,8 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from .files_lastvit import write_folder
 
 DEBIAN_PACKAGES = (
     "tuxpaint-stamps-default",
@@ -1002,19 +1002,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _write_atomically(output: Path, write: Callable[[Path], object]) -> None:
-    """Write into a temporary sibling folder, then swap it in: an interrupted run leaves no half dataset."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        write(staging)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -1035,10 +1022,10 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.output is not None:
-        _write_atomically(args.output, lambda path: dataset.save_to_disk(str(path)))
+        write_folder(args.output, lambda path: dataset.save_to_disk(str(path)))
         print(f"saved {args.output}  (reload: datasets.load_from_disk({str(args.output)!r}))")
     if args.imagefolder is not None:
-        _write_atomically(args.imagefolder, lambda path: export_imagefolder(dataset, path))
+        write_folder(args.imagefolder, lambda path: export_imagefolder(dataset, path))
         print(f"wrote {args.imagefolder}  (reload: scenes_lastvit.load_imagefolder({str(args.imagefolder)!r}))")
     for split, part in dataset.items():
         names = part.features["label"].names

@@ -33,9 +33,9 @@ from transformers import (  # noqa: E402
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    dynamic_module_utils,  # noqa: E402
     pipeline,
 )
-from transformers import dynamic_module_utils  # noqa: E402
 
 import modeling_lastvit  # noqa: E402
 from modeling_lastvit import (  # noqa: E402

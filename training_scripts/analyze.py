@@ -646,7 +646,7 @@ def write_report(
     """Write `analysis.json`, `analysis.md` and the PNG figures into `output_dir`, atomically (into a
     staging folder that is then renamed into place). A non-empty `output_dir` is refused unless
     `overwrite`. Returns the folder."""
-    from .train import atomic_dir
+    from modeling_lastvit.files_lastvit import write_folder
 
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -662,7 +662,7 @@ def write_report(
         (folder / JSON_NAME).write_text(AnalysisResults(numbers).to_json() + "\n")
         (folder / MARKDOWN_NAME).write_text(render_markdown(_json_ready(numbers), title) + "\n")
 
-    atomic_dir(output_dir, write)
+    write_folder(output_dir, write)
     return output_dir
 
 

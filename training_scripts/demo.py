@@ -7,9 +7,7 @@ yet about where a trained LaSt-ViT looks (see the evaluation scripts for that).
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,24 +30,14 @@ def make_scene(size: int = 256, seed: int = 0) -> tuple[Image.Image, tuple[int, 
 
 
 def save_atomically(objects, output_dir: Path, overwrite: bool) -> None:
-    """Write every object's `save_pretrained` into a temporary sibling folder, then swap it in,
-    so an interrupted run never leaves a half-written checkpoint behind."""
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+    """Save every object's `save_pretrained` into one folder, written whole (see `files_lastvit`)."""
+    from modeling_lastvit.files_lastvit import is_nonempty_dir, write_folder
+
+    if is_nonempty_dir(output_dir) and not overwrite:
         raise SystemExit(
             f"error: {output_dir} already holds files; pass --overwrite to replace them or choose another --output-dir."
         )
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    for obj in objects:
-        obj.save_pretrained(staging)
-    if output_dir.exists():
-        retired = output_dir.with_name(f".{output_dir.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(output_dir, retired)
-        os.replace(staging, output_dir)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, output_dir)
+    write_folder(output_dir, lambda folder: [obj.save_pretrained(folder) for obj in objects])
 
 
 def vote_grid(votes: torch.Tensor) -> str:

@@ -16,12 +16,9 @@ baselines, the masking probe and token-norm statistics on any dataset, as JSON +
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .data import SCENES, DataError, ImageTransform, check_columns, load_splits
@@ -179,19 +176,12 @@ def markdown_report(metrics: dict, figures: list[str], title: str) -> str:
 
 
 def write_report_dir(output_dir: Path, overwrite: bool, write) -> None:
-    """Stage the report in a hidden sibling folder, then move it in; refuse to clobber a folder."""
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+    """Write the report folder whole (see `files_lastvit`); refuse to replace one unless asked."""
+    from modeling_lastvit.files_lastvit import is_nonempty_dir, write_folder
+
+    if is_nonempty_dir(output_dir) and not overwrite:
         raise DataError(f"{output_dir} already holds files; pass --overwrite or choose another --output-dir.")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
-        write(staging)
-        staging.chmod(0o755)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_folder(output_dir, write)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modeling_lastvit.files_lastvit import is_nonempty_dir, swap_in
+
 from . import evaluate as E
 from . import train as T
 from .data import DataError
@@ -189,7 +191,7 @@ def run_study(args) -> dict:
 
     start = time.time()
     out = args.output_dir
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
+    if is_nonempty_dir(out) and not args.overwrite:
         raise DataError(f"{out} already holds files; pass --overwrite to replace them or choose another --output-dir.")
     work = out.with_name(f".{out.name}.work")
     shutil.rmtree(work, ignore_errors=True)
@@ -254,9 +256,7 @@ def run_study(args) -> dict:
         path.rename(work / path.name)
     report.rmdir()
     shutil.rmtree(data_path)  # regenerated from the seed in seconds; not worth keeping
-    if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
+    swap_in(work, out)
     return results
 
 

@@ -21,10 +21,11 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
+
+from modeling_lastvit.files_lastvit import swap_in, write_folder
 
 from .data import (
     SCENES,
@@ -204,30 +205,6 @@ def prepare_output_dir(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def swap_in(staging: Path, target: Path) -> None:
-    """Replace `target` by the complete folder `staging` with renames only."""
-    if target.exists():
-        retired = target.with_name(f".{target.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, target)
-
-
-def atomic_dir(target: Path, write) -> None:
-    """Run `write(tmp_dir)` and swap the result in for `target`: a crash never leaves it half-written."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp", dir=target.parent))
-    staging.chmod(0o755)
-    try:
-        write(staging)
-        swap_in(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 @torch.no_grad()
 def evaluate(model, loader, accelerator, num_labels: int) -> dict:
     model.eval()
@@ -278,7 +255,7 @@ def save_final(model, save_model, args, accelerator, results: dict) -> None:
                 build_processor(merged).save_pretrained(folder)
                 write_model_card(folder, merged.config.to_dict(), **card)
 
-            atomic_dir(out / "merged", write_merged)
+            write_folder(out / "merged", write_merged)
 
 
 def train(args, adapt_model=None) -> dict:
@@ -380,7 +357,7 @@ def train(args, adapt_model=None) -> dict:
         if state["best_top1"] is None or metrics["top1"] > state["best_top1"]:
             state.update(best_top1=metrics["top1"], best_step=state["step"])
             if accelerator.is_main_process:
-                atomic_dir(args.output_dir / "best", save_model)
+                write_folder(args.output_dir / "best", save_model)
             else:
                 save_model(None)  # joins the collective state-dict gather
         return metrics
