@@ -444,7 +444,7 @@ def _reset_peak() -> bool:
 
 def memory_worker(spec: dict) -> dict:
     """Run in a fresh process: build one model, warm it up, then for each batch reset the peak RSS,
-    run inference twice and report the peak RSS above the RSS before the calls.
+    run inference once and report the peak RSS above the RSS before the call.
 
     The parent starts it with a fixed glibc mmap threshold (64 KiB), so every tensor buffer is
     mapped on allocation and unmapped on free: RSS follows the live buffers instead of whatever
@@ -452,7 +452,10 @@ def memory_worker(spec: dict) -> dict:
     does not hide or inflate what the measured calls need."""
     torch.set_num_threads(spec["threads"])
     shape, dtype = SHAPES[spec["shape"]], DTYPES[spec["dtype"]]
-    model = build_model(CONTENDERS[spec["contender"]], shape, dtype)
+    contenders = dict(CONTENDERS)
+    if spec.get("variants"):
+        contenders.update({c.key: c for c in load_variants(spec["variants"])})
+    model = build_model(contenders[spec["contender"]], shape, dtype)
     inputs = {b: torch.randn(b, 3, shape.image_size, shape.image_size).to(dtype) for b in spec["batches"]}
     params_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     result = dict(params_mib=params_mib, peak_mib={}, method="VmHWM")
@@ -462,14 +465,12 @@ def memory_worker(spec: dict) -> dict:
             gc.collect()
             if _reset_peak():
                 baseline = _rss_kib()[0]
-                for _ in range(2):
-                    model(inputs[batch])
+                model(inputs[batch])
                 peak = _rss_kib()[1]
             else:  # no /proc reset: the process high-water mark (includes model construction)
                 result["method"] = "ru_maxrss"
                 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                for _ in range(2):
-                    model(inputs[batch])
+                model(inputs[batch])
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             result["peak_mib"][str(batch)] = (peak - baseline) / 1024
     return result
@@ -482,7 +483,8 @@ def bench_memory(args, shapes, contenders, progress) -> list[dict]:
     from concurrent.futures import ThreadPoolExecutor
 
     specs = [
-        dict(contender=c.key, shape=s.name, dtype=d, batches=args.batch_sizes, threads=args.threads)
+        dict(contender=c.key, shape=s.name, dtype=d, batches=args.batch_sizes, threads=args.threads,
+             variants=args.variants)
         for d in args.memory_dtype
         for s in shapes
         for c in contenders
@@ -661,10 +663,10 @@ def build_report(args, info, parity, inference, training, compiled, memory, cont
             "(so RSS follows the live tensor buffers, not what the heap kept): build the model and the "
             "inputs, one warm-up forward, then per batch "
             + (
-                "reset the kernel's peak-RSS counter (`/proc/self/clear_refs` ← 5), run two forwards and read "
-                "`VmHWM` minus the RSS before them"
+                "reset the kernel's peak-RSS counter (`/proc/self/clear_refs` ← 5), run one forward and read "
+                "`VmHWM` minus the RSS before it"
                 if method == "VmHWM"
-                else "read `ru_maxrss` before and after two forwards"
+                else "read `ru_maxrss` before and after one forward"
             )
             + ". That is the memory inference adds on top of the weights (activations, workspaces, outputs); "
             "the weights are listed apart. *vs peer* = peer MiB / LastViT MiB (≥ 1: LastViT uses no more).\n"
@@ -956,7 +958,7 @@ def main(argv=None) -> int:
     info = machine_info(args)
     progress(f"{info['cpu']}, {info['threads']} thread(s), torch {info['torch']}, load {info['loadavg_start'][0]:.2f}")
     parity = parity_checks(shapes)
-    memory = bench_memory(args, shapes, list(CONTENDERS.values()), progress) if "memory" in args.sections else []
+    memory = bench_memory(args, shapes, contenders, progress) if "memory" in args.sections else []
     inference = bench_inference(args, shapes, contenders, progress) if "inference" in args.sections else []
     training = bench_training(args, shapes, contenders, progress) if "training" in args.sections else []
     compile_shapes = [SHAPES[name] for name in args.compile_shapes]
