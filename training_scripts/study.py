@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clutter", type=int, default=0, help="clutter fragments per scene (default: 0)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated scenes (default: 0)")
     p.add_argument("--preset", choices=sorted(T.PRESETS), default="micro", help="model size (default: micro, 0.8M)")
-    p.add_argument("--epochs", type=float, default=4, help="epochs per model (default: 4)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=float, default=5, help="epochs per model (default: 5)")
+    p.add_argument("--batch-size", type=int, default=32, help="default 32: more steps per image in a short run")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05,
                    help="default 0.05: the paper's 0.3 is for 100-epoch ImageNet runs, too strong for a few epochs")
