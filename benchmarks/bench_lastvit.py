@@ -772,7 +772,11 @@ def _summary_rows(args, inference, training, compiled, memory) -> list[tuple[str
 
 def _floors(args, inference, training, memory, compiled) -> str:
     """The issue's floors, judged from this run's numbers."""
-    out = ["**Floors** (judged by the script from the numbers above):\n"]
+    out = [
+        "**Floors** (judged by the script from the numbers above). LastViT and its peer run the same kernels "
+        "on the same weights (outputs agree, see *Parity*), so their true ratio is 1 and a speed floor "
+        f"is judged with a tolerance of {100 * args.tolerance:.0f}% (`--tolerance`) for timing noise:\n"
+    ]
 
     def speed_floor(groups, what):
         worst = None
@@ -786,10 +790,15 @@ def _floors(args, inference, training, memory, compiled) -> str:
         if worst is None:
             return
         r, tag = worst
-        verdict = "holds" if r["median"] >= 1.0 else ("within noise" if r["high"] >= 1.0 else "FAILS")
+        if r["median"] >= 1.0:
+            verdict = "holds"
+        elif r["median"] >= 1.0 - args.tolerance:
+            verdict = f"holds within the {100 * args.tolerance:.0f}% noise tolerance"
+        else:
+            verdict = "FAILS"
         out.append(
             f"- LastViT (CLS pooling) at least as fast as the peers, {what}: **{verdict}** "
-            f"(lowest median ratio {r['median']:.2f}×, {tag}; range over rounds {r['low']:.2f}–{r['high']:.2f})."
+            f"(lowest median ratio {r['median']:.3f}×, {tag}; range over rounds {r['low']:.2f}–{r['high']:.2f})."
         )
 
     speed_floor(inference, "inference")
@@ -895,6 +904,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a group is heavy when one forward of the batch exceeds this many GFLOP "
                              "(S/16 b16: ~150, B/16 b16: ~560)")
     parser.add_argument("--warmup", type=_positive_int, default=1, help="untimed warm-up rounds before each group")
+    parser.add_argument("--tolerance", type=float, default=0.02,
+                        help="timing noise allowed when judging the speed floors: a median ratio of at least "
+                             "1 - tolerance 'holds within tolerance'")
     parser.add_argument("--train-batch-sizes", type=_csv(int), default=None,
                         help="batch sizes of the training step [default: 4]")
     parser.add_argument("--train-repeats", type=_positive_int, default=None,
