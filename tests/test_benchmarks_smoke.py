@@ -43,6 +43,8 @@ def test_quick_run_writes_the_summary_rows_and_floors(quick_run):
     dtypes = raw["args"]["dtype"]  # bf16 is dropped on CPUs without bf16 matmul
     assert "fp32" in dtypes
     expected_rows = [
+        f"| A/A control {dtype}: ViTModel vs a 2nd ViTModel instance (ideal 1.00×) |" for dtype in dtypes
+    ] + [
         f"| inference {dtype}: LastViT cls vs ViTModel (speed) |" for dtype in dtypes
     ] + [
         f"| inference {dtype}: LastViT cls+reg4+LS vs Dinov2WithRegistersModel (speed) |" for dtype in dtypes
@@ -67,7 +69,7 @@ def test_quick_run_times_every_contender_at_every_batch(quick_run):
               "LastViT LazyStrike K=1 +reg4+LS"]
     for dtype in raw["args"]["dtype"]:
         for batch in (1, 2):
-            for label in labels:
+            for label in labels + ["ViTModel, 2nd instance (A/A control)"]:
                 assert f"| {dtype} | tiny | {batch} | 2 | {label} |" in report, (dtype, batch, label)
             for k in ("1", "N/2"):
                 assert f"| {dtype} | tiny | {batch} | {k} |" in report  # LazyStrike pooler row
