@@ -20,14 +20,18 @@ from .configuration_lastvit import LastViTConfig
 PAPER = 'Shi, Yu and Yang, "Vision Transformers Need More Than Registers", CVPR 2026, arXiv:2602.22394'
 PAPER_URL = "https://arxiv.org/abs/2602.22394"
 AUTHORS_REPO = "https://github.com/ChengShiest/LAST-ViT"
-RELEASES = f"{AUTHORS_REPO}/releases/download/weights"
-CITATION = """@inproceedings{shi2026lastvit,
-  title     = {Vision Transformers Need More Than Registers},
-  author    = {Shi and Yu and Yang},
-  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
-  year      = {2026},
-  eprint    = {2602.22394},
-  archivePrefix = {arXiv}
+# Download links as listed in the authors' README (the supervised weights sit in a second release).
+RELEASE_URLS = {
+    "ViT_190k.pth": f"{AUTHORS_REPO}/releases/download/weights2/ViT_190k.pth",
+    "dino0080.pth": f"{AUTHORS_REPO}/releases/download/weights/dino0080.pth",
+    "openai_b_16.pt": f"{AUTHORS_REPO}/releases/download/weights/openai_b_16.pt",
+}
+# The entry the authors' README gives.
+CITATION = """@article{shi2026vision,
+  title={Vision Transformers Need More Than Registers},
+  author={Shi, Cheng and Yu, Yizhou and Yang, Sibei},
+  journal={arXiv preprint arXiv:2602.22394},
+  year={2026}
 }"""
 
 
@@ -173,7 +177,7 @@ class ReleasedCheckpoint:
 
     @property
     def url(self) -> str:
-        return f"{RELEASES}/{self.file_name}"
+        return RELEASE_URLS[self.file_name]
 
     @property
     def command(self) -> str:
@@ -226,7 +230,7 @@ RELEASED_CHECKPOINTS: dict[str, ReleasedCheckpoint] = {
                 "A ViT-B/16 image classifier trained from scratch on ImageNet-1k with LazyStrike replacing the CLS "
                 "readout: the classifier reads, for every channel, the patch whose value is most stable under a "
                 "channel-axis low-pass filter (K = 1), instead of the CLS token. The authors released it as "
-                f"[`ViT_190k.pth`]({RELEASES}/ViT_190k.pth) ({AUTHORS_REPO}); it is a torchvision `VisionTransformer` "
+                f"[`ViT_190k.pth`]({RELEASE_URLS['ViT_190k.pth']}) ({AUTHORS_REPO}); it is a torchvision `VisionTransformer` "
                 "state dict (detectron2 may wrap it, with a `model.` prefix)."
             ),
             training=(
@@ -270,7 +274,7 @@ RELEASED_CHECKPOINTS: dict[str, ReleasedCheckpoint] = {
             what=(
                 "A ViT-B/16 feature extractor trained with DINO self-distillation "
                 "(github.com/facebookresearch/dino) with LazyStrike replacing the CLS output of the backbone. "
-                f"The authors released it as [`dino0080.pth`]({RELEASES}/dino0080.pth) ({AUTHORS_REPO}). The "
+                f"The authors released it as [`dino0080.pth`]({RELEASE_URLS['dino0080.pth']}) ({AUTHORS_REPO}). The "
                 "converter takes the teacher network (the one DINO evaluates) and drops the DINO projection head."
             ),
             training=(
@@ -312,7 +316,7 @@ RELEASED_CHECKPOINTS: dict[str, ReleasedCheckpoint] = {
             what=(
                 "The visual tower of an OpenAI CLIP ViT-B/16 trained with open_clip "
                 "(github.com/mlfoundations/open_clip) with LazyStrike replacing the CLS pooling. The authors "
-                f"released it as [`openai_b_16.pt`]({RELEASES}/openai_b_16.pt) ({AUTHORS_REPO}); the converter "
+                f"released it as [`openai_b_16.pt`]({RELEASE_URLS['openai_b_16.pt']}) ({AUTHORS_REPO}); the converter "
                 "reads pickled open_clip checkpoints and TorchScript archives (without running their code), keeps "
                 "the visual tower (`ln_pre`, blocks with QuickGELU, `ln_post`, `proj`) and drops the text tower."
             ),

@@ -798,7 +798,7 @@ def test_released_cards_quote_the_paper_give_the_exact_command_and_measure_nothi
     assert f"```bash\n{spec.command}\n```" in card.content
     args = build_parser().parse_args(spec.command.split()[1:])  # the command is valid
     assert (args.source, args.input, args.released) == (spec.source, spec.file_name, name)
-    assert "Shi and Yu and Yang" in card.content
+    assert "author={Shi, Cheng and Yu, Yizhou and Yang, Sibei}" in card.content
 
 
 @pytest.mark.parametrize("name", sorted(RELEASED_CHECKPOINTS))
