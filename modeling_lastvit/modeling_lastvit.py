@@ -259,15 +259,36 @@ class LastViTDropPath(nn.Module):
         return f"p={self.drop_prob}"
 
 
+def _gelu_(x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.gelu_(x)
+
+
+def _gelu_tanh_(x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.gelu_(x, approximate="tanh")
+
+
+def _silu_(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.silu(x, inplace=True)
+
+
+# In-place twins of `hidden_act` activations, used only where autograd does not need the input.
+INPLACE_ACTIVATIONS = {"gelu": _gelu_, "gelu_pytorch_tanh": _gelu_tanh_, "relu": torch.relu_, "silu": _silu_}
+
+
 class LastViTMLP(nn.Module):
     def __init__(self, config: LastViTConfig):
         super().__init__()
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.activation_fn = ACT2FN[config.hidden_act]
+        self.inplace_activation_fn = INPLACE_ACTIVATIONS.get(config.hidden_act)
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+        hidden_states = self.fc1(hidden_states)
+        if hidden_states.requires_grad or self.inplace_activation_fn is None:
+            return self.fc2(self.activation_fn(hidden_states))
+        # Without autograd, activate in place: one [B, T, intermediate_size] buffer less at the peak.
+        return self.fc2(self.inplace_activation_fn(hidden_states))
 
 
 class LastViTSwiGLUMLP(nn.Module):
@@ -302,8 +323,8 @@ class LastViTLayer(GradientCheckpointingLayer):
     def forward(self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         attn_output, _ = self.attention(self.norm1(hidden_states), **kwargs)
         hidden_states = hidden_states + self.drop_path(self.layer_scale1(self.dropout(attn_output)))
-        mlp_output = self.mlp(self.norm2(hidden_states))
-        return hidden_states + self.drop_path(self.layer_scale2(self.dropout(mlp_output)))
+        del attn_output  # not kept alive through the MLP, where memory peaks: one [B, T, D] buffer less
+        return hidden_states + self.drop_path(self.layer_scale2(self.dropout(self.mlp(self.norm2(hidden_states)))))
 
 
 class LastViTPooler(nn.Module):

@@ -35,10 +35,16 @@ def gaussian_channel_window(dim: int, sigma: float, device=None, dtype=torch.flo
 
 
 def lowpass_channels(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Low-pass ``x`` along its last (channel) axis with the authors' FFT Gaussian window."""
-    window = gaussian_channel_window(x.shape[-1], sigma, device=x.device, dtype=x.dtype)
-    spectrum = torch.fft.fftshift(torch.fft.fft(x, dim=-1), dim=-1) * window
-    return torch.fft.ifft(torch.fft.ifftshift(spectrum, dim=-1), dim=-1).real
+    """Low-pass real ``x`` along its last (channel) axis with the authors' FFT Gaussian window.
+
+    The authors compute ``ifft(ifftshift(fftshift(fft(x)) * g)).real`` = ``Re(ifft(fft(x) * h))`` with
+    ``h = ifftshift(g)``. For real ``x`` that equals ``ifft(fft(x) * (h[k] + h[-k]) / 2)``, a real and
+    even filter, so a real FFT computes the same values up to rounding, without complex [..., D]
+    buffers (about 2x faster pooling on CPU)."""
+    dim = x.shape[-1]
+    window = torch.fft.ifftshift(gaussian_channel_window(dim, sigma, device=x.device, dtype=x.dtype))
+    even_window = 0.5 * (window + window.flip(0).roll(1))  # (h[k] + h[-k mod D]) / 2
+    return torch.fft.irfft(torch.fft.rfft(x, dim=-1) * even_window[: dim // 2 + 1], n=dim, dim=-1)
 
 
 def stability_score(x: torch.Tensor, x_hat: torch.Tensor, rule: str = "repo", eps: float = 1e-6) -> torch.Tensor:
@@ -73,7 +79,7 @@ class PooledFeatures(NamedTuple):
     pooled: torch.Tensor
     """[B, D] the global feature."""
     indices: torch.Tensor | None = None
-    """[B, K, D] patch index chosen by each channel (positions within the patch tokens)."""
+    """[B, K, D] patch index chosen by each channel (positions within the patch tokens; unordered within K)."""
     votes: torch.Tensor | None = None
     """[B, N] how many channels chose each patch (Eq. 8); sums to K * D."""
 
@@ -105,7 +111,9 @@ def lazystrike_pool(
             x = x.float()
         with torch.autocast(device_type=x.device.type, enabled=False):
             scores = stability_score(x, lowpass_channels(x, sigma), score_rule, eps)
-        indices = scores.topk(k, dim=1).indices  # [B, K, D]
+        # [B, K, D], unordered within K: the mean does not depend on the order, and sorting the
+        # K winners is half the cost of the selection when K is large.
+        indices = scores.topk(k, dim=1, sorted=False).indices
         votes = count_votes(indices, num_patches)
 
     pooled = patch_tokens.gather(1, indices).mean(dim=1)

@@ -269,3 +269,13 @@ def test_eval_forward_is_deterministic():
     model = build(drop_path_rate=0.2, hidden_dropout_prob=0.2)
     x = images()
     torch.testing.assert_close(model(x).pooler_output, model(x).pooler_output, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu", "silu"])
+def test_inference_without_autograd_matches_the_autograd_forward(act):
+    """Without autograd the MLP activates in place to save memory; the outputs must not change."""
+    model = build(hidden_act=act, num_register_tokens=2)
+    x = images()
+    with torch.no_grad():
+        inference = model(x).last_hidden_state
+    torch.testing.assert_close(inference, model(x).last_hidden_state.detach(), rtol=0, atol=0)

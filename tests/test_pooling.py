@@ -91,7 +91,12 @@ def test_pooled_value_is_mean_of_original_features_at_selected_patches(tokens):
 
 def test_selection_is_the_top_scores_per_channel_of_the_repo_rule(tokens):
     sigma = math.sqrt(D)
-    scores = tokens / (lowpass_channels(tokens, sigma) - tokens).abs()
+    # the authors' complex-FFT low-pass, written out
+    window = gaussian_channel_window(D, sigma, dtype=tokens.dtype)
+    spectrum = torch.fft.fftshift(torch.fft.fft(tokens, dim=-1), dim=-1) * window
+    authors = torch.fft.ifft(torch.fft.ifftshift(spectrum, dim=-1), dim=-1).real
+    torch.testing.assert_close(lowpass_channels(tokens, sigma), authors, rtol=1e-12, atol=1e-12)
+    scores = tokens / (authors - tokens).abs()
     out = lazystrike_pool(tokens, top_k=2)
     expected = scores.topk(2, dim=1).indices
     assert torch.equal(out.indices, expected)

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clutter", type=int, default=0, help="clutter fragments per scene (default: 0)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated scenes (default: 0)")
     p.add_argument("--preset", choices=sorted(T.PRESETS), default="micro", help="model size (default: micro, 0.8M)")
-    p.add_argument("--epochs", type=float, default=5, help="epochs per model (default: 5)")
+    p.add_argument("--epochs", type=float, default=3, help="epochs per model (default: 3)")
     p.add_argument("--batch-size", type=int, default=32, help="default 32: more steps per image in a short run")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05,
@@ -74,7 +74,8 @@ def train_variant(args, name: str, spec: dict, seed: int, data_path: Path, runs:
     argv = ["--dataset", str(data_path), "--preset", args.preset, "--pooling", spec["pooling"],
             "--registers", str(spec["registers"]), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
             "--learning-rate", str(args.learning_rate), "--weight-decay", str(args.weight_decay),
-            "--crop-scale-min", "0.35", "--seed", str(seed), "--output-dir", str(out), "--overwrite"]
+            "--crop-scale-min", "0.35", "--seed", str(seed), "--output-dir", str(out), "--overwrite",
+            "--eval-every", "1000000"]  # evaluated once at the end, below, with every measurement
     if spec["pooling"] == "lazystrike":
         argv += ["--top-k-ratio", str(args.top_k_ratio)]
     if args.no_progress:
