@@ -311,3 +311,21 @@ def test_shipped_launch_configs_are_valid_accelerate_configs(name):
     config = load_config_from_file(str(REPO / "training_scripts" / "accelerate_configs" / f"{name}.yaml"))
     assert config.num_processes >= 1
     assert math.isfinite(config.num_machines)
+
+
+def test_on_the_built_in_scenes_a_run_trains_resumes_and_publishes_to_a_folder(tmp_path):
+    """The whole path on the default data: scenes generated offline, train, evaluate, save, resume, validate."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    out = tmp_path / "scenes-run"
+    common = ["--dataset", "scenes", "--scenes-train", "64", "--scenes-test", "16", "--preset", "micro",
+              "--batch-size", "16", "--no-progress", "--output-dir", str(out)]
+    assert train.main([*common, "--epochs", "1"]) == 0
+    first = json.loads((out / "eval_results.json").read_text())
+    assert first["step"] == 4 and first["eval_examples"] == 16
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+    assert train.main([*common, "--epochs", "2", "--resume"]) == 0  # extend the finished run by one epoch
+    assert json.loads((out / "eval_results.json").read_text())["step"] == 8
+    report = publish.validate_folder(out)
+    assert report["class"] == "LastViTForImageClassification" and report["output_shape"] == [1, 7]
