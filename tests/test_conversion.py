@@ -693,7 +693,8 @@ _FRESH_PROCESS = textwrap.dedent(
     """
     import importlib, importlib.util, json, os, sys
     repo = os.path.realpath(sys.argv[1])
-    sys.path[:] = [p for p in sys.path if repo not in os.path.realpath(os.path.abspath(p or os.curdir))]
+    inside = lambda p: (os.path.realpath(os.path.abspath(p or os.curdir)) + os.sep).startswith(repo + os.sep)  # noqa: E731
+    sys.path[:] = [p for p in sys.path if not inside(p)]
     def _names(f):
         return " ".join(str(n) for n in (getattr(f, "__name__", ""), getattr(f, "__module__", ""), type(f).__name__))
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in _names(f).lower()]

@@ -388,7 +388,8 @@ _ISOLATION_PRELUDE = textwrap.dedent(
     REPO_ROOT = os.path.realpath(ARGS["repo_root"])
 
     def _mentions_repo(entry):
-        return REPO_ROOT in os.path.realpath(os.path.abspath(entry or os.curdir))
+        # inside the repository (a path prefix, not a substring: a venv beside it shares the name prefix)
+        return (os.path.realpath(os.path.abspath(entry or os.curdir)) + os.sep).startswith(REPO_ROOT + os.sep)
 
     def _is_editable_hook(obj):
         names = (getattr(obj, "__name__", ""), getattr(obj, "__module__", ""), type(obj).__name__, type(obj).__module__)

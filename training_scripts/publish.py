@@ -122,7 +122,8 @@ LOAD_CHECK = textwrap.dedent(
         names = (getattr(obj, "__name__", ""), getattr(obj, "__module__", ""), type(obj).__name__, type(obj).__module__)
         return any("editable" in str(name).lower() for name in names)
 
-    sys.path[:] = [p for p in sys.path if repo_root not in os.path.realpath(os.path.abspath(p or os.curdir))]
+    inside = lambda p: (os.path.realpath(os.path.abspath(p or os.curdir)) + os.sep).startswith(repo_root + os.sep)
+    sys.path[:] = [p for p in sys.path if not inside(p)]
     sys.meta_path[:] = [f for f in sys.meta_path if not editable(f)]
     sys.path_hooks[:] = [h for h in sys.path_hooks if not editable(h)]
     sys.path_importer_cache.clear()
