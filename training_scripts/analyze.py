@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from PIL import UnidentifiedImageError
 
-from .data import SCENES, DataError, ImageTransform, _decode, load_splits
+from .data import SCENES, DataError, ImageTransform, _decode, load_splits, transform_with_boxes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -677,26 +677,6 @@ def generated_scenes(count: int, size: int, seed: int = 0):
     return [make_scene(size, seed=seed * 1_000_003 + i) for i in range(count)]
 
 
-def preprocess(images_and_boxes, transform: ImageTransform, progress: bool = True):
-    """Apply the trainer's evaluation transform; map each ``(x0, y0, x1, y1)`` box from the original
-    image to model-input pixels with `analysis_lastvit.map_box` (the same short-side resize and
-    centre crop; it floors the resized size where the transform rounds: at most 1 px apart).
-    Returns ``(pixel_values, boxes)``, boxes None unless every image has one."""
-    from tqdm.auto import tqdm
-
-    from modeling_lastvit.analysis_lastvit import map_box
-
-    pixels, boxes = [], []
-    short = round(transform.size * transform.resize_ratio)
-    for index, (image, box) in enumerate(
-        tqdm(images_and_boxes, desc="preprocessing", unit="img", disable=not progress)
-    ):
-        pixels.append(transform(image, index, 0))
-        boxes.append(None if box is None else map_box(box, image.size, transform.size, resize=short))
-    has_boxes = all(box is not None for box in boxes)
-    return torch.stack(pixels), (boxes if has_boxes else None)
-
-
 def dataset_images(args):
     """``[(PIL image, xyxy box or None)]`` for `args.num_images` images of the evaluation split
     (a seeded random subset when the split is larger), and a description of the source."""
@@ -888,7 +868,7 @@ def run(args) -> dict:
     else:
         args.dataset = args.dataset or SCENES
         items, source = dataset_images(args)
-    pixel_values, boxes = preprocess(items, transform, progress)
+    pixel_values, boxes = transform_with_boxes(items, transform, progress)
     metadata = {
         "source": source,
         "model_path": str(args.model),

@@ -144,6 +144,25 @@ class ImageTransform:
         return image.crop((left, top, left + self.size, top + self.size))
 
 
+def transform_with_boxes(images_and_boxes, transform: ImageTransform, progress: bool = False):
+    """Evaluation tensors for ``(image, box or None)`` pairs, each ``(x0, y0, x1, y1)`` box mapped to
+    model-input pixels the way `transform` moved the pixels: unchanged for an image already at model
+    size, else through the short-side resize and centre crop (`analysis_lastvit.map_box`).
+    Returns ``(pixel_values, boxes)``; boxes is None unless every image has one."""
+    from tqdm.auto import tqdm
+
+    from modeling_lastvit.analysis_lastvit import map_box
+
+    pixels, boxes = [], []
+    short = round(transform.size * transform.resize_ratio)
+    for index, (image, box) in enumerate(tqdm(images_and_boxes, desc="preprocessing", disable=not progress)):
+        pixels.append(transform(image, index, 0))
+        native = image.size == (transform.size, transform.size)
+        boxes.append(None if box is None else map_box(box, image.size, transform.size, None if native else short))
+    has_boxes = bool(boxes) and all(box is not None for box in boxes)
+    return torch.stack(pixels), (boxes if has_boxes else None)
+
+
 class TransformedSplit(torch.utils.data.Dataset):
     """A `datasets` split as (pixel_values, label) pairs; undecodable images become `None`
     (skipped and counted by `collate`) or raise with the file's name, as the user chose."""

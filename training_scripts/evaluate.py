@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .data import SCENES, DataError, ImageTransform, check_columns, load_splits
+from .data import SCENES, DataError, ImageTransform, check_columns, load_splits, transform_with_boxes
 
 BOX_COLUMN = "bbox"
 MASK_FRACTIONS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
@@ -41,24 +41,22 @@ def input_size(model) -> int:
 
 
 def prepare_images(split, model, image_column: str, processor_stats, limit: int | None = None):
-    """Evaluation tensors for `split`: pixel values at model size, labels, boxes mapped to model
-    input pixels (x0, y0, x1, y1) when the split has a `bbox` column, and whether resizing was needed."""
-    from modeling_lastvit.analysis_lastvit import map_box
-
-    size = input_size(model)
+    """Evaluation tensors for `split` at the model's input size, with its `bbox` column ([x, y, w, h])
+    mapped to model-input (x0, y0, x1, y1) boxes when there is one (else None)."""
     mean, std = processor_stats
-    transform = ImageTransform(size=size, mean=mean, std=std, train=False)
+    transform = ImageTransform(size=input_size(model), mean=mean, std=std, train=False)
     rows = split if limit is None else split.select(range(min(limit, len(split))))
-    pixel_values, boxes = [], []
     has_boxes = BOX_COLUMN in rows.column_names
-    for index, row in enumerate(rows):
-        image = row[image_column]
-        pixel_values.append(transform(image, index, 0))
-        if has_boxes:
-            x, y, w, h = row[BOX_COLUMN]
-            native = image.size == (size, size)
-            boxes.append(map_box((x, y, x + w, y + h), image.size, size, None if native else round(size * 256 / 224)))
-    return torch.stack(pixel_values), (boxes if has_boxes else None)
+
+    def pairs():
+        for row in rows:
+            box = None
+            if has_boxes:
+                x, y, w, h = row[BOX_COLUMN]
+                box = (x, y, x + w, y + h)
+            yield row[image_column], box
+
+    return transform_with_boxes(pairs(), transform)
 
 
 @torch.no_grad()
