@@ -49,6 +49,7 @@ def test_quick_run_writes_the_summary_rows_and_floors(quick_run):
     ] + [
         f"| inference {dtype}: LastViT cls+reg4+LS vs Dinov2WithRegistersModel (speed) |" for dtype in dtypes
     ] + [
+        "| A/A control training step fp32: ViTModel vs a 2nd ViTModel instance (ideal 1.00×) |",
         "| training step fp32: LastViT cls vs ViTModel (speed) |",
         "| training step fp32: LastViT cls+reg4+LS vs Dinov2WithRegistersModel (speed) |",
         "| LazyStrike K=1 pooler share of the forward, fp32 |",
@@ -73,10 +74,22 @@ def test_quick_run_times_every_contender_at_every_batch(quick_run):
                 assert f"| {dtype} | tiny | {batch} | 2 | {label} |" in report, (dtype, batch, label)
             for k in ("1", "N/2"):
                 assert f"| {dtype} | tiny | {batch} | {k} |" in report  # LazyStrike pooler row
-    for label in labels:
+    for label in labels + ["ViTModel, 2nd instance (A/A control)"]:
         assert f"| tiny | 2 | 2 | {label} |" in report  # training row
     assert {g["batch"] for g in raw["inference"]} == {1, 2}
     assert all(len(times) == 2 for g in raw["inference"] for times in g["times"].values())
+
+
+def test_training_step_of_lastvit_cls_launches_the_same_ops_as_vit(quick_run):
+    """The timing comparison is like for like: ViTModel's and LastViT's steps run the same ATen ops
+    (a no-op dtype cast aside), so any gap between them is the machine's noise."""
+    _, raw = quick_run
+    check = {(row["ours"], row["peer"]): row for row in raw["training_ops"]}
+    vit = check[("lastvit-cls", "vit")]
+    assert set(vit["differences"]) <= {"aten::to"}
+    assert abs(vit["ops"] - vit["peer_ops"]) <= 2
+    dinov2 = check[("lastvit-cls-reg", "dinov2-reg")]
+    assert set(dinov2["differences"]) <= {"aten::to", "aten::dropout"}  # Dinov2 skips p=0 dropouts
 
 
 def test_round_robin_rotates_the_order_and_counts_calls():
