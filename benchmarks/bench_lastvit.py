@@ -363,8 +363,12 @@ def bench_inference(args, shapes, contenders, progress) -> list[dict]:
             poolers = {k: lazystrike_pooler(models["lastvit-cls-reg"], **options) for k, options in POOLERS}
             for batch in args.batch_sizes:
                 pixels = torch.randn(batch, 3, shape.image_size, shape.image_size).to(DTYPES[dtype_name])
-                heavy = approx_gflop(shape, batch) > args.heavy_gflop
-                warmup, repeats = (0, args.heavy_repeats) if heavy else (args.warmup, args.repeats)
+                gflop = approx_gflop(shape, batch)
+                heavy = gflop > args.heavy_gflop
+                if heavy:
+                    warmup, repeats = 0, args.heavy_repeats
+                else:  # cheap groups (batch 1) are the noisiest per round and cost little: more rounds
+                    warmup, repeats = args.warmup, args.light_repeats if gflop < args.light_gflop else args.repeats
                 in_group = {c.key for c in contenders if c.timed and (c.heavy or not heavy)}
                 progress(f"inference {dtype_name} {shape.name} batch {batch}: {len(in_group)} models x {repeats} rounds")
                 cells = {key: _forward_cell(model, pixels) for key, model in models.items() if key in in_group}
@@ -989,6 +993,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--heavy-gflop", type=float, default=300.0,
                         help="a group is heavy when one forward of the batch exceeds this many GFLOP "
                              "(S/16 b16: ~150, B/16 b16: ~560)")
+    parser.add_argument("--light-repeats", type=_positive_int, default=None,
+                        help="timed rounds for inference groups below --light-gflop per forward [default: 21]")
+    parser.add_argument("--light-gflop", type=float, default=60.0,
+                        help="a group is light when one forward of the batch is below this many GFLOP "
+                             "(S/16 b1: ~9, B/16 b1: ~35)")
     parser.add_argument("--warmup", type=_positive_int, default=1, help="untimed warm-up rounds before each group")
     parser.add_argument("--tolerance", type=float, default=0.02,
                         help="timing noise allowed when judging the speed floors: a median ratio of at least "
@@ -1022,10 +1031,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    quick = dict(shapes=["tiny"], batch_sizes=[1, 2], dtype=["fp32", "bf16"], repeats=2, heavy_repeats=2,
+    quick = dict(shapes=["tiny"], batch_sizes=[1, 2], dtype=["fp32", "bf16"], repeats=2, heavy_repeats=2, light_repeats=2,
                  train_batch_sizes=[2], train_repeats=2, compile_shapes=["tiny"], compile_batch_sizes=[2],
                  sections=["inference", "training", "memory"], sgemm_size=256)
     full = dict(shapes=["S/16", "B/16"], batch_sizes=[1, 16], dtype=["fp32", "bf16"], repeats=5, heavy_repeats=3,
+                light_repeats=21,
                 train_batch_sizes=[4], train_repeats=7, compile_shapes=["S/16"], compile_batch_sizes=[1],
                 sections=list(SECTIONS), sgemm_size=2048)
     for name, value in (quick if args.quick else full).items():
