@@ -92,6 +92,39 @@ def test_training_step_of_lastvit_cls_launches_the_same_ops_as_vit(quick_run):
     assert set(dinov2["differences"]) <= {"aten::to", "aten::dropout"}  # Dinov2 skips p=0 dropouts
 
 
+def test_median_interval_uses_order_statistics_that_cover_the_median():
+    bench = load_bench()
+    assert bench.median_interval([3.0, 1.0, 2.0, 5.0, 4.0]) == (1.0, 5.0)  # 5 rounds: only the range covers 90%
+    values = [float(v) for v in range(21)]
+    assert bench.median_interval(values) == (6.0, 14.0)  # P(Bin(21, 1/2) <= 6) = 3.9% per side
+    assert bench.median_interval(values, coverage=0.99) == (4.0, 16.0)
+
+
+def _group(peer_ms, ours_ms, control_ms=None):
+    times = {"vit": peer_ms, "lastvit-cls": ours_ms, "dinov2-reg": peer_ms, "lastvit-cls-reg": ours_ms}
+    if control_ms is not None:
+        times["vit-2"] = control_ms
+    return dict(dtype="fp32", shape="S/16", batch=1, times=times)
+
+
+def test_speed_floor_holds_for_noise_and_fails_for_a_real_slowdown():
+    bench = load_bench()
+    noise = [1.00, 1.03, 0.97, 1.02, 0.98, 1.01, 0.99]
+    same = [_group([10.0] * 7, [10.0 * n for n in noise], [10.0 * n for n in reversed(noise)])]
+    assert bench.speed_verdict(same, tolerance=0.01)["holds"]
+
+    slower = [_group([10.0] * 7, [10.5 * n for n in noise], [10.0] * 7)]  # LastViT 5% slower
+    verdict = bench.speed_verdict(slower, tolerance=0.01)
+    assert not verdict["holds"] and verdict["pooled"] < 0.96
+
+    # One cell slower in every round fails even when the other cells make up for it on average.
+    fast = [_group([10.0] * 7, [9.0] * 7) for _ in range(5)]
+    one_slow = fast + [_group([10.0] * 7, [10.3 + 0.01 * i for i in range(7)])]
+    verdict = bench.speed_verdict(one_slow, tolerance=0.01)
+    assert verdict["pooled"] > 1.0 and not verdict["holds"]
+    assert len(verdict["slower"]) == 2  # both peer pairs of that cell
+
+
 def test_round_robin_rotates_the_order_and_counts_calls():
     bench = load_bench()
     calls = []
