@@ -66,6 +66,17 @@ class Shape:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
+    def vit_config(self) -> dict:
+        """The shape as ViTConfig / LastViTConfig arguments (the two share these names)."""
+        return dict(
+            hidden_size=self.hidden_size,
+            num_attention_heads=self.num_heads,
+            num_hidden_layers=self.num_layers,
+            intermediate_size=self.mlp_size,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+        )
+
 
 SHAPES = {
     "S/16": Shape("S/16", 384, 6, 12, 1536, 224, 16),
@@ -98,30 +109,14 @@ class Contender:
 def _lastvit(shape: Shape, **options) -> nn.Module:
     from modeling_lastvit import LastViTConfig, LastViTModel
 
-    config = LastViTConfig(
-        hidden_size=shape.hidden_size,
-        num_attention_heads=shape.num_heads,
-        num_hidden_layers=shape.num_layers,
-        intermediate_size=shape.mlp_size,
-        image_size=shape.image_size,
-        patch_size=shape.patch_size,
-        **options,
-    )
-    return LastViTModel(config)
+    return LastViTModel(LastViTConfig(**shape.vit_config(), **options))
 
 
 def _vit(shape: Shape) -> nn.Module:
     from transformers import ViTConfig, ViTModel
 
-    config = ViTConfig(
-        hidden_size=shape.hidden_size,
-        num_attention_heads=shape.num_heads,
-        num_hidden_layers=shape.num_layers,
-        intermediate_size=shape.mlp_size,
-        image_size=shape.image_size,
-        patch_size=shape.patch_size,
-        layer_norm_eps=1e-6,  # LastViT's; only changes numerics, so outputs can be compared
-    )
+    # layer_norm_eps: LastViT's; it only changes numerics, and lets the outputs be compared
+    config = ViTConfig(**shape.vit_config(), layer_norm_eps=1e-6)
     return ViTModel(config, add_pooling_layer=False)
 
 
@@ -321,9 +316,14 @@ def round_robin(cells: dict[str, Callable[[], object]], warmup: int, repeats: in
     return times
 
 
+def round_ratios(times: dict[str, list[float]], slower: str, faster: str) -> list[float]:
+    """times[slower][r] / times[faster][r] for every round r (> 1: `faster` was faster in that round)."""
+    return [a / b for a, b in zip(times[slower], times[faster])]
+
+
 def paired_ratio(times: dict[str, list[float]], slower: str, faster: str) -> dict:
-    """Median over rounds of times[slower][r] / times[faster][r] (> 1: `faster` is faster), with its range."""
-    ratios = [a / b for a, b in zip(times[slower], times[faster])]
+    """Median over rounds of the per-round ratio (> 1: `faster` is faster), with its range."""
+    ratios = round_ratios(times, slower, faster)
     return dict(median=statistics.median(ratios), low=min(ratios), high=max(ratios))
 
 
@@ -876,7 +876,7 @@ def speed_verdict(groups: list[dict], tolerance: float) -> dict | None:
             controls.append(paired_ratio(g["times"], CONTROL[1], CONTROL[0])["median"])
         for ours, peer in PEER_PAIRS:
             if ours in g["times"] and peer in g["times"]:
-                rounds = [a / b for a, b in zip(g["times"][peer], g["times"][ours])]
+                rounds = round_ratios(g["times"], peer, ours)
                 low, high = median_interval(rounds)
                 cells.append(dict(median=statistics.median(rounds), low=low, high=high,
                                   tag=f"{tag} vs {CONTENDERS[peer].label}"))

@@ -61,7 +61,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -192,6 +192,24 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor], prefixes: Sequence[str])
 # ------------------------------------------------------------------------------------------------
 
 
+class _FusedQKVBlock(NamedTuple):
+    """Names of the parameters of one source block (below its prefix) with a fused q/k/v projection."""
+
+    norm1: str
+    qkv_weight: str
+    qkv_bias: str
+    o_proj: str
+    norm2: str
+    fc1: str
+    fc2: str
+
+
+_DINO_BLOCK = _FusedQKVBlock("norm1", "attn.qkv.weight", "attn.qkv.bias", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+_OPENCLIP_BLOCK = _FusedQKVBlock(
+    "ln_1", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"
+)
+
+
 class _KeyPlan:
     """Maps source tensors to LastViT tensors. `execute` fails with a readable list of missing and
     unexpected source keys instead of converting part of a checkpoint silently."""
@@ -223,6 +241,22 @@ class _KeyPlan:
             self.map(f"{target}.{name}.weight", [weight_key], lambda t, i=index: t.chunk(3, dim=0)[i])
             if bias_key is not None:
                 self.map(f"{target}.{name}.bias", [bias_key], lambda t, i=index: t.chunk(3, dim=0)[i])
+
+    def copy_attention(self, target: str, key: str, out_proj: str = "o_proj", qkv_bias: bool = True) -> None:
+        """Separate q/k/v projections (`key`.q_proj ...) and the output projection `key`.`out_proj`."""
+        for name in ("q_proj", "k_proj", "v_proj"):
+            self.copy_linear(f"{target}.{name}", f"{key}.{name}", bias=qkv_bias)
+        self.copy_linear(f"{target}.o_proj", f"{key}.{out_proj}")
+
+    def copy_fused_qkv_block(self, index: int, prefix: str, names: _FusedQKVBlock, qkv_bias: bool = True) -> None:
+        """One pre-norm source block whose q/k/v come from one fused projection, into LastViT's layer `index`."""
+        dst = f"encoder.layer.{index}."
+        self.copy_linear(f"{dst}norm1", prefix + names.norm1)
+        self.split_qkv(f"{dst}attention", prefix + names.qkv_weight, prefix + names.qkv_bias if qkv_bias else None)
+        self.copy_linear(f"{dst}attention.o_proj", prefix + names.o_proj)
+        self.copy_linear(f"{dst}norm2", prefix + names.norm2)
+        self.copy_linear(f"{dst}mlp.fc1", prefix + names.fc1)
+        self.copy_linear(f"{dst}mlp.fc2", prefix + names.fc2)
 
     def drop(self, reason: str, predicate: Callable[[str], bool]) -> None:
         for key in self.state_dict:
@@ -384,6 +418,26 @@ def _note_dropped(plan: _KeyPlan) -> dict[str, int]:
     return {reason: len(keys) for reason, keys in plan.dropped.items() if keys}
 
 
+def _convert(
+    plan: _KeyPlan,
+    base_config: dict[str, Any],
+    head: _Head | None,
+    options: ConversionOptions,
+    image_processor: LastViTImageProcessor,
+    description: str,
+    notes: list[str],
+) -> ConversionResult:
+    """Run `plan` and build the model: the last step of every converter of a non-transformers layout."""
+    return ConversionResult(
+        model=_build_model(base_config, plan.execute(), head, options),
+        image_processor=image_processor,
+        source=plan.source,
+        description=description,
+        notes=notes,
+        dropped=_note_dropped(plan),
+    )
+
+
 def _processor(size: dict, crop: int | None, resample: int, mean, std) -> LastViTImageProcessor:
     return LastViTImageProcessor(
         do_resize=True,
@@ -441,18 +495,11 @@ def convert_torchvision_state_dict(
             ("layernorm.bias", "encoder.ln.bias"),
         ]
     )
+    block = _FusedQKVBlock(
+        "ln_1", "self_attention.in_proj_weight", "self_attention.in_proj_bias", "self_attention.out_proj", "ln_2", fc1, fc2
+    )
     for i in range(layers):
-        src, dst = f"encoder.layers.encoder_layer_{i}.", f"encoder.layer.{i}."
-        plan.copy_linear(f"{dst}norm1", f"{src}ln_1")
-        plan.split_qkv(
-            f"{dst}attention",
-            f"{src}self_attention.in_proj_weight",
-            f"{src}self_attention.in_proj_bias" if qkv_bias else None,
-        )
-        plan.copy_linear(f"{dst}attention.o_proj", f"{src}self_attention.out_proj")
-        plan.copy_linear(f"{dst}norm2", f"{src}ln_2")
-        plan.copy_linear(f"{dst}mlp.fc1", f"{src}{fc1}")
-        plan.copy_linear(f"{dst}mlp.fc2", f"{src}{fc2}")
+        plan.copy_fused_qkv_block(i, f"encoder.layers.encoder_layer_{i}.", block, qkv_bias)
 
     base = _encoder_config(
         image_size=grid * patch,
@@ -479,15 +526,7 @@ def convert_torchvision_state_dict(
     else:
         plan.drop("classification head (dropped or replaced)", lambda k: k.startswith("heads."))
 
-    model = _build_model(base, plan.execute(), head, options)
-    return ConversionResult(
-        model=model,
-        image_processor=imagenet_eval_processor(grid * patch, PIL_BILINEAR),
-        source=source,
-        description=f"torchvision VisionTransformer (patch {patch}, width {hidden}, {layers} blocks)",
-        notes=notes,
-        dropped=_note_dropped(plan),
-    )
+    return _convert(plan, base, head, options, imagenet_eval_processor(grid * patch, PIL_BILINEAR), f"torchvision VisionTransformer (patch {patch}, width {hidden}, {layers} blocks)", notes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -522,13 +561,7 @@ def convert_dino_state_dict(state_dict: dict[str, torch.Tensor], options: Conver
         ]
     )
     for i in range(layers):
-        src, dst = f"blocks.{i}.", f"encoder.layer.{i}."
-        plan.copy_linear(f"{dst}norm1", f"{src}norm1")
-        plan.split_qkv(f"{dst}attention", f"{src}attn.qkv.weight", f"{src}attn.qkv.bias" if qkv_bias else None)
-        plan.copy_linear(f"{dst}attention.o_proj", f"{src}attn.proj")
-        plan.copy_linear(f"{dst}norm2", f"{src}norm2")
-        plan.copy_linear(f"{dst}mlp.fc1", f"{src}mlp.fc1")
-        plan.copy_linear(f"{dst}mlp.fc2", f"{src}mlp.fc2")
+        plan.copy_fused_qkv_block(i, f"blocks.{i}.", _DINO_BLOCK, qkv_bias)
     plan.drop("DINO projection head (training only)", lambda k: k.startswith("head."))
 
     base = _encoder_config(
@@ -545,15 +578,7 @@ def convert_dino_state_dict(state_dict: dict[str, torch.Tensor], options: Conver
     )
     notes: list[str] = []
     head = _resolve_head(None, options, notes)
-    model = _build_model(base, plan.execute(), head, options)
-    return ConversionResult(
-        model=model,
-        image_processor=imagenet_eval_processor(grid * patch, PIL_BICUBIC),
-        source=source,
-        description=f"facebookresearch/dino ViT (patch {patch}, width {hidden}, {layers} blocks)",
-        notes=notes,
-        dropped=_note_dropped(plan),
-    )
+    return _convert(plan, base, head, options, imagenet_eval_processor(grid * patch, PIL_BICUBIC), f"facebookresearch/dino ViT (patch {patch}, width {hidden}, {layers} blocks)", notes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -588,12 +613,7 @@ def convert_openclip_state_dict(state_dict: dict[str, torch.Tensor], options: Co
     plan.copy_linear("layernorm", f"{v}ln_post")
     for i in range(layers):
         src, dst = f"{v}transformer.resblocks.{i}.", f"encoder.layer.{i}."
-        plan.copy_linear(f"{dst}norm1", f"{src}ln_1")
-        plan.split_qkv(f"{dst}attention", f"{src}attn.in_proj_weight", f"{src}attn.in_proj_bias")
-        plan.copy_linear(f"{dst}attention.o_proj", f"{src}attn.out_proj")
-        plan.copy_linear(f"{dst}norm2", f"{src}ln_2")
-        plan.copy_linear(f"{dst}mlp.fc1", f"{src}mlp.c_fc")
-        plan.copy_linear(f"{dst}mlp.fc2", f"{src}mlp.c_proj")
+        plan.copy_fused_qkv_block(i, src, _OPENCLIP_BLOCK)
         if layerscale:
             plan.copy(f"{dst}layer_scale1.lambda1", f"{src}ls_1.gamma")
             plan.copy(f"{dst}layer_scale2.lambda1", f"{src}ls_2.gamma")
@@ -627,15 +647,7 @@ def convert_openclip_state_dict(state_dict: dict[str, torch.Tensor], options: Co
         )
     ]
     head = _resolve_head(None, options, notes)
-    model = _build_model(base, plan.execute(), head, options)
-    return ConversionResult(
-        model=model,
-        image_processor=clip_eval_processor(grid * patch),
-        source=source,
-        description=f"CLIP visual tower (patch {patch}, width {hidden}, {layers} blocks)",
-        notes=notes,
-        dropped=_note_dropped(plan),
-    )
+    return _convert(plan, base, head, options, clip_eval_processor(grid * patch), f"CLIP visual tower (patch {patch}, width {hidden}, {layers} blocks)", notes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -729,7 +741,7 @@ def _plan_hf_vit(model, sd):
     config = model.config
     architecture = type(model).__name__
     is_deit = architecture.startswith("DeiT")
-    prefix = f"{model.base_model_prefix}." if any(k.startswith(f"{model.base_model_prefix}.") for k in sd) else ""
+    prefix = _hf_prefix(model, sd)
     e = f"{prefix}embeddings."
     plan = _KeyPlan("hf", sd)
     if is_deit:  # [CLS, dist, patches] + pos -> CLS/patch positions stay, dist + its position becomes register 0
@@ -744,9 +756,7 @@ def _plan_hf_vit(model, sd):
     for i in range(config.num_hidden_layers):
         src, dst = f"{prefix}layers.{i}.", f"encoder.layer.{i}."
         plan.copy_linear(f"{dst}norm1", f"{src}layernorm_before")
-        for name in ("q_proj", "k_proj", "v_proj"):
-            plan.copy_linear(f"{dst}attention.{name}", f"{src}attention.{name}", bias=config.qkv_bias)
-        plan.copy_linear(f"{dst}attention.o_proj", f"{src}attention.o_proj")
+        plan.copy_attention(f"{dst}attention", f"{src}attention", qkv_bias=config.qkv_bias)
         plan.copy_linear(f"{dst}norm2", f"{src}layernorm_after")
         plan.copy_linear(f"{dst}mlp.fc1", f"{src}mlp.fc1")
         plan.copy_linear(f"{dst}mlp.fc2", f"{src}mlp.fc2")
@@ -791,12 +801,18 @@ def _plan_hf_vit(model, sd):
     return plan, base, head
 
 
+def _hf_prefix(model, sd) -> str:
+    """`vit.` / `dinov2.` ... when `sd` is a task model's state dict, else ''."""
+    prefix = f"{model.base_model_prefix}."
+    return prefix if any(k.startswith(prefix) for k in sd) else ""
+
+
 def _plan_hf_dinov2(model, sd):
     """DINOv2 (+ registers): `encoder.layer.{i}.norm1 / attention / layer_scale1 / norm2 / mlp / layer_scale2`;
     the classifier reads [CLS, mean of patch tokens]."""
     config = model.config
     architecture = type(model).__name__
-    prefix = f"{model.base_model_prefix}." if any(k.startswith(f"{model.base_model_prefix}.") for k in sd) else ""
+    prefix = _hf_prefix(model, sd)
     e = f"{prefix}embeddings."
     registers = getattr(config, "num_register_tokens", 0) if "WithRegisters" in architecture else 0
     plan = _KeyPlan("hf", sd)
@@ -810,9 +826,7 @@ def _plan_hf_dinov2(model, sd):
     for i in range(config.num_hidden_layers):
         src, dst = f"{prefix}encoder.layer.{i}.", f"encoder.layer.{i}."
         plan.copy_linear(f"{dst}norm1", f"{src}norm1")
-        for name in ("q_proj", "k_proj", "v_proj"):
-            plan.copy_linear(f"{dst}attention.{name}", f"{src}attention.{name}", bias=config.qkv_bias)
-        plan.copy_linear(f"{dst}attention.o_proj", f"{src}attention.o_proj")
+        plan.copy_attention(f"{dst}attention", f"{src}attention", qkv_bias=config.qkv_bias)
         plan.copy(f"{dst}layer_scale1.lambda1", f"{src}layer_scale1.lambda1")
         plan.copy_linear(f"{dst}norm2", f"{src}norm2")
         for name in mlp:
@@ -861,9 +875,7 @@ def _plan_hf_clip(model, sd):
     for i in range(config.num_hidden_layers):
         src, dst = f"{prefix}encoder.layers.{i}.", f"encoder.layer.{i}."
         plan.copy_linear(f"{dst}norm1", f"{src}layer_norm1")
-        for name in ("q_proj", "k_proj", "v_proj"):
-            plan.copy_linear(f"{dst}attention.{name}", f"{src}self_attn.{name}")
-        plan.copy_linear(f"{dst}attention.o_proj", f"{src}self_attn.out_proj")
+        plan.copy_attention(f"{dst}attention", f"{src}self_attn", out_proj="out_proj")
         plan.copy_linear(f"{dst}norm2", f"{src}layer_norm2")
         plan.copy_linear(f"{dst}mlp.fc1", f"{src}mlp.fc1")
         plan.copy_linear(f"{dst}mlp.fc2", f"{src}mlp.fc2")

@@ -46,6 +46,8 @@ from modeling_lastvit import (  # noqa: E402
     LastViTModel,
 )
 
+from .tiny import tiny_config as shared_tiny_config
+
 MODEL_CLASSES = (LastViTModel, LastViTForImageClassification, LastViTBackbone)
 EXPECTED_AUTO_MAP = {
     "AutoConfig": "configuration_lastvit.LastViTConfig",
@@ -62,19 +64,11 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 def tiny_config(**overrides) -> LastViTConfig:
+    """The shared tiny config with 2 registers and three named classes."""
     kwargs = dict(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        num_register_tokens=2,
-        id2label=dict(ID2LABEL),
-        label2id={label: idx for idx, label in ID2LABEL.items()},
+        num_register_tokens=2, id2label=dict(ID2LABEL), label2id={label: idx for idx, label in ID2LABEL.items()}
     )
-    kwargs.update(overrides)
-    return LastViTConfig(**kwargs)
+    return shared_tiny_config(**{**kwargs, **overrides})
 
 
 def tiny_model(model_class, seed: int = 0, **overrides):
