@@ -1,4 +1,4 @@
-"""Measurements (modeling_lastvit.analysis_lastvit), the local evaluate metrics and the plot helpers.
+"""Measurements (lastvit.measure), the local evaluate metrics and the plot helpers.
 
 Hand-made inputs with known answers: box-to-patch mapping, Point-in-Box, baselines, CKA, the
 Lappe & Giese masked contributions against the real attention module, the masking probe.
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from modeling_lastvit import LastViTForImageClassification, LastViTModel
-from modeling_lastvit import analysis_lastvit as A
+from lastvit import measure as A
 
 from .tiny import tiny_config
 
@@ -517,7 +517,7 @@ def assert_png(path, min_size=(100, 100)):
 
 
 def test_plot_helpers_write_decodable_pngs(tmp_path):
-    from modeling_lastvit import plots_lastvit as P
+    from lastvit.measure import plots as P
 
     pixels = torch.randn(3, 32, 48)  # normalised, non-square; 4 x 6 grid of 8-px patches
     votes = torch.arange(24.0)

@@ -26,8 +26,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from modeling_lastvit import LastViTForImageClassification, LastViTModel
-from modeling_lastvit.checkpoint_loading_lastvit import CheckpointLoadError, load_checkpoint, read_torchscript_tensors
-from modeling_lastvit.conversion_lastvit import (
+from modeling_lastvit.conversion.checkpoint_loading import CheckpointLoadError, load_checkpoint, read_torchscript_tensors
+from modeling_lastvit.conversion.convert import (
     ConversionError,
     ConversionOptions,
     build_parser,
@@ -39,7 +39,7 @@ from modeling_lastvit.conversion_lastvit import (
     extract_state_dict,
     main,
 )
-from modeling_lastvit.model_card_lastvit import RELEASED_CHECKPOINTS, released_model_card, render_model_card
+from lastvit.cards.model_card import RELEASED_CHECKPOINTS, released_model_card, render_model_card
 from modeling_lastvit.pooling_lastvit import lazystrike_pool
 
 from .reference_vits import ClipStub, DinoViT, TorchvisionViT, authors_lazystrike, dino_training_checkpoint
@@ -747,7 +747,7 @@ def test_converted_folders_reproduce_the_sources_in_a_fresh_process_without_the_
 
 
 def test_console_script_is_declared_and_documents_every_flag():
-    assert 'lastvit-convert = "modeling_lastvit.conversion_lastvit:main"' in (REPO_ROOT / "pyproject.toml").read_text()
+    assert 'lastvit-convert = "modeling_lastvit.conversion.convert:main"' in (REPO_ROOT / "pyproject.toml").read_text()
     text = build_parser().format_help()
     for flag in (
         "--from",
@@ -778,7 +778,7 @@ def test_console_script_is_declared_and_documents_every_flag():
 @pytest.mark.parametrize("name", sorted(RELEASED_CHECKPOINTS))
 def test_committed_model_cards_are_the_generators_output(name):
     committed = (REPO_ROOT / "model_cards" / name / "README.md").read_text()
-    assert committed == released_model_card(name).content, "run `python -m modeling_lastvit.model_card_lastvit`"
+    assert committed == released_model_card(name).content, "run `python -m lastvit.cards.model_card`"
 
 
 PAPER_NUMBERS = {

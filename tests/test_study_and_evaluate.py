@@ -56,7 +56,7 @@ def test_study_refuses_to_overwrite_a_previous_report(study_dir, capsys):
 
 
 def test_evaluate_reports_accuracy_point_in_box_baselines_probe_and_norms(study_dir, tmp_path):
-    from modeling_lastvit.scenes_lastvit import build_scenes
+    from lastvit.data.scenes import build_scenes
 
     data = tmp_path / "scenes"
     build_scenes(8, 24, seed=3).save_to_disk(str(data))

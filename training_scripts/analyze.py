@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from PIL import UnidentifiedImageError
 
-from .data import SCENES, DataError, ImageTransform, _decode, load_splits, transform_with_boxes
+from lastvit.data.loading import SCENES, DataError, ImageTransform, _decode, load_splits, transform_with_boxes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -153,7 +153,7 @@ def _lastvit_base(model):
 
 
 def _cka(x, y):
-    from modeling_lastvit.analysis_lastvit import linear_cka
+    from lastvit.measure.lappe_giese import linear_cka
 
     return linear_cka(x, y)
 
@@ -178,7 +178,7 @@ class _LastAttention:
 @torch.no_grad()
 def _measure_batch(base, pixel_values: torch.Tensor, hook: _LastAttention) -> dict[str, torch.Tensor]:
     """Per-image quantities of one batch, all on the CPU in float32."""
-    from modeling_lastvit.analysis_lastvit import (
+    from lastvit.measure import (
         cls_attention_share,
         layerwise_cls_cosine,
         masked_contributions,
@@ -274,7 +274,7 @@ def analyze(
     """
     from tqdm.auto import tqdm
 
-    from modeling_lastvit.analysis_lastvit import gram_decomposition, point_in_box, random_patch_baseline
+    from lastvit.measure import gram_decomposition, point_in_box, random_patch_baseline
 
     base = _lastvit_base(model)
     config = base.config
@@ -484,7 +484,7 @@ def analyze(
 
 def _plot_cls_cosine(cosine: torch.Tensor, path: Path) -> Path:
     """Mean (and +-1 std band) of cos(CLS_l, CLS_L) over images, per layer."""
-    from modeling_lastvit.plots_lastvit import _figure, _save
+    from lastvit.measure.plots import _figure, _save
 
     mean, std = cosine.mean(dim=0).numpy(), cosine.std(dim=0, correction=0).numpy()
     layers = np.arange(len(mean))
@@ -506,7 +506,7 @@ def _plot_cls_cosine(cosine: torch.Tensor, path: Path) -> Path:
 def _draw_figures(results: AnalysisResults, folder: Path, progress: bool) -> dict[str, list[str]]:
     from tqdm.auto import tqdm
 
-    from modeling_lastvit.plots_lastvit import plot_norm_histogram, plot_patch_map
+    from lastvit.measure.plots import plot_norm_histogram, plot_patch_map
 
     arrays = results.arrays
     figures: dict[str, list[str]] = {"cls_attention": [], "readout_map": [], "cls_cosine": [], "norm_histogram": []}
@@ -646,7 +646,7 @@ def write_report(
     """Write `analysis.json`, `analysis.md` and the PNG figures into `output_dir`, atomically (into a
     staging folder that is then renamed into place). A non-empty `output_dir` is refused unless
     `overwrite`. Returns the folder."""
-    from modeling_lastvit.files_lastvit import write_folder
+    from lastvit.files import write_folder
 
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():

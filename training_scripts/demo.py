@@ -30,8 +30,8 @@ def make_scene(size: int = 256, seed: int = 0) -> tuple[Image.Image, tuple[int, 
 
 
 def save_atomically(objects, output_dir: Path, overwrite: bool) -> None:
-    """Save every object's `save_pretrained` into one folder, written whole (see `files_lastvit`)."""
-    from modeling_lastvit.files_lastvit import is_nonempty_dir, write_folder
+    """Save every object's `save_pretrained` into one folder, written whole (see `lastvit.files`)."""
+    from lastvit.files import is_nonempty_dir, write_folder
 
     if is_nonempty_dir(output_dir) and not overwrite:
         raise SystemExit(

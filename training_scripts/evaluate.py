@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .data import SCENES, DataError, ImageTransform, check_columns, load_splits, transform_with_boxes
+from lastvit.data.loading import SCENES, DataError, ImageTransform, check_columns, load_splits, transform_with_boxes
 
 BOX_COLUMN = "bbox"
 MASK_FRACTIONS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
@@ -89,7 +89,7 @@ def evaluate_model(model, pixel_values, labels, boxes=None, batch_size: int = 12
     """All measurements of one classifier on prepared tensors. Returns ``(metrics, arrays)``;
     `arrays` holds the per-image maps the figures need. The masking probe re-runs the model once
     per (k, order): `probe_images` limits it to the first images."""
-    from modeling_lastvit import analysis_lastvit as A
+    from lastvit import measure as A
 
     encoded = encode(model, pixel_values, batch_size, progress)
     metrics = {"classification": classification_metrics(encoded["logits"], labels)}
@@ -131,7 +131,7 @@ def evaluate_model(model, pixel_values, labels, boxes=None, batch_size: int = 12
 def write_figures(folder: Path, pixel_values, boxes, arrays: dict, metrics: dict, mean, std, num_examples: int = 4,
                   prefix: str = "") -> list[str]:
     """Overlays (patch scores, votes) for the first images, masking-probe curves, norm histogram."""
-    from modeling_lastvit import plots_lastvit as P
+    from lastvit.measure import plots as P
 
     names = []
     grid = arrays["grid"]
@@ -174,8 +174,8 @@ def markdown_report(metrics: dict, figures: list[str], title: str) -> str:
 
 
 def write_report_dir(output_dir: Path, overwrite: bool, write) -> None:
-    """Write the report folder whole (see `files_lastvit`); refuse to replace one unless asked."""
-    from modeling_lastvit.files_lastvit import is_nonempty_dir, write_folder
+    """Write the report folder whole (see `lastvit.files`); refuse to replace one unless asked."""
+    from lastvit.files import is_nonempty_dir, write_folder
 
     if is_nonempty_dir(output_dir) and not overwrite:
         raise DataError(f"{output_dir} already holds files; pass --overwrite or choose another --output-dir.")

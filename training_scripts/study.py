@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modeling_lastvit.files_lastvit import is_nonempty_dir, swap_in
+from lastvit.files import is_nonempty_dir, swap_in
 
 from . import evaluate as E
 from . import train as T
-from .data import DataError
+from lastvit.data.loading import DataError
 
 VARIANTS = {
     "vit_cls": dict(label="ViT (CLS)", pooling="cls", registers=0),
@@ -194,7 +194,7 @@ def markdown(summary: dict, per_run: dict, seeds: list[int], skipped: list[int],
 
 
 def run_study(args) -> dict:
-    from modeling_lastvit.scenes_lastvit import build_scenes
+    from lastvit.data.scenes import build_scenes
 
     start = time.time()
     out = args.output_dir

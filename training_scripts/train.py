@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from modeling_lastvit.files_lastvit import swap_in, write_folder
+from lastvit.files import swap_in, write_folder
 
-from .data import (
+from lastvit.data.loading import (
     SCENES,
     DataError,
     EpochSampler,

@@ -1,14 +1,14 @@
 """Point-in-Box (LaSt-ViT's "Patch-BBox Hit Ratio") as a local `evaluate` metric, with its baselines.
 
-Load it offline with ``evaluate.load("<this folder>")`` or ``modeling_lastvit.analysis_lastvit.load_metric("point_in_box")``.
-The computation is `modeling_lastvit.analysis_lastvit` (one implementation, shared with the library).
+Load it offline with ``evaluate.load("<this folder>")`` or ``lastvit.measure.load_metric("point_in_box")``.
+The computation is `lastvit.measure.localization` (one implementation, shared with the library).
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from modeling_lastvit.analysis_lastvit import (
+from lastvit.measure.localization import (
     centre_patch_baseline,
     pib_filter,
     point_in_box,

@@ -1,6 +1,6 @@
 """Top-k accuracy as a local `evaluate` metric (``evaluate.load("accuracy")`` needs the Hub).
 
-Load it offline with ``evaluate.load("<this folder>")`` or ``modeling_lastvit.analysis_lastvit.load_metric("top_k_accuracy")``.
+Load it offline with ``evaluate.load("<this folder>")`` or ``lastvit.measure.load_metric("top_k_accuracy")``.
 """
 
 import datasets

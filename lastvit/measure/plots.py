@@ -81,7 +81,7 @@ def plot_patch_map(
 
     `patch_map` is ``[rows, cols]``, or ``[N]`` with `grid` ``(rows, cols)`` (a square grid is
     assumed without it). `box` is ``(x0, y0, x1, y1)`` in the displayed image's pixels (map
-    original-image boxes with `analysis_lastvit.map_box`). The arg-max patch gets a white frame.
+    original-image boxes with `lastvit.measure.localization.map_box`). The arg-max patch gets a white frame.
     The image is shown beside the overlay; see `image_to_display` for accepted images."""
     picture = image_to_display(image, mean, std)
     values = _to_numpy(patch_map).astype(np.float32)
@@ -132,7 +132,7 @@ def plot_masking_probe(
     title: str | None = None,
 ) -> Path:
     """Masking-probe curves (LaSt-ViT Fig. 2b): accuracy vs masked patches, one line per order
-    (``{"high": [...], "low": [...], "random": [...]}`` from `analysis_lastvit.masking_probe`).
+    (``{"high": [...], "low": [...], "random": [...]}`` from `lastvit.measure.masking_probe`).
     With `num_patches` the x axis is the masked fraction."""
     ks = np.asarray(ks, dtype=np.float64)
     x = ks / num_patches if num_patches else ks
@@ -162,7 +162,7 @@ def plot_norm_histogram(
     log: bool = True,
     title: str | None = None,
 ) -> Path:
-    """Histogram of patch-token L2 norms (`analysis_lastvit.token_norms(...).norms`); `norms` is one
+    """Histogram of patch-token L2 norms (`lastvit.measure.token_norms(...).norms`); `norms` is one
     array or a ``{label: array}`` mapping (e.g. CLS vs LazyStrike models). A dashed line marks
     the high-norm `threshold`; `log` puts counts on a log scale (outliers are rare)."""
     series = dict(norms) if isinstance(norms, Mapping) else {"patch tokens": norms}

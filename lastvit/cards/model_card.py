@@ -4,7 +4,7 @@ authors' three released LaSt-ViT checkpoints (`model_cards/<name>/README.md`).
 Cards say only what the code does. Numbers from the paper are quoted as the paper's; a `model-index`
 is written only for results this package measured (pass them as `eval_results`).
 
-Regenerate the committed cards with ``python -m modeling_lastvit.model_card_lastvit``.
+Regenerate the committed cards with ``python -m lastvit.cards.model_card``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .configuration_lastvit import LastViTConfig
+from modeling_lastvit import LastViTConfig
 
 PAPER = 'Shi, Yu and Yang, "Vision Transformers Need More Than Registers", CVPR 2026, arXiv:2602.22394'
 PAPER_URL = "https://arxiv.org/abs/2602.22394"

@@ -43,7 +43,7 @@ How outputs correspond (tested in `tests/test_conversion.py`):
   scale factor with a 0.1 offset). torchvision and OpenAI CLIP cannot run at other sizes themselves;
   there LastViT's resize is used (bicubic to the target grid, as transformers' CLIP does).
 
-Loading is safe by default (`checkpoint_loading_lastvit.py`): `torch.load(..., weights_only=True)`
+Loading is safe by default (`checkpoint_loading.py`): `torch.load(..., weights_only=True)`
 (with `argparse.Namespace` allowed, which DINO checkpoints hold), and TorchScript archives are read by
 a restricted unpickler that only rebuilds tensors. `--trust-pickle` opts in to full unpickling /
 `torch.jit.load`, which can run arbitrary code from the file: use it only for files you trust.
@@ -65,11 +65,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .checkpoint_loading_lastvit import CheckpointLoadError, load_checkpoint
-from .configuration_lastvit import POOLING_TYPES, SCORE_RULES, LastViTConfig
-from .files_lastvit import write_folder as write_whole_folder
-from .image_processing_lastvit import LastViTImageProcessor
-from .modeling_lastvit import LastViTForImageClassification, LastViTModel
+from .checkpoint_loading import CheckpointLoadError, load_checkpoint
+from ..configuration_lastvit import POOLING_TYPES, SCORE_RULES, LastViTConfig
+from lastvit.files import write_folder as write_whole_folder
+from ..image_processing_lastvit import LastViTImageProcessor
+from ..modeling_lastvit import LastViTForImageClassification, LastViTModel
 
 SOURCES = ("hf", "torchvision", "dino", "openclip")
 POOLING_CHOICES = ("source",) + POOLING_TYPES
@@ -1044,7 +1044,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .model_card_lastvit import RELEASED_CHECKPOINTS
+    from lastvit.cards.model_card import RELEASED_CHECKPOINTS
 
     parser = argparse.ArgumentParser(
         prog="lastvit-convert",
@@ -1136,7 +1136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .model_card_lastvit import converted_model_card
+    from lastvit.cards.model_card import converted_model_card
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,13 +1,13 @@
 """Linear CKA (Kornblith et al. 2019) as a local `evaluate` metric, as used by Lappe & Giese (arXiv 2505.05892).
 
-Load it offline with ``evaluate.load("<this folder>")`` or ``modeling_lastvit.analysis_lastvit.load_metric("linear_cka")``.
-The computation is `modeling_lastvit.analysis_lastvit.linear_cka`.
+Load it offline with ``evaluate.load("<this folder>")`` or ``lastvit.measure.load_metric("linear_cka")``.
+The computation is `lastvit.measure.lappe_giese.linear_cka`.
 """
 
 import datasets
 import evaluate
 
-from modeling_lastvit.analysis_lastvit import linear_cka
+from lastvit.measure.lappe_giese import linear_cka
 
 _DESCRIPTION = """
 Linear centred kernel alignment between two representations of the same inputs, one row per example:

@@ -1,0 +1,1 @@
+"""Data: the offline scenes benchmark (`scenes`) and dataset loading and transforms (`loading`)."""
