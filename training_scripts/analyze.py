@@ -672,9 +672,9 @@ def write_report(
 def generated_scenes(count: int, size: int, seed: int = 0):
     """`count` generated scenes (one ellipse on a smooth textured background, its box known) of
     ``size`` pixels: ``[(PIL image, (x0, y0, x1, y1)), ...]``; image i depends only on (seed, i)."""
-    from .demo import make_scene
+    from lastvit.data.scenes import ellipse_scene
 
-    return [make_scene(size, seed=seed * 1_000_003 + i) for i in range(count)]
+    return [ellipse_scene(size, seed=seed * 1_000_003 + i) for i in range(count)]
 
 
 def dataset_images(args):
@@ -855,7 +855,7 @@ def eval_transform(processor, config) -> ImageTransform:
 
 def run(args) -> dict:
     """Load, measure, write; returns the numbers."""
-    from .train import build_processor
+    from lastvit.data.loading import build_processor
 
     check_args(args)
     progress = not args.no_progress

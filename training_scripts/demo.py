@@ -10,23 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
-
-
-def make_scene(size: int = 256, seed: int = 0) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """A textured background with one saturated ellipse; returns the image and the object's box."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.uniform(60, 160, size=(8, 8, 3)).astype(np.uint8)
-    background = Image.fromarray(coarse).resize((size, size), Image.BICUBIC)
-    noise = rng.normal(0, 12, size=(size, size, 3))
-    image = Image.fromarray(np.clip(np.asarray(background) + noise, 0, 255).astype(np.uint8))
-    side = int(size * rng.uniform(0.25, 0.4))
-    x0, y0 = (int(v) for v in rng.integers(0, size - side, size=2))
-    box = (x0, y0, x0 + side, y0 + side)
-    ImageDraw.Draw(image).ellipse(box, fill=(230, 40, 40))
-    return image, box
 
 
 def save_atomically(objects, output_dir: Path, overwrite: bool) -> None:
@@ -77,7 +61,9 @@ def main(argv=None) -> int:
     )
     model = LastViTModel(config).eval()
     processor = LastViTImageProcessor(size={"shortest_edge": 128}, crop_size={"height": 112, "width": 112})
-    image, box = make_scene(seed=args.seed)
+    from lastvit.data.scenes import ellipse_scene
+
+    image, box = ellipse_scene(seed=args.seed)
     pixel_values = processor(image, return_tensors="pt").pixel_values
 
     with torch.no_grad():

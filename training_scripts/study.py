@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lastvit.data.loading import DataError
 from lastvit.files import is_nonempty_dir, swap_in
 
 from . import evaluate as E
 from . import train as T
-from lastvit.data.loading import DataError
 
 VARIANTS = {
     "vit_cls": dict(label="ViT (CLS)", pooling="cls", registers=0),

@@ -25,20 +25,20 @@ from pathlib import Path
 
 import torch
 
-from lastvit.files import swap_in, write_folder
-
 from lastvit.data.loading import (
     SCENES,
     DataError,
     EpochSampler,
     ImageTransform,
     TransformedSplit,
+    build_processor,
     check_columns,
     check_labels,
     collate,
     label_names,
     load_splits,
 )
+from lastvit.files import swap_in, write_folder
 
 PRESETS = {
     # name: (hidden, layers, heads, mlp, image, patch); micro and tiny are sized for 64 px scenes on a CPU
@@ -158,22 +158,6 @@ def build_model(args, labels: list[str]):
         **pooling,
     )
     return LastViTForImageClassification(config)
-
-
-def build_processor(model, source: str | None = None):
-    """The checkpoint's own processor when it has one (e.g. CLIP statistics), else the LaSt-ViT
-    evaluation preprocessing (resize to 256/224 of the input size, centre crop) at the model's size."""
-    from modeling_lastvit import LastViTImageProcessor
-
-    if source:
-        from transformers import AutoImageProcessor
-
-        try:
-            return AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
-        except OSError:
-            pass  # no preprocessor_config.json: fall back to the default below
-    size = model.config.image_size_hw[0]
-    return LastViTImageProcessor(size={"shortest_edge": round(size * 256 / 224)}, crop_size={"height": size, "width": size})
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float, min_lr_ratio: float):

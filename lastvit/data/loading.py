@@ -234,3 +234,19 @@ class EpochSampler(torch.utils.data.Sampler):
             return iter(range(self.num_examples))
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         return iter(torch.randperm(self.num_examples, generator=generator).tolist())
+
+
+def build_processor(model, source: str | None = None):
+    """The checkpoint's own processor when it has one (e.g. CLIP statistics), else the LaSt-ViT
+    evaluation preprocessing (resize to 256/224 of the input size, centre crop) at the model's size."""
+    from modeling_lastvit import LastViTImageProcessor
+
+    if source:
+        from transformers import AutoImageProcessor
+
+        try:
+            return AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
+        except OSError:
+            pass  # no preprocessor_config.json: fall back to the default below
+    size = model.config.image_size_hw[0]
+    return LastViTImageProcessor(size={"shortest_edge": round(size * 256 / 224)}, crop_size={"height": size, "width": size})

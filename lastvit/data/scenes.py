@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from ..files import write_folder
 
@@ -907,6 +907,22 @@ def load_imagefolder(path: str | os.PathLike, **load_dataset_kwargs):
     header = yaml.safe_load((Path(path) / "README.md").read_text().split("---\n")[1])
     features = datasets.Features._from_yaml_list(header["dataset_info"]["features"])
     return datasets.load_dataset(str(path), features=features, **load_dataset_kwargs)
+
+
+def ellipse_scene(size: int = 256, seed: int = 0) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A textured background with one saturated ellipse; returns the image and the object's box.
+
+    Needs no files: the demo and data-free analyses use it."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(60, 160, size=(8, 8, 3)).astype(np.uint8)
+    background = Image.fromarray(coarse).resize((size, size), Image.BICUBIC)
+    noise = rng.normal(0, 12, size=(size, size, 3))
+    image = Image.fromarray(np.clip(np.asarray(background) + noise, 0, 255).astype(np.uint8))
+    side = int(size * rng.uniform(0.25, 0.4))
+    x0, y0 = (int(v) for v in rng.integers(0, size - side, size=2))
+    box = (x0, y0, x0 + side, y0 + side)
+    ImageDraw.Draw(image).ellipse(box, fill=(230, 40, 40))
+    return image, box
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,9 +22,7 @@ Point-in-Box means little on its own (pasted or centred objects are salient). Re
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
