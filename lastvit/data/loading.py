@@ -130,6 +130,11 @@ class ImageTransform:
                 return image.resize((self.size, self.size), Image.BILINEAR, box=(x0, y0, x0 + w, y0 + h))
         return self._resize_centre_crop(image)
 
+    def geometry(self, image: Image.Image) -> Image.Image:
+        """The evaluation geometry alone (resize + centre crop, no normalisation): for masks and
+        figures that must line up with the evaluated pixels."""
+        return self._resize_centre_crop(image)
+
     def _resize_centre_crop(self, image: Image.Image) -> Image.Image:
         """Resize the short side to size * 256/224 and centre-crop (truncating like torchvision and
         the authors' box mapping); an image already at model size is used as it is."""
