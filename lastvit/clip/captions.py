@@ -1,0 +1,81 @@
+"""Captions and a download-free tokenizer for image-text training on the scenes benchmark.
+
+A scene's caption names its class and its background ("a photo of a bird on pine wood"), from a few
+templates picked by a seeded generator, so a run is reproducible. The tokenizer is a word-level
+vocabulary trained on those captions (plus the zero-shot prompts) with the `tokenizers` library and
+wrapped as a `PreTrainedTokenizerFast`, saved in the model folder; real image-text data brings its
+own text column and may bring any transformers tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import PurePosixPath
+
+import numpy as np
+
+TEMPLATES = (
+    "a photo of a {cls} on {background}.",
+    "a {cls} in front of {background}.",
+    "a picture of a {cls} over {background}.",
+    "a small {cls} on a {background} background.",
+)
+# Prompts for zero-shot classification; "This is a photo of {}." is the pipeline's default.
+PROMPTS = ("a photo of a {}.", "This is a photo of {}.")
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
+
+
+class CaptionError(ValueError):
+    """Bad image-text data: the message names the problem and the fix."""
+
+
+def readable(name: str) -> str:
+    """`small_animal` -> `small animal`; `gimp/Wood/pine.pat` -> `pine` (file stem, no digits)."""
+    stem = PurePosixPath(name).stem if "/" in name or "." in name else name
+    words = re.sub(r"[\d_\-]+", " ", stem).strip().lower()
+    return re.sub(r"\s+", " ", words) or "texture"
+
+
+def scene_captions(
+    labels: Sequence[int], background_ids: Sequence[str], class_names: Sequence[str], seed: int
+) -> list[str]:
+    """One caption per scene: a seeded template with the class name and the background's name."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(TEMPLATES), size=len(labels))
+    return [
+        TEMPLATES[pick].format(cls=readable(class_names[label]), background=readable(background))
+        for pick, label, background in zip(picks, labels, background_ids)
+    ]
+
+
+def check_captions(captions: Sequence, where: str) -> None:
+    """Every caption must be a non-empty string."""
+    for index, caption in enumerate(captions):
+        if not isinstance(caption, str) or not caption.strip():
+            raise CaptionError(
+                f"{where}: caption {index} is {caption!r}; every image needs a non-empty text. Fix or drop that row."
+            )
+
+
+def train_word_tokenizer(texts: Iterable[str], max_length: int = 32):
+    """A word-level `PreTrainedTokenizerFast` (lower-cased, split on whitespace and punctuation) that
+    ends every text with [EOS], CLIP's pooled position; ids: [PAD]=0, [UNK]=1, [BOS]=2, [EOS]=3."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS.values()))
+    tokenizer.train_from_iterator(list(texts) + [p.format("") for p in PROMPTS], trainer=trainer)
+    eos = SPECIAL_TOKENS["eos_token"]
+    tokenizer.post_processor = processors.TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, 3)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, model_max_length=max_length, padding_side="right", **SPECIAL_TOKENS
+    )
+
+
+def tokenize(tokenizer, captions: Sequence[str], max_length: int) -> dict:
+    """Pad to the batch's longest caption, truncate to `max_length` keeping [EOS] last."""
+    return tokenizer(list(captions), padding=True, truncation=True, max_length=max_length, return_tensors="pt")

@@ -1,0 +1,179 @@
+"""LastViT-CLIP: a LastViT image tower and transformers' CLIP text tower in one joint space.
+
+The image embedding is the LastViT pooled feature (LazyStrike, or CLS for the baseline) through the
+tower's bias-free projection (`image_embeds`, as in the converted OpenAI/open_clip towers); the text
+embedding is CLIP's end-of-text token through its projection. Training minimises the symmetric
+InfoNCE loss with a learnable temperature (`logit_scale`, CLIP's initial value ln(1/0.07)).
+
+`get_image_features` / `get_text_features` / `logits_per_image` follow transformers' `CLIPModel`, so
+`pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)` works on a saved
+folder. `save_pretrained` writes this file and the LastViT files beside the weights, so the folder
+loads where this package is not installed; the image tower alone is the sub-module `vision_model`
+(a `LastViTModel`, saved by `save_image_tower`).
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection, PreTrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.clip.modeling_clip import CLIPOutput
+
+try:  # as remote code, the LastViT files sit beside this one
+    from .configuration_lastvit import LastViTConfig
+    from .modeling_lastvit import LastViTModel
+except ImportError:  # inside the installed `lastvit` package
+    from modeling_lastvit import LastViTConfig, LastViTModel
+
+AUTO_MAP = {
+    "AutoConfig": "modeling_lastvit_clip.LastViTCLIPConfig",
+    "AutoModel": "modeling_lastvit_clip.LastViTCLIPModel",
+    "AutoModelForZeroShotImageClassification": "modeling_lastvit_clip.LastViTCLIPModel",
+}
+# The LastViT files this model needs as remote code (relative imports are followed by transformers).
+_LASTVIT_FILES = ("configuration_lastvit.py", "modeling_lastvit.py", "pooling_lastvit.py")
+
+
+@strict
+class LastViTCLIPConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`LastViTCLIPModel`].
+
+    Args:
+        vision_config (`dict` or `LastViTConfig`): the image tower; its `projection_dim` is set to
+            `projection_dim` (the projection is the tower's own `visual_projection`).
+        text_config (`dict` or `CLIPTextConfig`): the text tower; its `projection_dim` is set likewise.
+        projection_dim (`int`, defaults to 512): width of the joint embedding space.
+        logit_scale_init_value (`float`, defaults to 2.6592): initial log inverse temperature, ln(1/0.07).
+    """
+
+    model_type = "lastvit-clip"
+    sub_configs_defaults = {"vision_config": LastViTConfig, "text_config": CLIPTextConfig}  # noqa: RUF012
+
+    vision_config: dict | LastViTConfig | None = None
+    text_config: dict | CLIPTextConfig | None = None
+    projection_dim: int = 512
+    logit_scale_init_value: float | int = 2.6592
+
+    def __post_init__(self, **kwargs):
+        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
+        super().__post_init__(**kwargs)
+        # One joint space: both towers project to it (their own `projection_dim` is overridden).
+        self.vision_config.projection_dim = self.text_config.projection_dim = self.projection_dim
+
+
+class LastViTCLIPModel(PreTrainedModel):
+    """Image-text dual encoder: `vision_model` (LastViTModel with projection) + `text_model`
+    (CLIPTextModelWithProjection) + `logit_scale`."""
+
+    config: LastViTCLIPConfig
+    base_model_prefix = "lastvit_clip"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    _no_split_modules = ["LastViTLayer", "CLIPEncoderLayer", "CLIPTextEmbeddings"]  # noqa: RUF012
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: LastViTCLIPConfig):
+        super().__init__(config)
+        self.vision_model = LastViTModel._from_config(config.vision_config)
+        self.text_model = CLIPTextModelWithProjection._from_config(config.text_config)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, LastViTCLIPModel):
+            module.logit_scale.fill_(float(self.config.logit_scale_init_value))
+
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        """The tower's outputs with `pooler_output` replaced by the projected global feature (as `CLIPModel`)."""
+        outputs = self.vision_model(pixel_values=pixel_values, **kwargs)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=outputs.image_embeds,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """The text tower's outputs with `pooler_output` = the projected end-of-text feature (as `CLIPModel`)."""
+        outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=outputs.text_embeds,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def get_patch_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Every final patch token through the image projection, ``[B, N, projection_dim]``: the dense
+        features of zero-shot segmentation (the same final LayerNorm and projection as the global feature)."""
+        tokens = self.vision_model(pixel_values=pixel_values).last_hidden_state
+        patches = self.vision_model.split_tokens(tokens).patches
+        return self.vision_model.visual_projection(patches)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        **kwargs,
+    ) -> CLIPOutput:
+        if input_ids is None or pixel_values is None:
+            raise ValueError("LastViTCLIPModel needs both `input_ids` (tokenised texts) and `pixel_values` (images).")
+        vision_outputs = self.get_image_features(pixel_values)
+        text_outputs = self.get_text_features(input_ids, attention_mask)
+        image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)
+        text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)
+        logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.t()
+        logits_per_image = logits_per_text.t()
+        loss = None
+        if return_loss:
+            if logits_per_image.shape[0] != logits_per_image.shape[1]:
+                raise ValueError(
+                    f"the contrastive loss pairs image i with text i, but got {logits_per_image.shape[0]} images and "
+                    f"{logits_per_image.shape[1]} texts; pass one caption per image."
+                )
+            loss = symmetric_contrastive_loss(logits_per_image)
+        return CLIPOutput(
+            loss=loss,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            text_model_output=text_outputs,
+            vision_model_output=vision_outputs,
+        )
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, then this file and the LastViT files as remote code."""
+        self.config.auto_map = {**AUTO_MAP, **(self.config.auto_map or {})}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        here = Path(sys.modules[type(self).__module__].__file__)
+        lastvit_dir = Path(sys.modules[LastViTModel.__module__].__file__).parent
+        shutil.copy(here, Path(save_directory) / "modeling_lastvit_clip.py")
+        for name in _LASTVIT_FILES:
+            shutil.copy(lastvit_dir / name, Path(save_directory) / name)
+
+    def save_image_tower(self, save_directory, *args, **kwargs):
+        """The image tower alone as a LastViT folder (`AutoModel`, `trust_remote_code=True`); its
+        `image_embeds` are this model's image embeddings before normalisation."""
+        self.vision_model.save_pretrained(save_directory, *args, **kwargs)
+
+
+def symmetric_contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """CLIP's InfoNCE: mean of the image->text and text->image cross-entropies, pair i = (image i, text i)."""
+    targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    return (
+        nn.functional.cross_entropy(logits_per_image, targets)
+        + nn.functional.cross_entropy(logits_per_image.t(), targets)
+    ) / 2

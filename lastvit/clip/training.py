@@ -1,0 +1,395 @@
+"""Image-text contrastive training of a LastViT-CLIP model with Accelerate (`lastvit-train-clip`).
+
+Data: the built-in scenes with generated captions ("a photo of a bird on pine wood", see
+`captions`), or any `datasets` image-text set with a text column. The image tower is a LastViT
+(`--pooling lazystrike` or the `cls` baseline: the same code path), from scratch or from a LastViT
+folder (e.g. `lastvit-convert --from openclip` output); the text tower is transformers' CLIP text
+model, from scratch, with a word-level tokenizer trained on the captions (no download).
+
+The output folder loads with `AutoModel` / `pipeline("zero-shot-image-classification")`
+(`trust_remote_code=True`); `image_tower/` is the image tower alone, a LastViT folder. Zero-shot
+top-1 and segmentation mIoU on the evaluation split go to ``eval_results.json`` and the card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lastvit.arguments import option, to_argv
+from lastvit.training.pretraining import PretrainingError
+
+VISION_PRESETS = {
+    # name: (hidden, layers, heads, mlp, image, patch)
+    "micro": (128, 4, 4, 512, 64, 8),
+    "tiny": (192, 4, 3, 768, 64, 8),
+    "small": (384, 12, 6, 1536, 224, 16),
+    "base": (768, 12, 12, 3072, 224, 16),
+}
+
+
+@dataclass(kw_only=True)
+class CLIPTrainingArguments:
+    """One CLIP run; fields are the `lastvit-train-clip` flags."""
+
+    output_dir: Path = option(help="the folder this run writes (model, tokenizer, processor, card, checkpoints)")  # noqa: RUF009
+    dataset: str = option("scenes", "'scenes' (built-in, captions generated), a save_to_disk folder or a Hub name")
+    train_split: str = option("train", "training split (default: train)")
+    eval_split: str | None = option(None, "evaluation split (default: validation, else test)")
+    image_column: str = option("image", "column holding the images")
+    text_column: str = option("text", "column holding the captions (scenes: generated)")
+    label_column: str = option("label", "class column for the zero-shot evaluation (optional)")
+    scenes_train: int = option(4000, "scenes: training images")
+    scenes_test: int = option(500, "scenes: test images")
+    image_size: int | None = option(None, "input size (default: the preset's, or the tower's)")
+    preset: str = option("micro", "image tower from scratch", choices=sorted(VISION_PRESETS))
+    vision_model_name_or_path: str | None = option(None, "start the image tower from a LastViT folder")
+    pooling: str = option(
+        "lazystrike", "global readout of the image tower", choices=("cls", "mean", "max", "lazystrike")
+    )
+    top_k: int | None = option(None, "LazyStrike K as a count")
+    top_k_ratio: float | None = option(0.5, "LazyStrike K as a fraction of the patches (default: 0.5, Tab. 8's best)")
+    text_width: int = option(128, "text tower width")
+    text_layers: int = option(2, "text tower blocks")
+    text_heads: int = option(4, "text tower attention heads")
+    max_text_length: int = option(32, "longest caption in tokens (longer ones are truncated)")
+    projection_dim: int = option(128, "joint embedding width")
+    epochs: float = option(5, "passes over the training set")
+    batch_size: int = option(64, "per-device batch size (the contrastive negatives)")
+    learning_rate: float = option(5e-4, "peak AdamW learning rate")
+    weight_decay: float = option(0.1, "AdamW weight decay")
+    warmup_ratio: float = option(0.05, "share of steps in linear warm-up")
+    crop_scale_min: float = option(0.6, "smallest area fraction of the random crop")
+    max_grad_norm: float | None = option(1.0, "clip gradients to this norm")
+    seed: int = option(0, "seed of weights, captions, order and augmentation")
+    mixed_precision: str | None = option(None, "no / fp16 / bf16 (default: the accelerate config's)")
+    overwrite: bool = option(False, "replace an output folder that holds another run")
+    resume: bool = option(False, "continue the run in --output-dir from its last checkpoint")
+    save_every: int = option(0, "save a resume checkpoint every N steps (0: each epoch)")
+    stop_after: int | None = option(None, "stop after N steps of this invocation, as a killed job would")
+    progress: bool = option(True, "hide progress bars", flag="--no-progress")
+
+    def __post_init__(self):
+        self.output_dir = Path(self.output_dir)
+        if self.top_k is not None and self.top_k_ratio is not None and self.top_k_ratio != 0.5:
+            raise PretrainingError("pass only one of --top-k and --top-k-ratio")
+        if self.top_k is not None:
+            self.top_k_ratio = None
+
+
+def build_model(args: CLIPTrainingArguments, tokenizer):
+    from transformers import CLIPTextConfig
+
+    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
+    from modeling_lastvit import LastViTConfig, LastViTModel
+
+    pooling = {"pooling": args.pooling, "lazystrike_top_k": args.top_k, "lazystrike_top_k_ratio": args.top_k_ratio}
+    if args.top_k is None and args.top_k_ratio is None:
+        pooling.update(lazystrike_top_k=1)
+    if args.vision_model_name_or_path:
+        tower = LastViTModel.from_pretrained(args.vision_model_name_or_path, **pooling)
+        vision_config = tower.config
+    else:
+        hidden, layers, heads, mlp, image, patch = VISION_PRESETS[args.preset]
+        vision_config = LastViTConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=mlp,
+            image_size=args.image_size or image,
+            patch_size=patch,
+            **pooling,
+        )
+        tower = None
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.text_width,
+        intermediate_size=4 * args.text_width,
+        num_hidden_layers=args.text_layers,
+        num_attention_heads=args.text_heads,
+        max_position_embeddings=args.max_text_length,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LastViTCLIPConfig(
+        vision_config=vision_config, text_config=text_config, projection_dim=args.projection_dim
+    )
+    model = LastViTCLIPModel(config)
+    if tower is not None:
+        missing, _ = model.vision_model.load_state_dict(tower.state_dict(), strict=False)
+        if any(not key.startswith("visual_projection") for key in missing):
+            raise PretrainingError(f"the image tower checkpoint lacks {missing}; give a LastViT folder.")
+    return model
+
+
+def captioned_splits(args: CLIPTrainingArguments):
+    """``(train, eval, class_names or None)`` with a text column; scenes get generated captions."""
+    from lastvit.clip.captions import check_captions, readable, scene_captions
+    from lastvit.data.loading import label_names, load_splits
+
+    scenes = {
+        "num_train": args.scenes_train,
+        "num_test": args.scenes_test,
+        "seed": args.seed,
+        "image_size": args.image_size or VISION_PRESETS[args.preset][4],
+    }
+    train, evaluation = load_splits(args.dataset, args.train_split, args.eval_split, None, scenes)
+    names = label_names(train, args.label_column) if args.label_column in train.column_names else None
+    out = []
+    for offset, split in enumerate((train, evaluation)):
+        if args.dataset == "scenes":
+            captions = scene_captions(split["label"], split["background_id"], names, seed=args.seed * 7 + offset)
+            split = split.add_column(args.text_column, captions)
+        for column in (args.image_column, args.text_column):
+            if column not in split.column_names:
+                raise PretrainingError(
+                    f"the {'training' if offset == 0 else 'evaluation'} split has no column {column!r}; its "
+                    f"columns are {split.column_names} (set --image-column / --text-column)."
+                )
+        check_captions(split[args.text_column], f"the {'training' if offset == 0 else 'evaluation'} split")
+        out.append(split)
+    return out[0], out[1], [readable(n) for n in names] if names else None
+
+
+class _ImageText:
+    """`(pixel_values, caption)` pairs; augmentation depends on (seed, epoch, index) only."""
+
+    def __init__(self, split, transform, image_column: str, text_column: str):
+        self.split, self.transform = split, transform
+        self.image_column, self.text_column = image_column, text_column
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, index):
+        row = self.split[index]
+        return self.transform(row[self.image_column], index, self.epoch), row[self.text_column]
+
+
+def train_clip(args: CLIPTrainingArguments) -> dict:
+    """Run the training `args` describe; returns the final evaluation (or where a --stop-after run stopped)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from lastvit.clip.captions import tokenize, train_word_tokenizer
+    from lastvit.data.loading import EpochSampler, ImageTransform, build_processor
+    from lastvit.training.pretraining import load_checkpoint, prepare_output_dir, save_checkpoint
+    from lastvit.training.schedule import lr_lambda
+
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    if accelerator.is_main_process:
+        prepare_output_dir(args.output_dir, args.resume, args.overwrite)
+    accelerator.wait_for_everyone()
+    set_seed(args.seed)
+    train_split, eval_split, class_names = captioned_splits(args)
+    tokenizer = train_word_tokenizer(train_split[args.text_column], args.max_text_length)
+    model = build_model(args, tokenizer)
+    processor = build_processor(model.vision_model)
+    size = model.config.vision_config.image_size_hw[0]
+    common = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "seed": args.seed}
+    data = _ImageText(
+        train_split,
+        ImageTransform(train=True, crop_scale=(args.crop_scale_min, 1.0), **common),
+        args.image_column,
+        args.text_column,
+    )
+    sampler = EpochSampler(len(data), args.seed, shuffle=True)
+
+    def collate(examples):
+        pixels = torch.stack([pixel for pixel, _ in examples])
+        return {"pixel_values": pixels, **tokenize(tokenizer, [text for _, text in examples], args.max_text_length)}
+
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    if len(loader) == 0:
+        raise PretrainingError(f"the training split has {len(data)} pairs, fewer than one batch of {args.batch_size}.")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    total_steps = max(1, math.ceil(args.epochs * len(loader)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, args.warmup_ratio, 0.01))
+    accelerator.register_for_checkpointing(scheduler)
+
+    last_dir = args.output_dir / "checkpoints" / "last"
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []}
+    if args.resume:
+        state = load_checkpoint(accelerator, last_dir)
+    steps_this_run = 0
+    progress = tqdm(total=total_steps, initial=state["step"], desc="clip", disable=not args.progress)
+    model.train()
+    while state["step"] < total_steps:
+        sampler.epoch = data.epoch = state["epoch"]
+        epoch_loader = (
+            accelerator.skip_first_batches(loader, state["batch_in_epoch"]) if state["batch_in_epoch"] else loader
+        )
+        for batch in epoch_loader:
+            loss = model(**batch, return_loss=True).loss
+            if not torch.isfinite(loss):
+                raise PretrainingError(
+                    f"the loss became {loss.item()} at step {state['step'] + 1}; lower the learning rate."
+                )
+            accelerator.backward(loss)
+            if args.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            scheduler.step()
+            with torch.no_grad():  # CLIP clamps the learned temperature at 100
+                accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            state["losses"].append(round(loss.item(), 6))
+            steps_this_run += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+            if args.save_every and state["step"] % args.save_every == 0:
+                save_checkpoint(accelerator, last_dir, state)
+            if args.stop_after is not None and steps_this_run >= args.stop_after:
+                progress.close()
+                return {"stopped_at_step": state["step"]}
+            if state["step"] >= total_steps:
+                break
+        else:
+            state.update(epoch=state["epoch"] + 1, batch_in_epoch=0)
+            if not args.save_every:
+                save_checkpoint(accelerator, last_dir, state)
+            continue
+        break
+    progress.close()
+    save_checkpoint(accelerator, last_dir, state)
+
+    results = {"step": state["step"], "final_loss": state["losses"][-1] if state["losses"] else None}
+    unwrapped = accelerator.unwrap_model(model)
+    if class_names:
+        results.update(
+            evaluate_split(unwrapped, tokenizer, eval_split, class_names, ImageTransform(train=False, **common))
+        )
+    if accelerator.is_main_process:
+        write_clip_folder(args, unwrapped, tokenizer, processor, results)
+    accelerator.end_training()
+    return results
+
+
+def evaluate_split(model, tokenizer, split, class_names, transform, background_names=None) -> dict:
+    """Zero-shot top-1 and segmentation mIoU of `model` on a scenes-like split (masks optional)."""
+    from lastvit.clip.captions import PROMPTS, readable
+    from lastvit.measure.zero_shot import evaluate_zero_shot
+    from lastvit.training.pretraining import eval_arrays
+
+    pixels, labels, _, masks = eval_arrays(split, transform)
+    if labels is None:
+        return {}
+    if background_names is None and "background_id" in split.column_names:
+        background_names = sorted({readable(b) for b in split["background_id"]})
+    backgrounds = [f"a photo of {name}." for name in background_names or ()]
+    return evaluate_zero_shot(model, tokenizer, pixels, labels, masks, class_names, PROMPTS[:1], backgrounds)
+
+
+def write_clip_folder(args, model, tokenizer, processor, results: dict) -> None:
+    """Model (with remote code), tokenizer, image processor, card, results and `image_tower/`, staged
+    and moved in whole beside `checkpoints/`."""
+    from lastvit.files import write_folder
+    from lastvit.training.pretraining import move_into
+
+    def write(folder: Path):
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        model.save_image_tower(folder / "image_tower")
+        processor.save_pretrained(folder / "image_tower")
+        (folder / "eval_results.json").write_text(json.dumps(results, indent=2))
+        clip_model_card(args, model, results).save(folder / "README.md")
+
+    staging = args.output_dir / ".final"
+    write_folder(staging, write)
+    move_into(staging, args.output_dir)
+
+
+def clip_model_card(args, model, results: dict):
+    from huggingface_hub import EvalResult
+
+    from lastvit.cards.model_card import describe_config, render_model_card
+
+    text = model.config.text_config
+    details = describe_config(model.config.vision_config) + [
+        (
+            f"Text tower: transformers' CLIP text transformer, width {text.hidden_size}, {text.num_hidden_layers} blocks, "
+            f"vocabulary {text.vocab_size} (a word-level tokenizer trained on the training captions)."
+        ),
+        (
+            f"Joint space: {model.config.projection_dim} dimensions, learned temperature (logit scale "
+            f"{model.logit_scale.exp().item():.2f} at the end)."
+        ),
+    ]
+    evals = []
+    if "zero_shot_top1" in results:
+        evals.append(
+            EvalResult(
+                task_type="zero-shot-image-classification",
+                dataset_type=args.dataset,
+                dataset_name=args.dataset,
+                metric_type="accuracy",
+                metric_name="zero-shot top-1",
+                metric_value=float(results["zero_shot_top1"]),
+            )
+        )
+    if "segmentation_ignore_background" in results:
+        evals.append(
+            EvalResult(
+                task_type="image-segmentation",
+                dataset_type=args.dataset,
+                dataset_name=args.dataset,
+                metric_type="mean_iou",
+                metric_name="zero-shot segmentation mIoU (objects only)",
+                metric_value=float(results["segmentation_ignore_background"]["miou"]),
+            )
+        )
+    usage = """```python
+from PIL import Image
+from transformers import pipeline
+
+classify = pipeline("zero-shot-image-classification", model="<this folder>", trust_remote_code=True)
+classify(Image.open("image.png"), candidate_labels=["bird", "vehicle"], hypothesis_template="a photo of a {}.")
+```
+
+`AutoModel.from_pretrained(folder, trust_remote_code=True)` gives the `LastViTCLIPModel`
+(`get_image_features`, `get_text_features`, `get_patch_features` for zero-shot segmentation);
+`image_tower/` is the image tower alone, a LastViT folder (`image_embeds` = the CLIP image embedding)."""
+    summary = (
+        "A LaSt-ViT image-text (CLIP) model trained with `lastvit-train-clip`: symmetric InfoNCE with a learned "
+        "temperature between the LastViT image tower's projected global feature and a CLIP text tower."
+    )
+    return render_model_card(
+        title=f"LastViT-CLIP ({model.config.vision_config.pooling} readout)",
+        summary=summary,
+        details=details,
+        command=to_argv(args, "lastvit-train-clip"),
+        sections=[
+            ("Results of this run", "```json\n" + json.dumps(results, indent=2)[:4000] + "\n```"),
+            ("How to use", usage),
+            (
+                "Limitations",
+                (
+                    "Trained on the data named in the command only; a toy-scale model unless stated. "
+                    "The tokenizer knows only the training captions' words (others become [UNK])."
+                ),
+            ),
+            ("Training arguments", "```json\n" + json.dumps(asdict(args), default=str, indent=2) + "\n```"),
+        ],
+        pipeline_tag="zero-shot-image-classification",
+        license="mit",
+        eval_results=evals or None,
+        model_name="lastvit-clip" if evals else None,
+        tags=["clip", "zero-shot-image-classification"],
+    )

@@ -1,0 +1,175 @@
+"""Zero-shot classification and segmentation of image-text models (LaSt-ViT Tab. 4 and 8).
+
+- Class text embeddings: each class name in every prompt, encoded, L2-normalised and averaged over
+  the prompts, then normalised again (CLIP's prompt ensembling).
+- Zero-shot classification: arg-max over classes of cos(image embedding, class embedding).
+- Zero-shot segmentation: every projected patch token (the same final LayerNorm and projection as
+  the global feature) gets the class of highest cosine; each patch labels its whole patch of pixels;
+  mIoU against exact masks from a confusion matrix summed over the images. Two protocols:
+  ``ignore_background`` (VOC20's: pixels outside the objects are not scored, C classes) and, when
+  background texts are given, C + 1 classes where a patch whose best text is a background text is
+  labelled background (VOC21 / Context-style).
+
+Models need `get_image_features`, `get_text_features` and `get_patch_features`
+(`lastvit.clip.modeling_lastvit_clip.LastViTCLIPModel`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+IGNORE = 255
+DEFAULT_PROMPTS = ("a photo of a {}.",)
+
+
+@torch.no_grad()
+def class_text_embeddings(model, tokenizer, class_names: Sequence[str], prompts: Sequence[str] = DEFAULT_PROMPTS):
+    """``[C, P]`` unit vectors, one per class name, averaged over `prompts` (each with one ``{}``)."""
+    if not class_names:
+        raise ValueError("class_text_embeddings needs at least one class name.")
+    if any("{}" not in prompt for prompt in prompts):
+        raise ValueError(f"every prompt needs a '{{}}' placeholder for the class name; got {list(prompts)}.")
+    device = next(model.parameters()).device
+    texts = [prompt.format(name) for name in class_names for prompt in prompts]
+    inputs = {k: v.to(device) for k, v in tokenizer(texts, padding=True, return_tensors="pt").items()}
+    embeds = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    embeds = torch.nn.functional.normalize(embeds.pooler_output.float(), dim=-1)
+    embeds = embeds.reshape(len(class_names), len(prompts), -1).mean(dim=1)
+    return torch.nn.functional.normalize(embeds, dim=-1)
+
+
+def segment_patches(patch_features: torch.Tensor, text_embeddings: torch.Tensor, num_classes: int | None = None):
+    """Class index per patch ``[B, N]``: arg-max cosine over the texts. Texts ``>= num_classes``
+    (background texts appended after the C classes) all map to class C, the background."""
+    if patch_features.ndim != 3 or patch_features.shape[-1] != text_embeddings.shape[-1]:
+        raise ValueError(
+            f"segment_patches needs patch features [B, N, P] and text embeddings [T, P]; got "
+            f"{tuple(patch_features.shape)} and {tuple(text_embeddings.shape)}."
+        )
+    cosine = torch.nn.functional.normalize(patch_features.float(), dim=-1) @ text_embeddings.float().t()
+    labels = cosine.argmax(dim=-1)
+    return labels if num_classes is None else labels.clamp(max=num_classes)
+
+
+def patch_labels_to_pixels(patch_labels, grid: Sequence[int], patch_size: Sequence[int]) -> np.ndarray:
+    """``[B, N]`` (row-major) patch labels to ``[B, H, W]`` pixel labels, each patch over its pixels."""
+    array = patch_labels.cpu().numpy() if isinstance(patch_labels, torch.Tensor) else np.asarray(patch_labels)
+    array = array.reshape(-1, int(grid[0]), int(grid[1]))
+    return np.repeat(np.repeat(array, int(patch_size[0]), axis=1), int(patch_size[1]), axis=2)
+
+
+def scene_targets(object_masks: np.ndarray, labels: Sequence[int], background: int | None) -> np.ndarray:
+    """Per-pixel targets of one-object scenes ``[B, H, W]``: the image's class on its mask, and
+    `background` elsewhere (None: `IGNORE`, the VOC20 protocol)."""
+    masks = np.asarray(object_masks, dtype=bool)
+    if len(labels) != len(masks):
+        raise ValueError(f"Got {len(labels)} labels for {len(masks)} masks; give one label per image.")
+    fill = IGNORE if background is None else background
+    targets = np.full(masks.shape, fill, dtype=np.int64)
+    for target, mask, label in zip(targets, masks, labels):
+        target[mask] = int(label)
+    return targets
+
+
+def confusion_matrix(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
+    """``[K, K]`` pixel counts (rows: target, columns: prediction); target pixels equal to `IGNORE` are skipped."""
+    predicted, target = np.asarray(predicted), np.asarray(target)
+    if predicted.shape != target.shape:
+        raise ValueError(f"predictions {predicted.shape} and targets {target.shape} must have one shape.")
+    keep = target != IGNORE
+    if (target[keep] >= num_classes).any() or (target[keep] < 0).any() or (predicted[keep] >= num_classes).any():
+        raise ValueError(f"labels must lie in [0, {num_classes}) (or be {IGNORE} in the target to be ignored).")
+    index = target[keep].astype(np.int64) * num_classes + predicted[keep].astype(np.int64)
+    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def mean_iou(confusion: np.ndarray) -> dict:
+    """Per-class IoU ``TP / (TP + FP + FN)`` and their mean over the classes that occur (in the
+    target or the prediction); a class with an empty union is left out (NaN), as mmseg does."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    true_positive = np.diag(confusion)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, true_positive / union, np.nan)
+    accuracy = true_positive.sum() / max(confusion.sum(), 1)
+    return {
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
+        "per_class_iou": iou.tolist(),
+        "pixel_accuracy": float(accuracy),
+    }
+
+
+@torch.no_grad()
+def evaluate_zero_shot(
+    model,
+    tokenizer,
+    pixel_values: torch.Tensor,
+    labels: Sequence[int],
+    object_masks: np.ndarray | None,
+    class_names: Sequence[str],
+    prompts: Sequence[str] = DEFAULT_PROMPTS,
+    background_texts: Sequence[str] = (),
+    batch_size: int = 64,
+) -> dict:
+    """Zero-shot top-1 and, with exact `object_masks` ``[B, H, W]`` at the input's size, segmentation
+    mIoU (``ignore_background``; plus ``with_background`` over C + 1 classes when `background_texts`
+    are given: each is a full text, e.g. "a photo of sand.")."""
+    model.eval()
+    device = next(model.parameters()).device
+    texts = class_text_embeddings(model, tokenizer, class_names, prompts)
+    if background_texts:
+        inputs = {
+            k: v.to(device) for k, v in tokenizer(list(background_texts), padding=True, return_tensors="pt").items()
+        }
+        extra = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        texts_bg = torch.cat([texts, torch.nn.functional.normalize(extra.pooler_output.float(), dim=-1)])
+    num_classes = len(class_names)
+    height, width = pixel_values.shape[-2:]
+    patch_size = model.config.vision_config.patch_size_hw
+    grid = (height // patch_size[0], width // patch_size[1])
+    correct = 0
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    confusion_bg = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    for start in range(0, len(pixel_values), batch_size):
+        batch = pixel_values[start : start + batch_size].to(device)
+        batch_labels = list(labels[start : start + batch_size])
+        image = torch.nn.functional.normalize(
+            model.get_image_features(pixel_values=batch).pooler_output.float(), dim=-1
+        )
+        correct += int((image @ texts.t()).argmax(dim=-1).cpu().eq(torch.as_tensor(batch_labels)).sum())
+        if object_masks is None:
+            continue
+        masks = np.asarray(object_masks[start : start + batch_size], dtype=bool)
+        if masks.shape[-2:] != (height, width):
+            raise ValueError(
+                f"object masks are {masks.shape[-2:]} but the inputs are {(height, width)}; map them alike."
+            )
+        patches = model.get_patch_features(batch)
+        predicted = patch_labels_to_pixels(segment_patches(patches, texts), grid, patch_size)
+        confusion += confusion_matrix(predicted, scene_targets(masks, batch_labels, None), num_classes)
+        if background_texts:
+            predicted = patch_labels_to_pixels(segment_patches(patches, texts_bg, num_classes), grid, patch_size)
+            confusion_bg += confusion_matrix(
+                predicted, scene_targets(masks, batch_labels, num_classes), num_classes + 1
+            )
+    results = {"zero_shot_top1": correct / max(len(labels), 1), "num_images": len(labels)}
+    if object_masks is not None:
+        results["segmentation_ignore_background"] = mean_iou(confusion)
+        if background_texts:
+            results["segmentation_with_background"] = mean_iou(confusion_bg)
+    return results
+
+
+__all__ = [
+    "IGNORE",
+    "class_text_embeddings",
+    "confusion_matrix",
+    "evaluate_zero_shot",
+    "mean_iou",
+    "patch_labels_to_pixels",
+    "scene_targets",
+    "segment_patches",
+]
