@@ -2,8 +2,11 @@
 built in a hidden sibling folder and renamed into place, so an interrupted run never leaves a
 half-written folder and never destroys the previous one before the new one is complete."""
 
+import json
 import os
+import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -39,3 +42,68 @@ def write_folder(target, write: Callable[[Path], object]):
 def is_nonempty_dir(path) -> bool:
     path = Path(path)
     return path.is_dir() and any(path.iterdir())
+
+
+ADAPTER_LABELS_FILE = "labels.json"  # a PEFT adapter folder's classes (its base may have another number)
+
+
+class ModelPathError(ValueError):
+    """A model path that cannot be loaded; the message names the folder or file and the fix."""
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def check_model_path(path, flag: str = "the model path") -> str:
+    """Check a checkpoint folder (or Hub repo id) before transformers reads it, so a mistake reads as
+    one line naming the folder or file and the fix, not as "Repo id must be in the form ..." or
+    "incomplete metadata". A local folder must hold config.json (or a PEFT adapter_config.json), and
+    every .safetensors file in it must be complete. A name that is no local path and has the form
+    ``name`` or ``org/name`` (with no local folder ``org``) is left to the Hub. Returns `path` as a string."""
+    text = str(path)
+    folder = Path(text).expanduser()
+    if folder.is_file():
+        raise ModelPathError(
+            f"{flag} {text} is a file; give the folder that holds it (written by save_pretrained / lastvit-train)."
+        )
+    if not folder.exists():
+        looks_like_repo = _REPO_ID.match(text) and not (("/" in text) and Path(text.split("/")[0]).is_dir())
+        if looks_like_repo:
+            return text
+        raise ModelPathError(
+            f"{flag} {text} does not exist (give a folder written by save_pretrained / lastvit-train, "
+            "or a Hub repo id such as org/name)."
+        )
+    if not any((folder / name).exists() for name in ("config.json", "adapter_config.json")):
+        raise ModelPathError(
+            f"{flag} {text} holds no config.json: it is not a saved model (give a folder written by "
+            "save_pretrained / lastvit-train, or a Hub repo id)."
+        )
+    for weights in sorted(folder.glob("*.safetensors")):
+        problem = _safetensors_problem(weights)
+        if problem:
+            raise ModelPathError(
+                f"{weights} is {problem}: it was cut short while being written or copied; save or copy the "
+                "folder again (an interrupted lastvit-train run resumes with --resume)."
+            )
+    return text
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """None when the file's header parses and its tensors end exactly at the end of the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"truncated ({size} bytes, not even a header)"
+        header_size = struct.unpack("<Q", head)[0]
+        if 8 + header_size > size:
+            return f"truncated ({size} bytes, shorter than its {header_size}-byte header)"
+        try:
+            header = json.loads(handle.read(header_size))
+        except ValueError:
+            return "not a readable safetensors file (its header is not JSON)"
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_size + end > size:
+        return f"truncated ({size} of {8 + header_size + end} bytes)"
+    return None

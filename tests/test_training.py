@@ -1,4 +1,5 @@
-"""lastvit-train / lastvit-finetune-peft / lastvit-publish on a tiny offline dataset, on the CPU."""
+"""lastvit-train / lastvit-finetune-peft / lastvit-publish (and the `lastvit.training` and `lastvit.hub`
+libraries under them) on a tiny offline dataset, on the CPU."""
 
 import json
 import math
@@ -13,8 +14,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from training_scripts import finetune_peft, publish, train
-from training_scripts.train import lr_lambda
+from lastvit import hub
+from lastvit.files import ModelPathError
+from lastvit.training.peft import PeftArguments, peft_config
+from lastvit.training.schedule import lr_lambda
+from training_scripts import finetune_peft, train
+from training_scripts import publish as publish_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,8 +54,24 @@ def toy_dataset(tmp_path_factory) -> str:
 
 
 def tiny_args(dataset, out, *extra):
-    return ["--dataset", dataset, "--preset", "tiny", "--image-size", "32", "--patch-size", "8", "--batch-size", "8",
-            "--top-k-ratio", "0.25", "--no-progress", "--output-dir", str(out), *extra]
+    return [
+        "--dataset",
+        dataset,
+        "--preset",
+        "tiny",
+        "--image-size",
+        "32",
+        "--patch-size",
+        "8",
+        "--batch-size",
+        "8",
+        "--top-k-ratio",
+        "0.25",
+        "--no-progress",
+        "--output-dir",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -205,19 +226,37 @@ def test_lora_adapters_reload_and_merge_to_the_trained_logits(trained_run, toy_d
     from transformers import AutoModelForImageClassification
 
     out = tmp_path / "lora"
-    assert finetune_peft.main(
-        ["--model-name-or-path", str(trained_run), "--dataset", toy_dataset, "--batch-size", "8", "--epochs", "1",
-         "--no-progress", "--output-dir", str(out), "--merge", "--learning-rate", "1e-2"]
-    ) == 0
-    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
+    assert (
+        finetune_peft.main(
+            [
+                "--model-name-or-path",
+                str(trained_run),
+                "--dataset",
+                toy_dataset,
+                "--batch-size",
+                "8",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--output-dir",
+                str(out),
+                "--merge",
+                "--learning-rate",
+                "1e-2",
+            ]
+        )
+        == 0
+    )
+    assert {"adapter_config.json", "adapter_model.safetensors", "labels.json", "README.md"} <= {
+        p.name for p in out.iterdir()
+    }
     pixel_values = torch.randn(2, 3, 32, 32)
 
     def base():
         return AutoModelForImageClassification.from_pretrained(trained_run, trust_remote_code=True).eval()
 
     # the trained model: the PEFT wrapper with the state Accelerate checkpointed at the last step
-    trained = get_peft_model(base(), finetune_peft.peft_config(finetune_peft.build_parser().parse_args(
-        ["--output-dir", "x"])))
+    trained = get_peft_model(base(), peft_config(PeftArguments()))
     trained.load_state_dict(load_file(str(out / "checkpoints/last/model.safetensors")))
     reloaded = PeftModel.from_pretrained(base(), out).eval()
     merged = AutoModelForImageClassification.from_pretrained(out / "merged", trust_remote_code=True).eval()
@@ -227,7 +266,7 @@ def test_lora_adapters_reload_and_merge_to_the_trained_logits(trained_run, toy_d
         torch.testing.assert_close(merged(pixel_values=pixel_values).logits, expected, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(base()(pixel_values=pixel_values).logits, expected)  # the adapter changed it
     # the adapter folder is publishable: it loads on its base in a fresh process without the package
-    report = publish.validate_folder(out)
+    report = hub.validate_folder(out)
     assert report["base"] == str(trained_run) and report["output_shape"] == [1, 3]
 
 
@@ -236,6 +275,10 @@ class StandInHubApi:
 
     def __init__(self):
         self.calls = []
+
+    def whoami(self):
+        self.calls.append(("whoami",))
+        return {"name": "someone"}
 
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
@@ -246,13 +289,17 @@ class StandInHubApi:
 
 
 def test_publish_validates_in_a_fresh_process_then_uploads_through_the_api(trained_run):
-    report = publish.validate_folder(trained_run)
-    assert report == {"class": "LastViTForImageClassification", "base": str(trained_run.resolve()),
-                      "output_shape": [1, 3]}
+    report = hub.validate_folder(trained_run)
+    assert report == {
+        "class": "LastViTForImageClassification",
+        "base": str(trained_run.resolve()),
+        "output_shape": [1, 3],
+    }
     api = StandInHubApi()
-    url = publish.publish(trained_run, "someone/lastvit-tiny", api=api)
+    url = hub.publish(trained_run, "someone/lastvit-tiny", api=api)
     assert url == "https://example.invalid/commit/0"
-    (_, repo_id, create_kwargs), (_, upload) = api.calls
+    (first,), (_, repo_id, create_kwargs), (_, upload) = api.calls
+    assert first == "whoami"  # the account is checked before anything else
     assert repo_id == "someone/lastvit-tiny" and create_kwargs["exist_ok"]
     assert upload["repo_id"] == "someone/lastvit-tiny" and upload["folder_path"] == str(trained_run)
     assert "checkpoints/*" in upload["ignore_patterns"] and "best/*" in upload["ignore_patterns"]
@@ -261,24 +308,39 @@ def test_publish_validates_in_a_fresh_process_then_uploads_through_the_api(train
 def test_publish_refuses_incomplete_folders_and_cards(trained_run, tmp_path):
     import shutil
 
-    with pytest.raises(publish.PublishError, match="lacks"):
-        publish.validate_folder(tmp_path)
+    with pytest.raises(ModelPathError, match="holds no config.json"):
+        hub.validate_folder(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(hub.PublishError, match="lacks"):
+        hub.validate_folder(tmp_path)
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy, ignore=shutil.ignore_patterns("checkpoints", "best"))
     card = (copy / "README.md").read_text().replace("- custom_code\n", "")
     (copy / "README.md").write_text(card)
-    with pytest.raises(publish.PublishError, match="custom_code"):
-        publish.validate_folder(copy)
-    assert publish.main([str(trained_run), "--dry-run"]) == 0
+    with pytest.raises(hub.PublishError, match="custom_code"):
+        hub.validate_folder(copy)
+    assert publish_cli.main([str(trained_run), "--dry-run"]) == 0
 
 
 def test_accelerate_launch_runs_the_trainer_with_the_shipped_cpu_config(toy_dataset, tmp_path):
     config = REPO / "training_scripts" / "accelerate_configs" / "single_cpu.yaml"
     out = tmp_path / "launched"
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-         "-m", "training_scripts.train", *tiny_args(toy_dataset, out, "--epochs", "1")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(config),
+            "-m",
+            "training_scripts.train",
+            *tiny_args(toy_dataset, out, "--epochs", "1"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "eval_results.json").read_text())["step"] == 6
@@ -292,9 +354,24 @@ def test_two_process_ddp_on_cpu_shards_the_data_and_checkpoints_every_rank(toy_d
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29631",
-         "-m", "training_scripts.train", *tiny_args(toy_dataset, out, "--epochs", "1")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29631",
+            "-m",
+            "training_scripts.train",
+            *tiny_args(toy_dataset, out, "--epochs", "1"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads((out / "eval_results.json").read_text())
@@ -318,8 +395,21 @@ def test_on_the_built_in_scenes_a_run_trains_resumes_and_publishes_to_a_folder(t
     from accelerate.state import AcceleratorState, PartialState
 
     out = tmp_path / "scenes-run"
-    common = ["--dataset", "scenes", "--scenes-train", "64", "--scenes-test", "16", "--preset", "micro",
-              "--batch-size", "16", "--no-progress", "--output-dir", str(out)]
+    common = [
+        "--dataset",
+        "scenes",
+        "--scenes-train",
+        "64",
+        "--scenes-test",
+        "16",
+        "--preset",
+        "micro",
+        "--batch-size",
+        "16",
+        "--no-progress",
+        "--output-dir",
+        str(out),
+    ]
     assert train.main([*common, "--epochs", "1"]) == 0
     first = json.loads((out / "eval_results.json").read_text())
     assert first["step"] == 4 and first["eval_examples"] == 16
@@ -327,5 +417,5 @@ def test_on_the_built_in_scenes_a_run_trains_resumes_and_publishes_to_a_folder(t
     PartialState._reset_state()
     assert train.main([*common, "--epochs", "2", "--resume"]) == 0  # extend the finished run by one epoch
     assert json.loads((out / "eval_results.json").read_text())["step"] == 8
-    report = publish.validate_folder(out)
+    report = hub.validate_folder(out)
     assert report["class"] == "LastViTForImageClassification" and report["output_shape"] == [1, 7]

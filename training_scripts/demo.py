@@ -5,12 +5,12 @@ What it shows is mechanics, not results: the model is untrained, so its vote map
 yet about where a trained LaSt-ViT looks (see the evaluation scripts for that).
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 from pathlib import Path
-
-import torch
 
 
 def save_atomically(objects, output_dir: Path, overwrite: bool) -> None:
@@ -24,7 +24,7 @@ def save_atomically(objects, output_dir: Path, overwrite: bool) -> None:
     write_folder(output_dir, lambda folder: [obj.save_pretrained(folder) for obj in objects])
 
 
-def vote_grid(votes: torch.Tensor) -> str:
+def vote_grid(votes) -> str:
     """ASCII picture of a [h, w] vote map: blank (none) up to '#' (the most)."""
     shades = " .:-=+*#"
     scaled = (votes.float() / max(votes.max().item(), 1) * (len(shades) - 1)).round().long()
@@ -32,7 +32,9 @@ def vote_grid(votes: torch.Tensor) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lastvit-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/demo"), help="where the checkpoint is saved")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     parser.add_argument("--top-k", type=int, default=4, help="LazyStrike K: patches each channel averages")
@@ -44,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
     from transformers import AutoImageProcessor, AutoModel
 
     from modeling_lastvit import LastViTConfig, LastViTImageProcessor, LastViTModel
@@ -69,10 +72,14 @@ def main(argv=None) -> int:
     with torch.no_grad():
         out = model(pixel_values)
     votes = model.patches_to_map(out.patch_votes, *pixel_values.shape[-2:])[0]
-    print(f"LastViT: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, pooling={config.pooling}, "
-          f"K={args.top_k}, registers={args.registers}")
-    print(f"input {tuple(pixel_values.shape)} -> tokens {tuple(out.last_hidden_state.shape)}, "
-          f"pooled {tuple(out.pooler_output.shape)}")
+    print(
+        f"LastViT: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, pooling={config.pooling}, "
+        f"K={args.top_k}, registers={args.registers}"
+    )
+    print(
+        f"input {tuple(pixel_values.shape)} -> tokens {tuple(out.last_hidden_state.shape)}, "
+        f"pooled {tuple(out.pooler_output.shape)}"
+    )
     print(f"votes per patch sum to {int(out.patch_votes.sum())} = K x D = {args.top_k * config.hidden_size}")
     print("vote map of the untrained model (mechanics only):")
     print(vote_grid(votes))

@@ -1,2 +1,2 @@
-"""Model cards: one renderer (huggingface_hub's `ModelCard`) for trained, fine-tuned, converted
-and released checkpoints."""
+"""Model cards: one renderer (`template.render_model_card`, huggingface_hub's `ModelCard`) for
+trained, fine-tuned, converted and released checkpoints. Import from `lastvit.cards.model_card`."""

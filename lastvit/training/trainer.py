@@ -1,0 +1,417 @@
+"""The supervised training loop, on Accelerate: one CPU, one GPU (bf16/fp16) or many GPUs/nodes
+(DDP, FSDP), with placement, precision and distribution from `accelerate launch` configs, never code
+branches. A run resumed from `checkpoints/last` ends with the weights of the uninterrupted run
+(the data order, augmentation and RNG states are functions of the seed, epoch and step).
+
+The output folder is a complete checkpoint (or a PEFT adapter with its labels), its processor,
+`eval_results.json` and a model card; `checkpoints/last/` (resume state) and `best/` sit inside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from lastvit.arguments import to_argv
+from lastvit.data.loading import (
+    DataError,
+    EpochSampler,
+    ImageTransform,
+    TransformedSplit,
+    build_processor,
+    check_columns,
+    check_labels,
+    collate,
+    label_names,
+    load_splits,
+)
+from lastvit.files import check_model_path, swap_in, write_folder
+
+from .config import PRESETS, ConfigError, TrainConfig
+from .schedule import lr_lambda
+
+STATE_FILE = "trainer_state.json"
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says where the last good state is."""
+
+
+def build_model(config: TrainConfig, labels: list[str]):
+    """A preset from scratch, or the checkpoint `config.model_name_or_path` with a classifier for `labels`."""
+    from transformers import AutoModelForImageClassification
+
+    from modeling_lastvit import LastViTConfig, LastViTForImageClassification
+
+    id2label = dict(enumerate(labels))
+    label2id = {name: i for i, name in id2label.items()}
+    pooling = {} if config.pooling is None else {"pooling": config.pooling}
+    if config.top_k_ratio is not None:
+        pooling.update(lazystrike_top_k=None, lazystrike_top_k_ratio=config.top_k_ratio)
+    elif config.top_k is not None:
+        pooling.update(lazystrike_top_k=config.top_k, lazystrike_top_k_ratio=None)
+    if config.model_name_or_path:
+        return AutoModelForImageClassification.from_pretrained(
+            config.model_name_or_path,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            ignore_mismatched_sizes=True,
+            attn_implementation=config.attn_implementation,
+            trust_remote_code=True,
+            **pooling,
+        )
+    hidden, layers, heads, mlp, image, patch = PRESETS[config.preset]
+    pooling.setdefault("pooling", "lazystrike")
+    model_config = LastViTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=mlp,
+        image_size=config.image_size or image,
+        patch_size=config.patch_size or patch,
+        num_register_tokens=config.registers,
+        drop_path_rate=config.drop_path,
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id=label2id,
+        attn_implementation=config.attn_implementation,
+        **pooling,
+    )
+    return LastViTForImageClassification(model_config)
+
+
+def load_data(config: TrainConfig):
+    """``(train, eval)`` splits from `config.dataset`: a name or path, or an in-memory DatasetDict."""
+    if isinstance(config.dataset, str):
+        scenes_kwargs = {
+            "num_train": config.scenes_train,
+            "num_test": config.scenes_test,
+            "seed": config.seed,
+            "clutter": config.scenes_clutter,
+        }
+        return load_splits(config.dataset, config.train_split, config.eval_split, config.data_dir, scenes_kwargs)
+    splits = config.dataset
+    eval_split = config.eval_split or next((s for s in ("validation", "test", "val") if s in splits), None)
+    for name, flag in ((config.train_split, "train_split"), (eval_split, "eval_split")):
+        if name not in splits:
+            raise DataError(f"the dataset has no split {name!r}; it has {sorted(splits)} (set {flag}).")
+    return splits[config.train_split], splits[eval_split]
+
+
+def prepare_output_dir(config: TrainConfig) -> None:
+    out = config.output_dir
+    has_files = out.exists() and any(out.iterdir())
+    if config.resume:
+        if not (out / "checkpoints" / "last" / STATE_FILE).exists():
+            raise DataError(
+                f"--resume: {out} holds no resumable checkpoint (checkpoints/last); start without --resume."
+            )
+    elif has_files and not config.overwrite:
+        raise DataError(
+            f"{out} already holds files (another run?); pass --resume to continue it, --overwrite to replace it, "
+            "or choose another --output-dir."
+        )
+    elif has_files:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, num_labels: int) -> dict:
+    model.eval()
+    correct1 = correct5 = seen = 0
+    k = min(5, num_labels)
+    for batch in loader:
+        if "pixel_values" not in batch:
+            continue
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        top, labels = accelerator.gather_for_metrics((logits.topk(k, dim=-1).indices, batch["labels"]))
+        hits = top == labels[:, None]
+        correct1 += hits[:, 0].sum().item()
+        correct5 += hits.any(dim=1).sum().item()
+        seen += labels.numel()
+    model.train()
+    return {"top1": correct1 / max(seen, 1), f"top{k}": correct5 / max(seen, 1), "eval_examples": seen}
+
+
+def command_line(config: TrainConfig, adapter=None) -> str:
+    """The command that reproduces this run (for its card)."""
+    skip = ("overwrite", "resume", "stop_after", "push_to_hub", "progress", "report_to", "num_workers")
+    named = dataclasses.replace(config, dataset=config.dataset_name)
+    if adapter is None:
+        return to_argv(named, "lastvit-train", skip=skip)
+    return to_argv(named, "lastvit-finetune-peft", skip=skip) + to_argv(adapter, "", skip=("merge",))
+
+
+def save_final(model, save_model, config: TrainConfig, accelerator, results: dict, adapter=None) -> None:
+    """Write the final model (or PEFT adapter with its labels), processor, results and card at the top
+    of the output folder (beside checkpoints/ and best/), each file moved in only once complete. A PEFT
+    run with `merge` also writes the merged full model to `merged/`."""
+    from lastvit.cards.trained import trained_model_card
+
+    out = config.output_dir
+    unwrapped = accelerator.unwrap_model(model)
+    is_adapter = hasattr(unwrapped, "peft_config")
+    model_config = (unwrapped.get_base_model() if is_adapter else unwrapped).config
+    card = {
+        "command": command_line(config, adapter),
+        "dataset": config.dataset_name,
+        "results": results,
+        "base": config.model_name_or_path,
+    }
+    staging = out / ".final.staging"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    accelerator.wait_for_everyone()
+    save_model(staging)
+    if accelerator.is_main_process:
+        (staging / "eval_results.json").write_text(json.dumps(results, indent=2))
+        peft_dict = unwrapped.peft_config["default"].to_dict() if is_adapter else None
+        if is_adapter:
+            from .peft import save_labels
+
+            save_labels(staging, model_config)
+        trained_model_card(out, model_config, adapter=peft_dict, **card).save(staging / "README.md")
+        for path in staging.iterdir():
+            os.replace(path, out / path.name)
+        staging.rmdir()
+        if is_adapter and adapter is not None and adapter.merge:
+            merged = unwrapped.merge_and_unload()
+
+            def write_merged(folder: Path):
+                merged.save_pretrained(folder)
+                build_processor(merged).save_pretrained(folder)
+                trained_model_card(out / "merged", merged.config, merged=True, **card).save(folder / "README.md")
+
+            write_folder(out / "merged", write_merged)
+
+
+def train(config: TrainConfig, adapter=None) -> dict:
+    """Run the training `config` describes and return its results (the last evaluation, steps, best
+    top-1). `adapter` (`lastvit.training.peft.PeftArguments`) trains a PEFT adapter on the
+    `model_name_or_path` base instead of the full model."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    if adapter is not None and not config.model_name_or_path:
+        raise ConfigError("a PEFT adapter needs a base: pass --model-name-or-path (a trained LastViT folder).")
+    if config.model_name_or_path:
+        check_model_path(config.model_name_or_path, "--model-name-or-path")
+    if config.push_to_hub:
+        from lastvit.hub import check_hub_access
+
+        check_hub_access()  # before hours of training, not after
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=None if config.report_to == "none" else config.report_to,
+        project_dir=str(config.output_dir),
+    )
+    if accelerator.is_main_process:
+        prepare_output_dir(config)
+    accelerator.wait_for_everyone()
+    set_seed(config.seed)
+
+    train_split, eval_split = load_data(config)
+    check_columns(train_split, config.image_column, config.label_column, "training")
+    check_columns(eval_split, config.image_column, config.label_column, "evaluation")
+    labels = label_names(train_split, config.label_column)
+    model = build_model(config, labels)
+    num_labels = model.config.num_labels
+    processor = build_processor(model, config.model_name_or_path)
+    if adapter is not None:
+        from .peft import add_adapter
+
+        model = add_adapter(model, adapter)
+    check_labels(train_split, config.label_column, num_labels, "training")
+    check_labels(eval_split, config.label_column, num_labels, "evaluation")
+
+    size = processor.crop_size["height"]
+    transform = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std)}
+    transform["seed"] = config.seed
+    skip_bad = config.on_bad_image == "skip"
+    train_data = TransformedSplit(
+        train_split,
+        ImageTransform(train=True, crop_scale=(config.crop_scale_min, 1.0), **transform),
+        config.image_column,
+        config.label_column,
+        skip_bad=skip_bad,
+    )
+    eval_data = TransformedSplit(
+        eval_split,
+        ImageTransform(train=False, **transform),
+        config.image_column,
+        config.label_column,
+        skip_bad=skip_bad,
+    )
+    sampler = EpochSampler(len(train_data), config.seed, shuffle=True)
+    # A private generator: creating a DataLoader iterator must not draw from the global RNG,
+    # or a resumed run's dropout masks would drift from the uninterrupted run's.
+    loader_kwargs = {
+        "batch_size": config.batch_size,
+        "collate_fn": collate,
+        "num_workers": config.num_workers,
+        "generator": torch.Generator().manual_seed(config.seed),
+    }
+    train_loader = torch.utils.data.DataLoader(train_data, sampler=sampler, drop_last=True, **loader_kwargs)
+    eval_loader = torch.utils.data.DataLoader(eval_data, **loader_kwargs)
+    if len(train_loader) == 0:
+        raise DataError(
+            f"the training split has {len(train_data)} examples, fewer than one batch of {config.batch_size}."
+        )
+
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, betas=tuple(config.betas)
+    )
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
+    total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
+    factor = lr_lambda(total_steps, config.warmup_ratio, config.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    accelerator.register_for_checkpointing(scheduler)
+
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_top1": None, "best_step": None, "skipped_images": 0}
+    last_dir = config.output_dir / "checkpoints" / "last"
+    if config.resume:
+        accelerator.load_state(str(last_dir))
+        state = json.loads((last_dir / STATE_FILE).read_text())
+        accelerator.print(
+            f"resuming from step {state['step']} (epoch {state['epoch']}, batch {state['batch_in_epoch']})"
+        )
+
+    tracking = config.report_to != "none"
+    if tracking:
+        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        accelerator.init_trackers("lastvit", config={k: str(v) for k, v in fields.items() if k != "dataset"})
+
+    def save_checkpoint():
+        """Every process writes its part of the resume state into one staging folder; the main
+        process then swaps it in for checkpoints/last."""
+        staging = last_dir.with_name(".last.staging")
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (staging / STATE_FILE).write_text(json.dumps(state))
+            swap_in(staging, last_dir)
+        accelerator.wait_for_everyone()
+
+    def save_model(folder: Path):
+        """Save the (unwrapped, gathered under FSDP) model and processor as a loadable folder."""
+        state_dict = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(model).save_pretrained(folder, state_dict=state_dict)
+            processor.save_pretrained(folder)
+
+    def run_eval():
+        metrics = evaluate(model, eval_loader, accelerator, num_labels)
+        accelerator.print(f"step {state['step']}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if tracking:
+            accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state["step"])
+        state["evaluated_step"] = state["step"]
+        if state["best_top1"] is None or metrics["top1"] > state["best_top1"]:
+            state.update(best_top1=metrics["top1"], best_step=state["step"])
+            if accelerator.is_main_process:
+                write_folder(config.output_dir / "best", save_model)
+            else:
+                save_model(None)  # joins the collective state-dict gather
+        return metrics
+
+    model.train()
+    steps_this_run = 0
+    progress = tqdm(
+        total=total_steps,
+        initial=state["step"],
+        desc="training",
+        disable=not config.progress or not accelerator.is_local_main_process,
+    )
+    metrics = None
+    while state["step"] < total_steps:
+        sampler.epoch = train_data.epoch = state["epoch"]
+        epoch_loader = (
+            accelerator.skip_first_batches(train_loader, state["batch_in_epoch"])
+            if state["batch_in_epoch"]
+            else train_loader
+        )
+        for batch in epoch_loader:
+            state["batch_in_epoch"] += 1
+            state["skipped_images"] += int(batch["num_skipped"])
+            if "pixel_values" not in batch:
+                continue
+            with accelerator.accumulate(model):
+                loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+                if not torch.isfinite(accelerator.gather(loss.detach())).all():
+                    raise TrainingStopped(
+                        f"the loss became {loss.item()} at step {state['step'] + 1} (epoch {state['epoch']}); stopped. "
+                        f"The last good checkpoint is in {last_dir} (step of the last save); lower --learning-rate, "
+                        "set --max-grad-norm, or check the data, then continue with --resume."
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            state["step"] += 1
+            steps_this_run += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if tracking:
+                accelerator.log(
+                    {"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}, step=state["step"]
+                )
+            if config.eval_every and state["step"] % config.eval_every == 0:
+                metrics = run_eval()
+            if config.save_every and state["step"] % config.save_every == 0:
+                save_checkpoint()
+            if config.stop_after is not None and steps_this_run >= config.stop_after:
+                progress.close()
+                accelerator.print(f"stopped after {steps_this_run} steps (--stop-after); continue with --resume")
+                accelerator.end_training()
+                return {"stopped_at_step": state["step"]}
+            if state["step"] >= total_steps:
+                break
+        else:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+            if not config.eval_every:
+                metrics = run_eval()
+            if not config.save_every:
+                save_checkpoint()
+            continue
+        break
+    progress.close()
+
+    if metrics is None or state.get("evaluated_step") != state["step"]:
+        metrics = run_eval()
+    results = {
+        **metrics,
+        "step": state["step"],
+        "best_top1": state["best_top1"],
+        "best_step": state["best_step"],
+        "skipped_images": state["skipped_images"],
+    }
+    save_checkpoint()
+    save_final(model, save_model, config, accelerator, results, adapter)
+    if accelerator.is_main_process:
+        if state["skipped_images"]:
+            print(f"skipped {state['skipped_images']} unreadable images (--on-bad-image skip)")
+        if config.push_to_hub:
+            from lastvit.hub import publish
+
+            publish(config.output_dir, config.push_to_hub)
+    accelerator.end_training()
+    return results
