@@ -1,0 +1,79 @@
+"""Convert ViT-family checkpoints into LastViT checkpoints, with exact parity (`lastvit-convert`).
+
+Every source becomes one `LastViTModel` (or `LastViTForImageClassification` when it has a head) by
+options and a key map, never by a subclass. With the source's own pooling (`--pooling source`, the
+default) the converted model reproduces the source's forward; with `--pooling lazystrike` it is the
+same encoder read out by LazyStrike (how the authors' released LaSt-ViT checkpoints are read).
+
+One module per source format (`--from`), over the shared `key_plan`:
+
+- `hf`: transformers ViT, DeiT, DINOv2 (+ registers) and CLIP vision models (`convert_hf_model`).
+- `torchvision_vit`: torchvision `VisionTransformer` state dicts (`convert_torchvision_state_dict`).
+- `dino`: facebookresearch/dino ViT checkpoints (`convert_dino_state_dict`).
+- `openclip`: OpenAI CLIP / open_clip visual towers (`convert_openclip_state_dict`).
+
+`sources.convert_checkpoint` loads what `--input` names and picks the converter; `writer.write_folder`
+writes the folder atomically; `cli` is the command line. Loading is safe by default
+(`checkpoint_loading`): `torch.load(..., weights_only=True)` (with `argparse.Namespace` allowed, which
+DINO checkpoints hold), and TorchScript archives are read by a restricted unpickler that only rebuilds
+tensors. `--trust-pickle` opts in to full unpickling / `torch.jit.load`, which can run arbitrary code
+from the file: use it only for files you trust.
+
+The names below are imported on first use, so importing this package (or `cli`) does not import torch.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "ConversionError": "options",
+    "ConversionOptions": "options",
+    "SOURCES": "options",
+    "ConversionResult": "key_plan",
+    "extract_state_dict": "key_plan",
+    "CheckpointLoadError": "checkpoint_loading",
+    "load_checkpoint": "checkpoint_loading",
+    "read_torchscript_tensors": "checkpoint_loading",
+    "HF_ARCHITECTURES": "hf",
+    "compare_with_hf_source": "hf",
+    "convert_hf_model": "hf",
+    "load_hf_model": "hf",
+    "convert_torchvision_state_dict": "torchvision_vit",
+    "convert_dino_state_dict": "dino",
+    "convert_openclip_state_dict": "openclip",
+    "convert_checkpoint": "sources",
+    "write_folder": "writer",
+    "build_parser": "cli",
+    "main": "cli",
+}
+
+__all__ = [
+    "HF_ARCHITECTURES",
+    "SOURCES",
+    "CheckpointLoadError",
+    "ConversionError",
+    "ConversionOptions",
+    "ConversionResult",
+    "build_parser",
+    "compare_with_hf_source",
+    "convert_checkpoint",
+    "convert_dino_state_dict",
+    "convert_hf_model",
+    "convert_openclip_state_dict",
+    "convert_torchvision_state_dict",
+    "extract_state_dict",
+    "load_checkpoint",
+    "load_hf_model",
+    "main",
+    "read_torchscript_tensors",
+    "write_folder",
+]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -18,6 +18,7 @@ import collections
 import io
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,14 +45,24 @@ def load_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
     restricted unpickler that only rebuilds tensors; other `.pth` / `.pt` / `.bin` files with
     `torch.load(weights_only=True)`, which also accepts `argparse.Namespace` (DINO checkpoints store
     their arguments in one). `trust_pickle=True` falls back to full unpickling / `torch.jit.load`.
+    A missing, empty, truncated or corrupt file is a one-line `CheckpointLoadError` naming the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointLoadError(
+            f"{str(path)!r} is a folder: give the checkpoint file itself (.pth / .pt / .bin / .safetensors); "
+            "a folder saved by transformers converts with --from hf."
+        )
     if not path.is_file():
-        raise CheckpointLoadError(f"no checkpoint file at {str(path)!r}.")
+        raise CheckpointLoadError(f"no checkpoint file at {str(path)!r}: check the path given as --input.")
+    if path.stat().st_size == 0:
+        raise CheckpointLoadError(f"{path} is empty (0 bytes): " + _FETCH_AGAIN)
     if path.suffix == ".safetensors":
+        check_safetensors_file(path)
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    _check_torch_file(path)
     if zipfile.is_zipfile(path) and _is_torchscript_archive(path):
         try:
             return read_torchscript_tensors(path)
@@ -67,11 +78,65 @@ def load_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if not trust_pickle:
-            first_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise CheckpointLoadError(
-                f"{path} holds Python objects that a weights-only load refuses ({first_line}). " + _UNSAFE_LOAD_ADVICE
+                f"{path} holds Python objects that a weights-only load refuses ({reason}). " + _UNSAFE_LOAD_ADVICE
             ) from error
-    return torch.load(path, map_location="cpu", weights_only=False)
+    except _CORRUPT_FILE_ERRORS as error:
+        raise CheckpointLoadError(f"{path} cannot be read ({first_line(error)}): " + _FETCH_AGAIN) from error
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, *_CORRUPT_FILE_ERRORS) as error:
+        raise CheckpointLoadError(f"{path} cannot be read ({first_line(error)}): " + _FETCH_AGAIN) from error
+
+
+_FETCH_AGAIN = "the file is truncated or corrupt; download or copy it again."
+_CORRUPT_FILE_ERRORS = (
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    IndexError,
+    KeyError,
+    struct.error,
+    zipfile.BadZipFile,
+)
+_ZIP_MAGIC, _PICKLE_PROTOCOL_OPCODE = b"PK\x03\x04", 0x80  # torch.save's zip format; legacy pickle format
+
+
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Fail with one line naming `path` if it is not a complete safetensors file (an interrupted
+    download gives "incomplete metadata" without the file's name otherwise)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except SafetensorError as error:
+        raise CheckpointLoadError(
+            f"{path} is not a complete safetensors file ({first_line(error)}): " + _FETCH_AGAIN
+        ) from error
+
+
+def _check_torch_file(path: Path) -> None:
+    """A `torch.save` file is a zip archive (or, before PyTorch 1.6, a pickle): say so when it is neither,
+    or when the zip archive was cut short, before torch reports it as an unpickling problem."""
+    with path.open("rb") as file:
+        head = file.read(4)
+    if head == _ZIP_MAGIC:
+        if not zipfile.is_zipfile(path):
+            raise CheckpointLoadError(f"{path} is a zip archive without its end (central directory): " + _FETCH_AGAIN)
+    elif head[:1] != bytes([_PICKLE_PROTOCOL_OPCODE]):
+        raise CheckpointLoadError(
+            f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle): check --input, or "
+            "download the file again."
+        )
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (library errors can run to many lines)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _is_torchscript_archive(path: Path) -> bool:
@@ -175,4 +240,4 @@ def _collect_tensors(obj, prefix: str, out: dict[str, torch.Tensor]) -> None:
             _collect_tensors(value, f"{prefix}{name}.", out)
 
 
-__all__ = ["CheckpointLoadError", "load_checkpoint", "read_torchscript_tensors"]
+__all__ = ["CheckpointLoadError", "check_safetensors_file", "load_checkpoint", "read_torchscript_tensors"]

@@ -1,0 +1,53 @@
+"""One entry point for every source kind (`--from`): load what `--input` names, find the weights, and
+run that format's converter."""
+
+from __future__ import annotations
+
+import torch
+
+from .checkpoint_loading import load_checkpoint
+from .dino import convert_dino_state_dict
+from .hf import compare_with_hf_source, convert_hf_model, load_hf_model
+from .key_plan import ConversionResult, extract_state_dict
+from .openclip import convert_openclip_state_dict
+from .options import SOURCES, ConversionError, ConversionOptions
+from .torchvision_vit import convert_torchvision_state_dict
+
+STATE_DICT_CONVERTERS = {
+    "torchvision": convert_torchvision_state_dict,
+    "dino": convert_dino_state_dict,
+    "openclip": convert_openclip_state_dict,
+}
+
+
+def convert_checkpoint(
+    source: str,
+    input_path: str,
+    options: ConversionOptions,
+    checkpoint_key: str | None = None,
+    trust_pickle: bool = False,
+) -> tuple[ConversionResult, dict[str, float] | None]:
+    """Convert `input_path` from `source`; for transformers sources also return the parity check
+    against the source's own forward on a random batch at the native resolution."""
+    if source == "hf":
+        source_model = load_hf_model(input_path)
+        try:
+            from transformers import AutoImageProcessor
+
+            source_processor = AutoImageProcessor.from_pretrained(input_path)
+        except (OSError, ValueError, KeyError):
+            source_processor = None
+        result = convert_hf_model(source_model, options, source_processor)
+        height, width = result.model.config.image_size_hw
+        pixel_values = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+        return result, compare_with_hf_source(source_model, result.model, pixel_values)
+    if source not in SOURCES:
+        raise ConversionError(f"unknown source {source!r}; use one of {SOURCES}.")
+    checkpoint = load_checkpoint(input_path, trust_pickle=trust_pickle)
+    if source == "dino" and checkpoint_key is None and isinstance(checkpoint, dict) and "teacher" in checkpoint:
+        checkpoint_key = "teacher"
+    state_dict = extract_state_dict(checkpoint, checkpoint_key)
+    result = STATE_DICT_CONVERTERS[source](state_dict, options)
+    if checkpoint_key:
+        result.notes.append(f"Weights taken from the checkpoint's {checkpoint_key!r} entry.")
+    return result, None
