@@ -1,7 +1,7 @@
 """Measurements (lastvit.measure), the local evaluate metrics and the plot helpers.
 
-Hand-made inputs with known answers: box-to-patch mapping, Point-in-Box, baselines, CKA, the
-Lappe & Giese masked contributions against the real attention module, the masking probe.
+Hand-made inputs with known answers: box-to-patch mapping, Point-in-Box, baselines, the masking
+probe. The Lappe & Giese measurements are specified in tests/test_lappe_giese.py.
 """
 
 import os
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_lastvit import LastViTForImageClassification, LastViTModel
+from modeling_lastvit import LastViTForImageClassification
 from lastvit import measure as A
 
 from .tiny import tiny_config
@@ -321,115 +321,6 @@ def test_masking_probe_rejects_unknown_orders_and_impossible_k():
         A.masking_probe(model_fn, pixels, labels, scores, ks=[1], order="middle", patch_size=4)
     with pytest.raises(ValueError, match="outside"):
         A.masking_probe(model_fn, pixels, labels, scores, ks=[17], patch_size=4)
-
-
-# --------------------------------------------------------------------------- Lappe & Giese
-
-
-def test_linear_cka_of_a_representation_with_itself_is_one():
-    X = torch.randn(20, 8)
-    assert A.linear_cka(X, X) == pytest.approx(1.0)
-    assert A.linear_cka(X.numpy(), X.numpy()) == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize("n, p", [(50, 6), (10, 40)])  # feature-space and Gram-matrix paths
-def test_linear_cka_is_invariant_to_orthogonal_transforms_and_isotropic_scaling(n, p):
-    X, Y = torch.randn(n, p, dtype=torch.float64), torch.randn(n, p + 3, dtype=torch.float64)
-    Y[:, :p] += 2 * X  # related, so the value is not trivially small
-    Q, _ = torch.linalg.qr(torch.randn(p, p, dtype=torch.float64))
-    reference = A.linear_cka(X, Y)
-    assert 0.0 < reference < 1.0
-    assert A.linear_cka(X @ Q, Y) == pytest.approx(reference, rel=1e-10)
-    assert A.linear_cka(3.7 * X + 5.0, Y) == pytest.approx(reference, rel=1e-10)  # scaling and a shift
-    assert A.linear_cka(Y, X) == pytest.approx(reference, rel=1e-10)
-    anisotropic = X * torch.linspace(0.1, 10, p, dtype=torch.float64)
-    assert A.linear_cka(anisotropic, Y) != pytest.approx(reference, rel=1e-3)
-
-
-def test_linear_cka_matches_the_trace_formula_and_flags_constant_inputs():
-    X, Y = torch.randn(12, 5, dtype=torch.float64), torch.randn(12, 7, dtype=torch.float64)
-    H = torch.eye(12, dtype=torch.float64) - 1 / 12
-    K, L = H @ X @ X.T @ H, H @ Y @ Y.T @ H
-    expected = torch.trace(K @ L) / torch.sqrt(torch.trace(K @ K) * torch.trace(L @ L))
-    assert A.linear_cka(X, Y) == pytest.approx(float(expected), rel=1e-10)
-    assert math.isnan(A.linear_cka(torch.ones(12, 3), Y))
-    with pytest.raises(ValueError, match="same n"):
-        A.linear_cka(X, Y[:5])
-
-
-def eager_model(registers, layerscale):
-    model = LastViTModel(
-        tiny_config(num_register_tokens=registers, layerscale_value=layerscale, attn_implementation="eager")
-    ).eval()
-    with torch.no_grad():  # non-trivial biases and LayerScale, so every term is exercised
-        for layer in model.encoder.layer:
-            layer.attention.o_proj.bias.normal_()
-            layer.attention.v_proj.bias.normal_()
-            if layerscale is not None:
-                layer.layer_scale1.lambda1.uniform_(0.1, 2.0)
-    return model
-
-
-@pytest.mark.parametrize("registers", [0, 3])
-@pytest.mark.parametrize("layerscale", [None, 0.1])
-def test_masked_contributions_sum_to_o_full_which_is_the_real_attention_output(registers, layerscale):
-    model = eager_model(registers, layerscale)
-    layer = model.encoder.layer[-1]
-    captured = {}
-    hook = layer.layer_scale1.register_forward_hook(lambda module, args, output: captured.update(out=output))
-    with torch.no_grad():
-        out = model(torch.randn(3, 3, 32, 32), output_hidden_states=True)
-    hook.remove()
-    parts = A.masked_contributions(layer, out.hidden_states[-2], registers)
-    torch.testing.assert_close(parts.o_full, captured["out"][:, 0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(parts.o_full, parts.o_cls_self + parts.o_reg + parts.o_patch, atol=1e-5, rtol=1e-5)
-    if registers == 0:
-        assert parts.o_reg.abs().max() == 0
-    # skip path + attention branch = the CLS token after the attention sub-block
-    torch.testing.assert_close(
-        A.o_skip(out.hidden_states[-2]) + parts.o_full, (out.hidden_states[-2] + captured["out"])[:, 0]
-    )
-
-
-def test_masked_contributions_need_a_cls_token():
-    model = LastViTModel(tiny_config(use_cls_token=False, pooling="mean"))
-    with pytest.raises(ValueError, match="no CLS token"):
-        A.masked_contributions(model.encoder.layer[-1], torch.randn(1, 16, 32), 0)
-
-
-def test_cls_attention_shares_sum_to_one():
-    model = eager_model(registers=2, layerscale=None)
-    with torch.no_grad():
-        attentions = model(torch.randn(3, 3, 32, 32), output_attentions=True).attentions
-    share = A.cls_attention_share(attentions[-1], num_registers=2)
-    torch.testing.assert_close(share.cls_self + share.registers + share.patches, torch.ones(3))
-    expected_patches = attentions[-1][:, :, 0, 3:].sum(-1).mean(1)
-    torch.testing.assert_close(share.patches, expected_patches)
-    without_self = A.cls_attention_share(attentions[-1], num_registers=2, exclude_self=True)
-    torch.testing.assert_close(without_self.registers + without_self.patches, torch.ones(3))
-    with pytest.raises(ValueError, match="eager"):
-        A.cls_attention_share(attentions[-1][:, 0], num_registers=2)
-
-
-def test_layerwise_cls_cosine_ends_at_one():
-    model = eager_model(registers=0, layerscale=None)
-    with torch.no_grad():
-        hidden = model(torch.randn(2, 3, 32, 32), output_hidden_states=True).hidden_states
-    cosine = A.layerwise_cls_cosine(hidden)
-    assert cosine.shape == (2, len(hidden))
-    torch.testing.assert_close(cosine[:, -1], torch.ones(2))
-    assert (cosine.abs() <= 1 + 1e-6).all()
-
-
-def test_gram_decomposition_terms_add_up_to_the_full_gram_matrix():
-    P, R = torch.randn(6, 10, dtype=torch.float64), torch.randn(6, 10, dtype=torch.float64)
-    gram = A.gram_decomposition(P, R)
-    torch.testing.assert_close(gram.patch_patch + gram.patch_reg + gram.reg_patch + gram.reg_reg, gram.total)
-    torch.testing.assert_close(gram.total, (P + R) @ (P + R).T)
-    assert sum(gram.shares.values()) == pytest.approx(1.0)
-    only_patches = A.gram_decomposition(P, torch.zeros_like(P))
-    assert only_patches.shares["patch_patch"] == pytest.approx(1.0)
-    torch.testing.assert_close(only_patches.patch_cosine, torch.ones(6, dtype=torch.float64))
 
 
 # --------------------------------------------------------------------------- evaluate modules

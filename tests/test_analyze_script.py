@@ -6,15 +6,19 @@ sum to 1, CKA in [0, 1], o_full reproduces the layer), never a scientific result
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from lastvit.measure.decoupling import AnalysisError, analyze
+from lastvit.measure.decoupling_report import write_report
 from modeling_lastvit import LastViTForImageClassification, LastViTImageProcessor, LastViTModel
 from tests.tiny import tiny_config
-from training_scripts.analyze import AnalysisError, analyze, main, write_report
+from training_scripts.analyze import main
 
 TOL = 1e-6
 CLS_SECTIONS = ("attention_share", "contribution_norms", "cka", "gram", "cls_cosine")
@@ -100,13 +104,17 @@ def test_cls_models_get_every_measurement_with_consistent_numbers(reports, name)
         1, abs=1e-5
     )
     assert all(0 <= shares[k]["mean"] <= 1 for k in ("cls_self", "registers", "patches"))
-    gram = numbers["gram"]
-    assert gram["patch_patch"] + gram["cross"] + gram["reg_reg"] == pytest.approx(1, abs=1e-6)
-    assert gram["cross"] == pytest.approx(gram["patch_reg"] + gram["reg_patch"])
-
-    defined = {k: v for k, v in numbers["cka"].items() if v is not None}
-    assert {"o_full_vs_o_patch", "o_full_vs_o_skip", "residual_vs_o_patch", "residual_vs_o_skip"} <= set(defined)
-    assert all(-TOL <= v <= 1 + TOL for v in defined.values()), defined
+    for suffix in ("", "_after_projection"):  # before the output projection (the paper's default), and after it
+        gram = numbers["gram" + suffix]
+        assert gram["patch_patch"] + gram["cross"] + gram["reg_reg"] == pytest.approx(1, abs=1e-6)
+        assert gram["cross"] == pytest.approx(gram["patch_reg"] + gram["reg_patch"])
+        defined = {k: v for k, v in numbers["cka" + suffix].items() if v is not None}
+        assert {"o_full_vs_o_patch", "o_full_vs_o_skip"} <= set(defined)
+        assert all(-TOL <= v <= 1 + TOL for v in defined.values()), defined
+        assert numbers["contribution_norms" + suffix]["skip_to_patch_ratio"]["mean"] > 0
+    # o_skip + o_full is the CLS token after the sub-block only in the residual space, after the projection.
+    assert {"residual_vs_o_patch", "residual_vs_o_skip"} <= set(numbers["cka_after_projection"])
+    assert "residual_vs_o_patch" not in numbers["cka"]
     for key in ("cka_pooled_vs_patch_mean", "cka_pooled_vs_final_cls"):
         assert -TOL <= numbers["readout"][key] <= 1 + TOL
 
@@ -114,9 +122,33 @@ def test_cls_models_get_every_measurement_with_consistent_numbers(reports, name)
     assert len(cosine["mean"]) == numbers["model"]["num_hidden_layers"] + 1
     assert cosine["mean"][-1] == pytest.approx(1, abs=1e-5)  # the final CLS against itself
     # o_full recomputed from the weights is the layer's own attention output, and its parts add up to it.
-    assert numbers["checks"]["o_full_vs_layer_attention_output_max_abs_diff"] < 1e-5
-    assert numbers["checks"]["o_full_vs_sum_of_parts_max_abs_diff"] < 1e-5
+    checks = numbers["checks"]
+    assert checks["o_full_after_projection_vs_layer_attention_output_max_abs_diff"] < 1e-5
+    assert checks["o_full_vs_sum_of_parts_max_abs_diff"] < 1e-5
+    assert checks["o_full_after_projection_vs_sum_of_parts_max_abs_diff"] < 1e-5
     assert numbers["token_norms"]["threshold"] > 0 and numbers["token_norms"]["high_norm_total"] >= 0
+
+
+def test_the_report_explains_both_projection_variants_and_labels_the_after_projection_column(reports):
+    _, report, numbers = reports["dinov2_registers"]
+    assert "sum_{i in S} a_i v_i" in numbers["contributions"]["default"]
+    markdown = (report / "analysis.md").read_text()
+    assert "| measurement | before projection (paper) | after projection | what it says |" in markdown
+    assert "**Before the output projection** (the default, the paper's Eq. 1-2)" in markdown
+    assert "`cka.o_full_vs_o_patch`" in markdown and "`contribution_norms.skip_to_patch_ratio`" in markdown
+
+
+def test_register_image_dependence_is_reported_per_register_raw_and_after_norm1(reports):
+    _, report, numbers = reports["dinov2_registers"]
+    registers = numbers["register_dependence"]
+    assert len(registers["per_register"]) == 4
+    for view in ("raw", "after_norm1"):
+        shares = [entry[view]["top_norm_share"] for entry in registers["per_register"]]
+        assert sum(shares) == pytest.approx(1.0)  # exactly one register has the highest norm in each image
+        assert all(-1 - TOL <= entry[view]["mean_pairwise_cosine"] <= 1 + TOL for entry in registers["per_register"])
+        assert 0 <= registers[view]["most_often_highest_norm"] < 4
+    assert "## Register image-dependence" in (report / "analysis.md").read_text()
+    assert "register_dependence" in reports["cls_no_registers"][2]["not_applicable"]
 
 
 def test_registers_are_measured_only_where_there_are_registers(reports):
@@ -296,3 +328,79 @@ def test_an_unreadable_image_is_named_in_the_error(tmp_path, capsys):
     assert main(argv) == 1
     assert "broken.png" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from training_scripts.analyze import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported for --help'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--one-shot" in result.stdout
+
+
+def labelled_dataset(folder, num_classes=3, per_class=2, size=40):
+    """A saved dataset with train and test splits of random images, `per_class` images per class."""
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split in ("train", "test"):
+        labels = [c for c in range(num_classes) for _ in range(per_class)]
+        images = [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)) for _ in labels]
+        features = datasets.Features(
+            {"image": datasets.Image(), "label": datasets.ClassLabel(names=[f"class{c}" for c in range(num_classes)])}
+        )
+        splits[split] = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+    datasets.DatasetDict(splits).save_to_disk(str(folder))
+    return folder
+
+
+def test_one_shot_runs_from_the_cli_on_a_labelled_dataset(tmp_path):
+    data = labelled_dataset(tmp_path / "data")
+    model_dir = tmp_path / "model"
+    LastViTModel(tiny_config(num_register_tokens=2)).save_pretrained(model_dir)
+    report = tmp_path / "report"
+    argv = ["--model", str(model_dir), "--dataset", str(data), "--eval-split", "test", "--num-images", "4",
+            "--one-shot", "--num-overlays", "0", "--output-dir", str(report), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    numbers = json.loads((report / "analysis.json").read_text())
+    one_shot = numbers["one_shot"]
+    assert one_shot["num_classes"] == 3 and one_shot["train_images"] == 3 and one_shot["test_images"] == 3
+    assert one_shot["train_images_per_class"] == 1 and "nearest" in one_shot["readout"]
+    assert one_shot["chance"] == {"top1": pytest.approx(1 / 3), "top5": 1.0}
+    for suffix in ("", "_after_projection"):
+        accuracy = one_shot["accuracy" + suffix]
+        assert set(accuracy) == {"o_full", "o_patch", "o_reg", "o_cls_self"}
+        assert all(0 <= a["top1"] <= a["top5"] == 1.0 for a in accuracy.values())  # 3 classes: top-5 is certain
+    assert "## One-shot decoding test" in (report / "analysis.md").read_text()
+
+
+def test_one_shot_reads_an_imagefolder(tmp_path):
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            (tmp_path / "imgs" / split / name).mkdir(parents=True)
+            for i in range(2):
+                image = Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8))
+                image.save(tmp_path / "imgs" / split / name / f"{i}.png")
+    model_dir = tmp_path / "model"
+    LastViTModel(tiny_config()).save_pretrained(model_dir)
+    argv = ["--model", str(model_dir), "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"),
+            "--one-shot", "--num-overlays", "0", "--output-dir", str(tmp_path / "report"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    numbers = json.loads((tmp_path / "report" / "analysis.json").read_text())
+    assert numbers["one_shot"]["num_classes"] == 2 and numbers["data"]["num_images"] == 4
+
+
+def test_one_shot_needs_labelled_images(tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    LastViTModel(tiny_config()).save_pretrained(model_dir)
+    base = ["--model", str(model_dir), "--output-dir", str(tmp_path / "out"), "--no-progress", "--one-shot"]
+    assert main(base + ["--random-images", "4"]) == 1
+    assert "labelled" in capsys.readouterr().err
+    data = labelled_dataset(tmp_path / "data")
+    assert main(base + ["--dataset", str(data), "--eval-split", "test", "--label-column", "kind"]) == 1
+    assert "no column 'kind'" in capsys.readouterr().err

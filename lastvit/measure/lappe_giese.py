@@ -53,7 +53,7 @@ def cls_attention_share(
 
 class MaskedContributions(NamedTuple):
     o_full: torch.Tensor
-    """[B, D] the attention branch's output for the CLS token (before the residual add)."""
+    """[B, D] the CLS token's attention output (before the residual add): sum_i a_i v_i over all tokens."""
     o_cls_self: torch.Tensor
     """[B, D] the part carried by the CLS token's attention to itself."""
     o_reg: torch.Tensor
@@ -63,21 +63,26 @@ class MaskedContributions(NamedTuple):
 
 
 @torch.no_grad()
-def masked_contributions(layer: nn.Module, hidden_states_in: torch.Tensor, num_registers: int) -> MaskedContributions:
+def masked_contributions(
+    layer: nn.Module, hidden_states_in: torch.Tensor, num_registers: int, *, after_projection: bool = False
+) -> MaskedContributions:
     """Masked-contribution outputs of a `LastViTLayer` for the CLS token (Lappe & Giese Eq. 1-2, §3).
 
     Recomputes the CLS row of attention from the layer's weights: ``x = norm1(h)``,
     ``a_h = softmax(q_h(x_0) k_h(x)^T * scaling)``, and for each token type S (CLS itself,
-    registers, patches) ``o_S = ls1(W_o z_S + b_o * m_S)`` with ``z_S = concat_h sum_{i in S}
-    a_{h,i} v_{h,i}``. Attention to the other types is zeroed WITHOUT renormalisation, so
-    ``o_full = o_cls_self + o_reg + o_patch`` (up to float rounding). LayerScale (`layer_scale1`)
-    is applied to every part; dropout and drop-path are ignored (evaluation semantics).
+    registers, patches) ``z_S = concat_h sum_{i in S} a_{h,i} v_{h,i}`` (``v`` includes the
+    `v_proj` bias). Attention to the other types is zeroed WITHOUT renormalisation, so
+    ``o_full = o_cls_self + o_reg + o_patch`` (up to float rounding). Dropout and drop-path are
+    ignored (evaluation semantics).
 
-    Bias assignment: the `o_proj` bias is split over token types by the head-averaged attention
-    mass ``m_S = mean_h sum_{i in S} a_{h,i}`` (the masses sum to 1), i.e. as if ``b_o / H`` were
-    added to every head's value vector. That treats it exactly like the `v_proj` bias, which
-    attention weights by construction. (Linear CKA removes a common constant, but not this
-    image-dependent share.)
+    Default (the paper's definition): ``o_S = z_S``, the attention-weighted values BEFORE the output
+    projection. With `after_projection`, ``o_S = ls1(W_o z_S + b_o * m_S)``: what the branch adds to
+    the residual stream (after `o_proj` and LayerScale `layer_scale1`). Linear CKA and norms are not
+    invariant to that anisotropic map, so the two variants give different numbers.
+
+    Bias assignment after the projection: the `o_proj` bias is split over token types by the
+    head-averaged attention mass ``m_S = mean_h sum_{i in S} a_{h,i}`` (the masses sum to 1), i.e.
+    as if ``b_o / H`` were added to every head's value vector, exactly like the `v_proj` bias.
 
     `hidden_states_in` [B, T, D] is the layer's INPUT (``hidden_states[-2]`` of a LastViTModel
     run with ``output_hidden_states=True`` for the last layer); the model must have a CLS token
@@ -106,6 +111,8 @@ def masked_contributions(layer: nn.Module, hidden_states_in: torch.Tensor, num_r
     def part(token_slice: slice) -> torch.Tensor:
         a = weights[:, :, token_slice]
         z = torch.einsum("bht,bthd->bhd", a, value[:, token_slice]).reshape(batch, dim)
+        if not after_projection:
+            return z
         out = nn.functional.linear(z, attention.o_proj.weight)
         if bias is not None:
             out = out + a.sum(dim=-1).mean(dim=1, keepdim=True) * bias
@@ -195,14 +202,78 @@ def gram_decomposition(X_patch, X_reg) -> GramDecomposition:
     return GramDecomposition(**terms, total=total, shares=shares, patch_cosine=cosine)
 
 
+def nearest_class_mean_accuracy(
+    train_features, train_labels, test_features, test_labels, ks: Sequence[int] = (1, 5)
+) -> dict[int, float]:
+    """Top-k accuracy of a nearest-class-mean readout by cosine similarity (Lappe & Giese §3,
+    measurement 3): class means of `train_features` [m, D] per label, then each row of
+    `test_features` [n, D] ranks the classes by cosine with their means. With one training image
+    per class (the one-shot test) the class mean is that image's vector, i.e. cosine nearest
+    neighbour. Fit on ``o_full`` and test on ``o_patch`` / ``o_reg`` to ask whether a readout of the
+    full output transfers to a part. k larger than the number of classes counts as that number.
+    Returns ``{k: accuracy}``."""
+    train = _as_tensor(train_features).detach().double().cpu()
+    test = _as_tensor(test_features).detach().double().cpu()
+    train_labels = _as_tensor(train_labels).long().cpu()
+    test_labels = _as_tensor(test_labels).long().cpu()
+    if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
+        raise ValueError(
+            f"need train [m, D] and test [n, D] features of one width; got {tuple(train.shape)}, {tuple(test.shape)}."
+        )
+    if len(train_labels) != len(train) or len(test_labels) != len(test):
+        raise ValueError("give one label per feature row, for the training and the test features.")
+    classes = train_labels.unique()  # sorted
+    means = torch.stack([train[train_labels == c].mean(dim=0) for c in classes])
+    similarity = nn.functional.normalize(test, dim=-1) @ nn.functional.normalize(means, dim=-1).T  # [n, C]
+    ranked = classes[similarity.argsort(dim=1, descending=True, stable=True)]  # [n, C] class ids
+    hits = ranked == test_labels[:, None]
+    return {int(k): float(hits[:, : min(int(k), len(classes))].any(dim=1).double().mean()) for k in ks}
+
+
+class RegisterDependence(NamedTuple):
+    top_norm_share: torch.Tensor
+    """[R] share of images in which this register has the largest L2 norm of all registers."""
+    mean_rank: torch.Tensor
+    """[R] mean norm rank over images (1 = the largest norm)."""
+    mean_norm: torch.Tensor
+    """[R] mean L2 norm over images."""
+    mean_pairwise_cosine: torch.Tensor
+    """[R] mean cosine between this register's vectors of two different images (over all pairs)."""
+
+
+def register_image_dependence(registers) -> RegisterDependence:
+    """How image-dependent each register token is (Lappe & Giese §3, measurement 4): for
+    `registers` [n, R, D] (n >= 2 images), per register, the norm ranking among the registers
+    across images and the mean pairwise cosine across images. Apply it to the penultimate block's
+    output and to the same tokens after the last block's `norm1`: a few outlier dimensions can make
+    raw cosines close to 1 while the normalised tokens (what q/k/v see, after the LayerNorm's learned
+    scale has shrunk those dimensions) still vary with the image."""
+    R = _as_tensor(registers).detach().double().cpu()
+    if R.ndim != 3 or R.shape[0] < 2 or R.shape[1] < 1:
+        raise ValueError(f"registers must be [n >= 2 images, R >= 1 registers, D]; got {tuple(R.shape)}.")
+    n = R.shape[0]
+    norms = R.norm(dim=-1)  # [n, R]
+    ranks = norms.argsort(dim=1, descending=True).argsort(dim=1) + 1  # 1 = largest
+    top = nn.functional.one_hot(norms.argmax(dim=1), R.shape[1]).double().mean(dim=0)
+    unit = nn.functional.normalize(R, dim=-1)  # [n, R, D]
+    summed = unit.sum(dim=0)  # sum over images: |sum|^2 = sum over all ordered pairs, diagonal included
+    pairwise = ((summed * summed).sum(dim=-1) - (unit * unit).sum(dim=(0, 2))) / (n * (n - 1))
+    return RegisterDependence(
+        top.float(), ranks.double().mean(dim=0).float(), norms.mean(dim=0).float(), pairwise.float()
+    )
+
+
 __all__ = [
     "AttentionShare",
     "GramDecomposition",
     "MaskedContributions",
+    "RegisterDependence",
     "cls_attention_share",
     "gram_decomposition",
     "layerwise_cls_cosine",
     "linear_cka",
     "masked_contributions",
+    "nearest_class_mean_accuracy",
     "o_skip",
+    "register_image_dependence",
 ]
