@@ -1,0 +1,456 @@
+"""DINO training of a LastViT backbone with Accelerate (`lastvit-train-dino`).
+
+Student and teacher are `DINOModel`s (LastViT backbone + DINO head on its `pooler_output`); the
+teacher is an EMA of the student, never trained. The recipe is DINO's: AdamW with linear warm-up and
+cosine lr, cosine weight decay 0.04 -> 0.4, teacher momentum 0.996 -> 1, teacher temperature warm-up
+0.04 -> 0.07, centre momentum 0.9, gradient clipping 3.0, the last layer frozen for the first epoch,
+multi-crop (2 global + N local). Every schedule is a function of the step, and the teacher, the
+centre, the optimiser and the RNG states are in each checkpoint: a resumed run is exact.
+
+Output: the teacher backbone as a LastViT folder (`AutoModel.from_pretrained(dir,
+trust_remote_code=True)`), its image processor and model card, the teacher head in
+``dino_head.safetensors`` (+ ``dino_head.json``) for continued training, and ``eval_results.json``:
+k-NN top-1 of the teacher's global feature on the labelled split, and on data with boxes and masks
+Point-in-Box, CorLoc and coarse-segmentation IoU from Patch-Score maps, each next to the same
+measurements of the untrained backbone.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lastvit.arguments import option, to_argv
+from lastvit.training.pretraining import PretrainingError
+
+PRESETS = {
+    # name: (hidden, layers, heads, mlp, image, patch)
+    "micro": (128, 4, 4, 512, 64, 8),
+    "tiny": (192, 4, 3, 768, 64, 8),
+    "small": (384, 12, 6, 1536, 224, 16),
+    "base": (768, 12, 12, 3072, 224, 16),
+}
+HEAD_FILE, HEAD_CONFIG = "dino_head.safetensors", "dino_head.json"
+
+
+@dataclass(kw_only=True)
+class DINOTrainingArguments:
+    """One DINO run; fields are the `lastvit-train-dino` flags."""
+
+    output_dir: Path = option(help="the folder this run writes (teacher, head, card, checkpoints)")  # noqa: RUF009
+    dataset: str = option(
+        "scenes", "'scenes' (built-in), 'imagefolder' (with --data-dir), a save_to_disk folder or a Hub name"
+    )
+    data_dir: str | None = option(None, "folder for --dataset imagefolder")
+    train_split: str = option("train", "training split")
+    eval_split: str | None = option(None, "evaluation split (default: validation, else test)")
+    image_column: str = option("image", "column holding the images")
+    label_column: str = option("label", "class column, used only by the k-NN sanity metric")
+    scenes_train: int = option(4000, "scenes: training images")
+    scenes_test: int = option(500, "scenes: test images")
+    preset: str = option("micro", "backbone from scratch", choices=sorted(PRESETS))
+    model_name_or_path: str | None = option(None, "start the backbone from a LastViT folder")
+    image_size: int | None = option(None, "global crop size (default: the preset's)")
+    local_size: int | None = option(None, "local crop size (default: 3/7 of the global size, a patch multiple)")
+    num_local_crops: int = option(4, "local crops per image (DINO: 8 or 10)")
+    pooling: str = option(
+        "lazystrike", "the backbone readout the head reads", choices=("cls", "mean", "max", "lazystrike")
+    )
+    top_k: int | None = option(None, "LazyStrike K as a count")
+    top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches (default: K = 1)")
+    out_dim: int = option(1024, "prototypes of the head (DINO: 65536)")
+    head_hidden_dim: int = option(512, "head MLP width (DINO: 2048)")
+    bottleneck_dim: int = option(128, "head bottleneck (DINO: 256)")
+    epochs: float = option(10, "passes over the training set")
+    batch_size: int = option(64, "per-device batch size")
+    learning_rate: float = option(5e-4, "peak lr at batch 256, scaled linearly by the total batch (DINO's rule)")
+    min_lr: float = option(1e-6, "final lr")
+    warmup_epochs: float = option(1, "lr warm-up epochs")
+    weight_decay: float = option(0.04, "initial weight decay")
+    weight_decay_end: float = option(0.4, "final weight decay")
+    momentum_teacher: float = option(0.996, "initial teacher EMA momentum (cosine to 1)")
+    teacher_temp: float = option(0.04, "teacher temperature after warm-up (DINO: 0.04-0.07)")
+    warmup_teacher_temp: float = option(0.04, "initial teacher temperature")
+    warmup_teacher_temp_epochs: float = option(0, "teacher temperature warm-up epochs (DINO: 30)")
+    freeze_last_layer_epochs: float = option(1, "epochs with the prototype layer frozen")
+    max_grad_norm: float | None = option(3.0, "clip each gradient to this norm")
+    knn_k: int = option(20, "neighbours of the k-NN sanity metric")
+    seed: int = option(0, "seed of weights, order and augmentation")
+    mixed_precision: str | None = option(None, "no / fp16 / bf16 (default: the accelerate config's)")
+    overwrite: bool = option(False, "replace an output folder that holds another run")
+    resume: bool = option(False, "continue the run in --output-dir from its last checkpoint")
+    save_every: int = option(0, "save a resume checkpoint every N steps (0: each epoch)")
+    stop_after: int | None = option(None, "stop after N steps of this invocation, as a killed job would")
+    progress: bool = option(True, "hide progress bars", flag="--no-progress")
+
+    def __post_init__(self):
+        self.output_dir = Path(self.output_dir)
+        if self.top_k is not None and self.top_k_ratio is not None:
+            raise PretrainingError("pass only one of --top-k and --top-k-ratio")
+
+
+def build_backbone(args: DINOTrainingArguments):
+    from modeling_lastvit import LastViTConfig, LastViTModel
+
+    pooling = {"pooling": args.pooling, "lazystrike_top_k": args.top_k, "lazystrike_top_k_ratio": args.top_k_ratio}
+    if args.top_k is None and args.top_k_ratio is None:
+        pooling["lazystrike_top_k"] = 1
+    if args.model_name_or_path:
+        return LastViTModel.from_pretrained(args.model_name_or_path, **pooling)
+    hidden, layers, heads, mlp, image, patch = PRESETS[args.preset]
+    config = LastViTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=mlp,
+        image_size=args.image_size or image,
+        patch_size=patch,
+        **pooling,
+    )
+    return LastViTModel(config)
+
+
+class _Views:
+    def __init__(self, split, transform, image_column, label_column):
+        self.split, self.transform = split, transform
+        self.image_column, self.label_column = image_column, label_column
+        self.has_labels = label_column in split.column_names
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, index):
+        row = self.split[index]
+        return self.transform(row[self.image_column], index, self.epoch), int(
+            row[self.label_column]
+        ) if self.has_labels else -1
+
+
+def train_dino(args: DINOTrainingArguments) -> dict:
+    """Run the DINO training `args` describe; returns the final evaluation (or the stop step)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from lastvit.data.loading import EpochSampler, ImageTransform, build_processor, load_splits
+    from lastvit.training.dino import (
+        DINOHead,
+        DINOLoss,
+        DINOModel,
+        MultiCrop,
+        collate_crops,
+        teacher_momentum,
+        teacher_temperature,
+        update_teacher,
+    )
+    from lastvit.training.pretraining import cosine_schedule, load_checkpoint, prepare_output_dir, save_checkpoint
+
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    if accelerator.is_main_process:
+        prepare_output_dir(args.output_dir, args.resume, args.overwrite)
+    accelerator.wait_for_everyone()
+    set_seed(args.seed)
+    scenes = {
+        "num_train": args.scenes_train,
+        "num_test": args.scenes_test,
+        "seed": args.seed,
+        "image_size": args.image_size or PRESETS[args.preset][4],
+    }
+    train_split, eval_split = load_splits(args.dataset, args.train_split, args.eval_split, args.data_dir, scenes)
+    if args.image_column not in train_split.column_names:
+        raise PretrainingError(
+            f"the training split has no column {args.image_column!r}; its columns are {train_split.column_names} "
+            "(set --image-column)."
+        )
+    backbone = build_backbone(args)
+    processor = build_processor(backbone)
+    size = backbone.config.image_size_hw[0]
+    patch = backbone.config.patch_size_hw[0]
+    local = args.local_size or max(patch, round(size * 3 / 7 / patch) * patch)
+    student = DINOModel(
+        backbone,
+        DINOHead(backbone.config.pooled_feature_size, args.out_dim, args.head_hidden_dim, args.bottleneck_dim),
+    )
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    untrained = copy.deepcopy(backbone).eval()
+    loss_fn = DINOLoss(args.out_dim)
+    crops = MultiCrop(
+        size, local, args.num_local_crops, tuple(processor.image_mean), tuple(processor.image_std), args.seed
+    )
+    data = _Views(train_split, crops, args.image_column, args.label_column)
+    sampler = EpochSampler(len(data), args.seed, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=collate_crops,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    if len(loader) == 0:
+        raise PretrainingError(
+            f"the training split has {len(data)} images, fewer than one batch of {args.batch_size}."
+        )
+    # DINO: no weight decay on biases and norms
+    decay = [p for n, p in student.named_parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for n, p in student.named_parameters() if p.requires_grad and p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+    student, optimizer, loader = accelerator.prepare(student, optimizer, loader)
+    teacher.to(accelerator.device)
+    loss_fn.to(accelerator.device)
+    accelerator.register_for_checkpointing(teacher, loss_fn)
+
+    steps_per_epoch = len(loader)
+    total_steps = max(1, math.ceil(args.epochs * steps_per_epoch))
+    peak_lr = args.learning_rate * args.batch_size * accelerator.num_processes / 256
+    warmup = round(args.warmup_epochs * steps_per_epoch)
+    temp_warmup = round(args.warmup_teacher_temp_epochs * steps_per_epoch)
+    frozen_steps = round(args.freeze_last_layer_epochs * steps_per_epoch)
+    eval_transform = ImageTransform(
+        size=size, mean=tuple(processor.image_mean), std=tuple(processor.image_std), train=False
+    )
+
+    last_dir = args.output_dir / "checkpoints" / "last"
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []}
+    if args.resume:
+        state = load_checkpoint(accelerator, last_dir)
+    steps_this_run = 0
+    progress = tqdm(total=total_steps, initial=state["step"], desc="dino", disable=not args.progress)
+    student.train()
+    while state["step"] < total_steps:
+        sampler.epoch = data.epoch = state["epoch"]
+        epoch_loader = (
+            accelerator.skip_first_batches(loader, state["batch_in_epoch"]) if state["batch_in_epoch"] else loader
+        )
+        for batch in epoch_loader:
+            step = state["step"]
+            optimizer.param_groups[0]["lr"] = optimizer.param_groups[1]["lr"] = cosine_schedule(
+                peak_lr, args.min_lr, step, total_steps, warmup
+            )
+            optimizer.param_groups[0]["weight_decay"] = cosine_schedule(
+                args.weight_decay, args.weight_decay_end, step, total_steps
+            )
+            views = batch["crops"]
+            with torch.no_grad():
+                teacher_out = teacher(views[:2])
+            student_out = student(views)
+            temp = teacher_temperature(step, temp_warmup, args.warmup_teacher_temp, args.teacher_temp)
+            loss = loss_fn(student_out.float(), teacher_out.float(), temp)
+            if not torch.isfinite(loss):
+                raise PretrainingError(f"the loss became {loss.item()} at step {step + 1}; lower the learning rate.")
+            accelerator.backward(loss)
+            if args.max_grad_norm:
+                accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+            if step < frozen_steps:
+                for p in accelerator.unwrap_model(student).head.last_layer.parameters():
+                    p.grad = None
+            optimizer.step()
+            optimizer.zero_grad()
+            update_teacher(
+                accelerator.unwrap_model(student), teacher, teacher_momentum(step, total_steps, args.momentum_teacher)
+            )
+            loss_fn.update_center(teacher_out, reduce=lambda x: accelerator.reduce(x, "mean"))
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            state["losses"].append(round(loss.item(), 6))
+            steps_this_run += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+            if args.save_every and state["step"] % args.save_every == 0:
+                save_checkpoint(accelerator, last_dir, state)
+            if args.stop_after is not None and steps_this_run >= args.stop_after:
+                progress.close()
+                return {"stopped_at_step": state["step"]}
+            if state["step"] >= total_steps:
+                break
+        else:
+            state.update(epoch=state["epoch"] + 1, batch_in_epoch=0)
+            if not args.save_every:
+                save_checkpoint(accelerator, last_dir, state)
+            continue
+        break
+    progress.close()
+    save_checkpoint(accelerator, last_dir, state)
+
+    results = {"step": state["step"], "final_loss": state["losses"][-1] if state["losses"] else None}
+    if accelerator.is_main_process:
+        results.update(evaluate_backbone(teacher.backbone, untrained, train_split, eval_split, eval_transform, args))
+        write_dino_folder(args, teacher, processor, results)
+    accelerator.end_training()
+    return results
+
+
+def evaluate_backbone(backbone, untrained, train_split, eval_split, transform, args) -> dict:
+    """k-NN top-1 (if labelled) and, on data with boxes/masks at model size, Patch-Score PiB, CorLoc and
+    coarse-segmentation IoU, for the trained backbone and its untrained start."""
+    from lastvit.training.pretraining import eval_arrays
+
+    train_pixels, train_labels, _, _ = eval_arrays(train_split, transform, args.image_column, args.label_column)
+    eval_pixels, eval_labels, boxes, masks = eval_arrays(eval_split, transform, args.image_column, args.label_column)
+    results = {}
+    for name, model in (("teacher", backbone), ("untrained", untrained)):
+        measured = {}
+        if train_labels is not None and eval_labels is not None:
+            measured["knn_top1"] = knn_accuracy(
+                model, train_pixels, train_labels, eval_pixels, eval_labels, args.knn_k
+            )
+        if boxes is not None:
+            measured.update(dense_localisation(model, eval_pixels, boxes, masks))
+        results[name] = measured
+    return results
+
+
+def _encode(model, pixels, batch_size: int = 128):
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    pooled, patches = [], []
+    with torch.no_grad():
+        for start in range(0, len(pixels), batch_size):
+            out = model(pixel_values=pixels[start : start + batch_size].to(device))
+            pooled.append(out.pooler_output.float().cpu())
+            patches.append(model.split_tokens(out.last_hidden_state).patches.float().cpu())
+    return torch.cat(pooled), torch.cat(patches)
+
+
+def knn_accuracy(model, train_pixels, train_labels, eval_pixels, eval_labels, k: int = 20, temperature: float = 0.07):
+    """DINO's weighted k-NN classifier on L2-normalised global features: each of the k nearest
+    training images votes for its class with weight exp(cos / T); top-1 accuracy."""
+    import torch
+
+    train = torch.nn.functional.normalize(_encode(model, train_pixels)[0], dim=-1)
+    test = torch.nn.functional.normalize(_encode(model, eval_pixels)[0], dim=-1)
+    labels = torch.as_tensor(train_labels)
+    num_classes = int(max(max(train_labels), max(eval_labels))) + 1
+    similarity, index = (test @ train.t()).topk(min(k, len(train)), dim=-1)
+    votes = torch.zeros(len(test), num_classes).scatter_add_(1, labels[index], (similarity / temperature).exp())
+    return float((votes.argmax(dim=-1) == torch.as_tensor(eval_labels)).float().mean())
+
+
+def dense_localisation(model, pixels, boxes, masks=None) -> dict:
+    """Patch Score (cosine of each patch with the global feature) -> Point-in-Box, CorLoc and coarse
+    segmentation IoU (`lastvit.measure.dense`)."""
+    from lastvit.measure.dense import dense_metrics
+    from lastvit.measure.localization import patch_scores, point_in_box
+
+    pooled, patches = _encode(model, pixels)
+    scores = patch_scores(patches, pooled)
+    height, width = pixels.shape[-2:]
+    grid = model.patch_grid(height, width)
+    patch_size = model.config.patch_size_hw
+    metrics = dense_metrics(scores, grid, patch_size, boxes, masks)
+    hits = point_in_box(scores, boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
+    return {"point_in_box": float(hits.mean()), **metrics}
+
+
+def write_dino_folder(args, teacher, processor, results: dict) -> None:
+    """Teacher backbone (LastViT folder with remote code), processor, head file, results and card,
+    staged and moved in beside `checkpoints/`."""
+    from safetensors.torch import save_file
+
+    from lastvit.files import write_folder
+    from lastvit.training.pretraining import move_into
+
+    head = teacher.head
+
+    def write(folder: Path):
+        teacher.backbone.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / HEAD_FILE))
+        (folder / HEAD_CONFIG).write_text(
+            json.dumps(
+                {
+                    "in_dim": head.mlp[0].in_features,
+                    "out_dim": args.out_dim,
+                    "hidden_dim": args.head_hidden_dim,
+                    "bottleneck_dim": args.bottleneck_dim,
+                    "note": "lastvit.training.dino.DINOHead(**config); load_state_dict",
+                },
+                indent=2,
+            )
+        )
+        (folder / "eval_results.json").write_text(json.dumps(results, indent=2))
+        dino_model_card(args, teacher.backbone, results).save(folder / "README.md")
+
+    staging = args.output_dir / ".final"
+    write_folder(staging, write)
+    move_into(staging, args.output_dir)
+
+
+def load_head(folder):
+    """The DINO head a run saved (for continued training)."""
+    from safetensors.torch import load_file
+
+    from lastvit.training.dino import DINOHead
+
+    config = json.loads((Path(folder) / HEAD_CONFIG).read_text())
+    head = DINOHead(config["in_dim"], config["out_dim"], config["hidden_dim"], config["bottleneck_dim"])
+    head.load_state_dict(load_file(str(Path(folder) / HEAD_FILE)))
+    return head
+
+
+def dino_model_card(args, backbone, results: dict):
+    from huggingface_hub import EvalResult
+
+    from lastvit.cards.model_card import describe_config, render_model_card
+
+    evals = []
+    teacher = results.get("teacher", {})
+    for key, name in (
+        ("knn_top1", "k-NN top-1"),
+        ("point_in_box", "Point-in-Box"),
+        ("corloc", "CorLoc"),
+        ("segmentation_iou", "coarse segmentation IoU"),
+    ):
+        if key in teacher:
+            evals.append(
+                EvalResult(
+                    task_type="image-feature-extraction",
+                    dataset_type=args.dataset,
+                    dataset_name=args.dataset,
+                    metric_type=key,
+                    metric_name=name,
+                    metric_value=float(teacher[key]),
+                )
+            )
+    usage = """```python
+from transformers import AutoImageProcessor, AutoModel
+
+model = AutoModel.from_pretrained("<this folder>", trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained("<this folder>", trust_remote_code=True)
+out = model(**processor(image, return_tensors="pt"))
+out.pooler_output  # the global feature the DINO head was trained on
+```
+
+The DINO head is in `dino_head.safetensors` (`lastvit.training.dino_trainer.load_head(folder)`)."""
+    return render_model_card(
+        title=f"LastViT DINO teacher ({backbone.config.pooling} readout)",
+        summary=(
+            "The teacher backbone of a DINO self-distillation run (`lastvit-train-dino`); the DINO head read "
+            "the backbone's `pooler_output`."
+        ),
+        details=describe_config(backbone.config),
+        command=to_argv(args, "lastvit-train-dino"),
+        sections=[
+            (
+                "Results of this run",
+                "The trained teacher and its untrained start, same measurements:\n\n```json\n"
+                + json.dumps(results, indent=2)
+                + "\n```",
+            ),
+            ("How to use", usage),
+            ("Limitations", "Trained on the data named in the command only; a toy-scale model unless stated."),
+            ("Training arguments", "```json\n" + json.dumps(asdict(args), default=str, indent=2) + "\n```"),
+        ],
+        pipeline_tag="image-feature-extraction",
+        license="mit",
+        eval_results=evals or None,
+        model_name="lastvit-dino" if evals else None,
+        tags=["dino", "self-supervised"],
+    )

@@ -1,0 +1,219 @@
+"""DINO with a LastViT backbone: the loss and centre against hand computations, the exact EMA, the
+schedules, multi-crop, the readout switch, an exact resume, and the exported teacher folder in a
+fresh process where this package cannot be imported."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from lastvit.training.dino import (
+    DINOHead,
+    DINOLoss,
+    DINOModel,
+    MultiCrop,
+    teacher_momentum,
+    teacher_temperature,
+    update_teacher,
+)
+from lastvit.training.dino_trainer import DINOTrainingArguments, load_head, train_dino
+from lastvit.training.pretraining import PretrainingError
+from modeling_lastvit import LastViTModel
+
+from .test_saving_and_remote_code import run_isolated
+from .tiny import tiny_config
+
+
+def softmax(x):
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def test_dino_loss_matches_a_hand_computation():
+    # one image, 2 global views (teacher and student) + 1 local view (student only), 3 prototypes
+    student = torch.tensor([[0.1, 0.5, -0.2], [0.3, -0.1, 0.0], [1.0, 0.2, 0.4]])
+    teacher = torch.tensor([[0.2, 0.0, 0.1], [-0.3, 0.4, 0.2]])
+    loss_fn = DINOLoss(3, student_temp=0.1)
+    loss_fn.center.copy_(torch.tensor([[0.05, -0.05, 0.0]]))
+    center = np.array([0.05, -0.05, 0.0])
+    q = [softmax((teacher[g].numpy() - center) / 0.04) for g in range(2)]
+    log_p = [np.log(softmax(student[v].numpy() / 0.1)) for v in range(3)]
+    pairs = [(0, 1), (0, 2), (1, 0), (1, 2)]  # (teacher view, student view), never the same view
+    expected = np.mean([-(q[g] * log_p[v]).sum() for g, v in pairs])
+    assert loss_fn(student, teacher, teacher_temp=0.04).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_centre_is_an_ema_of_the_teacher_batch_means():
+    loss_fn = DINOLoss(2, center_momentum=0.9)
+    loss_fn.update_center(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    torch.testing.assert_close(loss_fn.center, torch.tensor([[0.2, 0.3]]))
+    loss_fn.update_center(torch.tensor([[0.0, 0.0]]))
+    torch.testing.assert_close(loss_fn.center, torch.tensor([[0.18, 0.27]]))
+    assert "center" in loss_fn.state_dict()  # travels in checkpoints
+
+
+def test_sharpening_and_centering_shape_the_teacher_targets():
+    student = torch.tensor([[0.3, 0.1], [0.3, 0.1]])
+    log_p0 = torch.log_softmax(student[0] / 0.1, dim=0)[0].item()
+    # a cold teacher (0.04) turns logits [1, 0] into an almost one-hot target on prototype 0
+    assert DINOLoss(2)(student, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), 0.04).item() == pytest.approx(
+        -log_p0, rel=1e-6
+    )
+    # centring removes the teacher's constant preference: logits [2, 0] minus centre [2, 0] is a uniform target
+    centred = DINOLoss(2)
+    centred.center.copy_(torch.tensor([[2.0, 0.0]]))
+    uniform = DINOLoss(2)(student, torch.zeros(2, 2), 0.04)
+    assert centred(student, torch.tensor([[2.0, 0.0], [2.0, 0.0]]), 0.04).item() == pytest.approx(uniform.item())
+
+
+def test_ema_update_is_exact():
+    student, teacher = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    expected = [
+        0.9 * t.detach().clone() + 0.1 * s.detach() for s, t in zip(student.parameters(), teacher.parameters())
+    ]
+    update_teacher(student, teacher, 0.9)
+    for t, e in zip(teacher.parameters(), expected):
+        torch.testing.assert_close(t, e, rtol=0, atol=1e-7)
+    update_teacher(student, teacher, 0.0)
+    assert all(torch.equal(s, t) for s, t in zip(student.parameters(), teacher.parameters()))
+
+
+def test_schedules_warm_up_the_temperature_and_raise_the_momentum_to_one():
+    assert teacher_temperature(0, 10, 0.04, 0.07) == pytest.approx(0.04)
+    assert teacher_temperature(5, 10, 0.04, 0.07) == pytest.approx(0.055)
+    assert teacher_temperature(50, 10, 0.04, 0.07) == pytest.approx(0.07)
+    assert teacher_momentum(0, 100) == pytest.approx(0.996)
+    assert teacher_momentum(50, 100) == pytest.approx(0.998)
+    assert teacher_momentum(100, 100) == pytest.approx(1.0)
+
+
+def test_head_prototypes_are_unit_vectors_and_frozen_in_norm():
+    head = DINOHead(32, 10, hidden_dim=16, bottleneck_dim=8)
+    weight = head.last_layer.weight
+    torch.testing.assert_close(weight.norm(dim=1), torch.ones(10))
+    assert not head.last_layer.parametrizations.weight.original0.requires_grad
+    assert head(torch.randn(4, 32)).shape == (4, 10)
+
+
+def test_multicrop_gives_global_and_local_views_reproducibly():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    crops = MultiCrop(32, 16, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), seed=1)
+    views = crops(image, index=4, epoch=0)
+    assert [tuple(v.shape) for v in views] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 3
+    assert all(torch.equal(a, b) for a, b in zip(views, crops(image, index=4, epoch=0)))
+    assert not torch.equal(views[0], crops(image, index=4, epoch=1)[0])
+
+
+@pytest.mark.parametrize("pooling", ["cls", "lazystrike"])
+def test_the_head_reads_the_backbone_pooler_output_for_either_readout(pooling):
+    backbone = LastViTModel(tiny_config(pooling=pooling)).eval()
+    model = DINOModel(backbone, DINOHead(32, 12, 16, 8)).eval()
+    views = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32), torch.randn(2, 3, 16, 16)]
+    out = model(views)
+    assert out.shape == (6, 12)
+    with torch.no_grad():
+        pooled = torch.cat([backbone(v).pooler_output for v in views])
+        if pooling == "cls":
+            torch.testing.assert_close(backbone(views[0]).pooler_output, backbone(views[0]).last_hidden_state[:, 0])
+    torch.testing.assert_close(out, model.head(pooled), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# The trainer
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("backbone") / "tiny"
+    LastViTModel(tiny_config(pooling="lazystrike")).save_pretrained(folder)
+    return folder
+
+
+def run_args(output_dir, backbone, **overrides):
+    return DINOTrainingArguments(
+        output_dir=output_dir,
+        model_name_or_path=str(backbone),
+        scenes_train=24,
+        scenes_test=12,
+        image_size=32,
+        epochs=1,
+        batch_size=6,
+        num_local_crops=2,
+        out_dim=32,
+        head_hidden_dim=32,
+        bottleneck_dim=16,
+        learning_rate=0.05,
+        warmup_epochs=0.25,
+        freeze_last_layer_epochs=0.25,
+        knn_k=5,
+        progress=False,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_backbone):
+    folder = tmp_path_factory.mktemp("dino") / "full"
+    return folder, train_dino(run_args(folder, tiny_backbone, save_every=2))
+
+
+def test_a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(uninterrupted, tiny_backbone, tmp_path):
+    full, results = uninterrupted
+    assert results["step"] == 4
+    resumed = tmp_path / "resumed"
+    assert train_dino(run_args(resumed, tiny_backbone, save_every=2, stop_after=2)) == {"stopped_at_step": 2}
+    assert train_dino(run_args(resumed, tiny_backbone, save_every=2, resume=True)) == results
+    for name in ("model.safetensors", "dino_head.safetensors"):
+        a, b = load_file(full / name), load_file(resumed / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    state = [json.loads((f / "checkpoints/last/trainer_state.json").read_text()) for f in (full, resumed)]
+    assert state[0]["losses"] == state[1]["losses"] and len(state[0]["losses"]) == 4
+
+
+def test_training_moves_the_teacher_and_reports_it_beside_the_untrained_start(uninterrupted, tiny_backbone):
+    folder, results = uninterrupted
+    start, teacher = load_file(tiny_backbone / "model.safetensors"), load_file(folder / "model.safetensors")
+    assert any(not torch.equal(start[k], teacher[k]) for k in start)
+    for name in ("teacher", "untrained"):
+        assert set(results[name]) == {"knn_top1", "point_in_box", "corloc", "segmentation_iou"}
+        assert all(0 <= v <= 1 for v in results[name].values())
+    card = (folder / "README.md").read_text()
+    assert "lastvit-train-dino" in card and "pipeline_tag: image-feature-extraction" in card
+    head = load_head(folder)
+    assert head(torch.randn(2, 32)).shape == (2, 32)
+
+
+def test_exported_teacher_loads_with_automodel_in_a_fresh_process_without_the_package(uninterrupted, tmp_path):
+    folder, _ = uninterrupted
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = LastViTModel.from_pretrained(folder).eval()(pixels).pooler_output
+    torch.save({"pixels": pixels, "pooled": expected}, tmp_path / "expected.pt")
+    run_isolated(
+        tmp_path,
+        """
+        from transformers import AutoImageProcessor, AutoModel
+
+        model = AutoModel.from_pretrained(ARGS["folder"], trust_remote_code=True).eval()
+        check_remote(model)
+        check_remote(AutoImageProcessor.from_pretrained(ARGS["folder"], trust_remote_code=True))
+        expected = torch.load(ARGS["expected"], weights_only=True)
+        with torch.no_grad():
+            check_close("pooled", model(expected["pixels"]).pooler_output, expected["pooled"])
+        """,
+        folder=folder,
+        expected=tmp_path / "expected.pt",
+    )
+
+
+def test_missing_image_column_names_the_columns_there_are(tmp_path, tiny_backbone):
+    import datasets
+
+    split = datasets.Dataset.from_dict({"picture": [Image.new("RGB", (32, 32))] * 4})
+    datasets.DatasetDict(train=split, test=split).save_to_disk(tmp_path / "data")
+    with pytest.raises(PretrainingError, match=r"no column 'image'.*\['picture'\].*--image-column"):
+        train_dino(run_args(tmp_path / "run", tiny_backbone, dataset=str(tmp_path / "data")))
