@@ -47,7 +47,7 @@ class DataArguments:
     @property
     def dataset_name(self) -> str:
         """How cards and logs name the data: the flag's value, or a note for an in-memory dataset."""
-        return self.dataset if isinstance(self.dataset, str) else "an in-memory DatasetDict"
+        return self.dataset if isinstance(self.dataset, str) else "<in-memory DatasetDict>"
 
     @classmethod
     def from_args(cls, namespace, **overrides) -> DataArguments:
