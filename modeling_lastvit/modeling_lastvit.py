@@ -3,7 +3,7 @@ CLS, mean, max or LazyStrike pooling, following transformers' in-tree vision mod
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -20,12 +20,14 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs
+from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_lastvit import LastViTConfig
 from .pooling_lastvit import LazyStrikePooler, PooledFeatures, count_votes
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -214,9 +216,9 @@ class LastViTAttention(nn.Module):
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        # Only eager attention returns the maps: a call that asks for them runs eagerly (the encoder warns once).
+        implementation = "eager" if kwargs.get("output_attentions") else self.config._attn_implementation
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self,
             query,
@@ -370,13 +372,13 @@ class LastViTPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _no_split_modules = ["LastViTEmbeddings", "LastViTLayer"]
+    _no_split_modules: ClassVar[list[str]] = ["LastViTEmbeddings", "LastViTLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-    _can_record_outputs = {"hidden_states": LastViTLayer, "attentions": LastViTAttention}
+    _can_record_outputs: ClassVar[dict] = {"hidden_states": LastViTLayer, "attentions": LastViTAttention}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -437,11 +439,11 @@ class LastViTEncoder(LastViTPreTrainedModel):
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
     def forward(self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutput:
-        if kwargs.get("output_attentions", self.config.output_attentions) and self.config._attn_implementation != "eager":
-            raise ValueError(
-                f"Attention maps need eager attention, but this model uses {self.config._attn_implementation!r}, "
-                "which does not return them. Load it with `attn_implementation='eager'` or call "
-                "`model.set_attn_implementation('eager')` first."
+        if kwargs.get("output_attentions") and self.config._attn_implementation != "eager":
+            logger.warning_once(
+                f"Attention maps need eager attention; this model uses {self.config._attn_implementation!r}, so "
+                "calls with `output_attentions=True` run eager attention (slower, more memory). Load the model "
+                "with `attn_implementation='eager'` to use it throughout."
             )
         for layer in self.layer:
             hidden_states = layer(hidden_states, **kwargs)
@@ -454,7 +456,9 @@ class LastViTModel(LastViTPreTrainedModel):
     def __init__(self, config: LastViTConfig):
         super().__init__(config)
         self.embeddings = LastViTEmbeddings(config)
-        self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_pre_norm else None
+        self.pre_layernorm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_pre_norm else None
+        )
         self.encoder = LastViTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = LastViTPooler(config)
@@ -554,7 +558,9 @@ class LastViTBackbone(BackboneMixin, LastViTPreTrainedModel):
         super().__init__(config)
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
         self.embeddings = LastViTEmbeddings(config)
-        self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_pre_norm else None
+        self.pre_layernorm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_pre_norm else None
+        )
         self.encoder = LastViTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
@@ -575,12 +581,14 @@ class LastViTBackbone(BackboneMixin, LastViTPreTrainedModel):
             for stage, hidden_state in zip(self.stage_names, outputs.hidden_states)
             if stage in self.out_features
         )
-        return BackboneOutput(feature_maps=feature_maps, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return BackboneOutput(
+            feature_maps=feature_maps, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
 
 __all__ = [
-    "LastViTPreTrainedModel",
-    "LastViTModel",
-    "LastViTForImageClassification",
     "LastViTBackbone",
+    "LastViTForImageClassification",
+    "LastViTModel",
+    "LastViTPreTrainedModel",
 ]
