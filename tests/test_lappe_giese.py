@@ -205,6 +205,9 @@ def test_register_dependence_counts_the_highest_norm_register_and_pairwise_cosin
     torch.testing.assert_close(dependence.mean_rank, torch.tensor([2.0, 1.0]))
     torch.testing.assert_close(dependence.mean_norm, torch.tensor([1.0, 5.0]))
     torch.testing.assert_close(dependence.mean_pairwise_cosine, torch.tensor([0.0, 1.0]))
+    tied = A.register_image_dependence(torch.stack([constant, constant, varying], dim=1))
+    torch.testing.assert_close(tied.top_norm_share, torch.tensor([0.5, 0.5, 0.0]))  # equal norms share the top
+    torch.testing.assert_close(tied.mean_rank, torch.tensor([1.5, 1.5, 3.0]))
     with pytest.raises(ValueError, match="n >= 2"):
         A.register_image_dependence(torch.ones(1, 2, 4))
 

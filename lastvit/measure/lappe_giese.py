@@ -232,7 +232,7 @@ def nearest_class_mean_accuracy(
 
 class RegisterDependence(NamedTuple):
     top_norm_share: torch.Tensor
-    """[R] share of images in which this register has the largest L2 norm of all registers."""
+    """[R] share of images in which this register has the largest L2 norm of all registers (ties share)."""
     mean_rank: torch.Tensor
     """[R] mean norm rank over images (1 = the largest norm)."""
     mean_norm: torch.Tensor
@@ -253,8 +253,14 @@ def register_image_dependence(registers) -> RegisterDependence:
         raise ValueError(f"registers must be [n >= 2 images, R >= 1 registers, D]; got {tuple(R.shape)}.")
     n = R.shape[0]
     norms = R.norm(dim=-1)  # [n, R]
-    ranks = norms.argsort(dim=1, descending=True).argsort(dim=1) + 1  # 1 = largest
-    top = nn.functional.one_hot(norms.argmax(dim=1), R.shape[1]).double().mean(dim=0)
+    # Norms equal to a relative 1e-6 tie (e.g. registers initialised identically): they share the top
+    # place and get the mean of their ranks, so no register wins by its index.
+    tolerance = 1e-6 * norms.abs().amax(dim=1, keepdim=True)
+    greater = (norms[:, None, :] > norms[:, :, None] + tolerance[..., None]).sum(dim=-1)  # [n, R] strictly larger
+    tied = ((norms[:, None, :] - norms[:, :, None]).abs() <= tolerance[..., None]).sum(dim=-1)  # self included
+    ranks = 1 + greater + (tied - 1) / 2  # 1 = the largest
+    is_top = (greater == 0).double()
+    top = (is_top / is_top.sum(dim=1, keepdim=True)).mean(dim=0)
     unit = nn.functional.normalize(R, dim=-1)  # [n, R, D]
     summed = unit.sum(dim=0)  # sum over images: |sum|^2 = sum over all ordered pairs, diagonal included
     pairwise = ((summed * summed).sum(dim=-1) - (unit * unit).sum(dim=(0, 2))) / (n * (n - 1))
