@@ -31,6 +31,12 @@ MAP_LABELS = {
     "votes": "LazyStrike votes",
     "cls_attention": "last-layer CLS attention",
 }
+SHORT_LABELS = {
+    "patch_score": "Patch Score (pooled)",
+    "patch_score_cls": "Patch Score (CLS)",
+    "votes": "votes",
+    "cls_attention": "CLS attention",
+}
 PROBE_STEPS = 7  # the paper's masking grid: k = 0, N/7, 2N/7, ...
 PROBE_ORDERS = ("high", "random", "low")
 
@@ -292,6 +298,7 @@ def evaluate_model(
 
 __all__ = [
     "MAP_LABELS",
+    "SHORT_LABELS",
     "EvaluationData",
     "classification_metrics",
     "encode",

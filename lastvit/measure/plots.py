@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from transformers.image_utils import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 
 def _figure(width: float, height: float):
@@ -185,4 +184,123 @@ def plot_norm_histogram(
     return _save(figure, path)
 
 
-__all__ = ["image_to_display", "plot_masking_probe", "plot_norm_histogram", "plot_patch_map"]
+def plot_map_grid(
+    images: Sequence,
+    rows: Mapping[str, Mapping[str, Sequence]],
+    path,
+    grid: Sequence[int],
+    boxes: Sequence[Sequence[float]] | None = None,
+    masks: Sequence | None = None,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+    cmap: str = "jet",
+) -> Path:
+    """One figure comparing maps: for every image, a row per ``rows`` entry (e.g. a model) and a
+    column per map of that entry (``{model: {map name: [B, N] values}}``), each overlaid on the
+    image with the object's box (lime) and, when given, the exact mask's outline (white). The
+    first column shows the image. Maps are min-max scaled per panel; the arg-max patch is framed."""
+    from matplotlib.patches import Rectangle
+
+    columns = list(dict.fromkeys(name for maps in rows.values() for name in maps))
+    n_rows, n_cols = len(images) * len(rows), 1 + len(columns)
+    figure = _figure(1.9 * n_cols, 1.9 * n_rows)
+    axes = np.asarray(figure.subplots(n_rows, n_cols, squeeze=False))
+    grid_rows, grid_cols = int(grid[0]), int(grid[1])
+    for i, image in enumerate(images):
+        picture = image_to_display(image, mean, std)
+        height, width = picture.shape[:2]
+        extent = (0, width, height, 0)
+        for j, (row_name, maps) in enumerate(rows.items()):
+            line = axes[i * len(rows) + j]
+            line[0].imshow(picture, extent=extent)
+            line[0].set_title(row_name, fontsize=7, loc="left")
+            for c, name in enumerate(columns, start=1):
+                axis = line[c]
+                axis.imshow(picture, extent=extent)
+                if name in maps:
+                    values = _to_numpy(maps[name][i]).astype(np.float32).reshape(grid_rows, grid_cols)
+                    span = values.max() - values.min()
+                    scaled = (values - values.min()) / span if span > 0 else np.zeros_like(values)
+                    axis.imshow(scaled, extent=extent, cmap=cmap, alpha=0.5, interpolation="nearest", vmin=0, vmax=1)
+                    r, k = np.unravel_index(int(np.argmax(values)), values.shape)
+                    pw, ph = width / grid_cols, height / grid_rows
+                    axis.add_patch(Rectangle((k * pw, r * ph), pw, ph, fill=False, edgecolor="white", linewidth=1.5))
+                if i == 0 and j == 0:
+                    axis.set_title(name, fontsize=7)
+            for axis in line:
+                if boxes is not None:
+                    x0, y0, x1, y1 = (float(v) for v in boxes[i])
+                    axis.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1))
+                if masks is not None:
+                    mask = np.asarray(masks[i], dtype=float)
+                    ys = (np.arange(mask.shape[0]) + 0.5) * height / mask.shape[0]
+                    xs = (np.arange(mask.shape[1]) + 0.5) * width / mask.shape[1]
+                    axis.contour(xs, ys, mask, levels=[0.5], colors="white", linewidths=0.6)
+                axis.set_xlim(0, width)
+                axis.set_ylim(height, 0)
+                axis.set_axis_off()
+    return _save(figure, path)
+
+
+def plot_probe_comparison(
+    ks: Sequence[int],
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    path,
+    num_patches: int,
+    chance: float | None = None,
+) -> Path:
+    """Masking-probe curves of several models side by side: one panel per model, one line per
+    order (``{model: {"high": [...], "random": [...], "low": [...]}}``)."""
+    x = np.asarray(ks, dtype=np.float64) / num_patches
+    figure = _figure(3.2 * len(curves), 3.2)
+    axes = np.atleast_1d(figure.subplots(1, len(curves), sharey=True))
+    styles = {"high": ("tab:red", "o"), "low": ("tab:blue", "s"), "random": ("tab:gray", "^")}
+    for axis, (name, orders) in zip(axes, curves.items()):
+        for order, values in orders.items():
+            color, marker = styles.get(order, (None, "x"))
+            axis.plot(x, values, marker=marker, color=color, label=f"{order} first")
+        if chance is not None:
+            axis.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
+        axis.set_title(name, fontsize=8)
+        axis.set_xlabel("fraction masked")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("top-1 accuracy")
+    axes[0].legend(fontsize=7)
+    return _save(figure, path)
+
+
+def plot_seed_points(
+    values: Mapping[str, Mapping[str, Sequence[float]]],
+    path,
+    reference: Mapping[str, float] | None = None,
+    ylabel: str = "value",
+) -> Path:
+    """Per-seed points (and their mean as a bar outline) of several metrics for several models:
+    ``{metric: {model: [one value per seed]}}``; `reference` draws a dashed line per metric
+    (e.g. chance or the best map-free baseline)."""
+    figure = _figure(3.4 * len(values), 3.4)
+    axes = np.atleast_1d(figure.subplots(1, len(values)))
+    for axis, (metric, models) in zip(axes, values.items()):
+        for x, (model, points) in enumerate(models.items()):
+            points = np.asarray(points, dtype=np.float64)
+            axis.bar(x, points.mean(), color="none", edgecolor="tab:blue")
+            axis.scatter(np.full(points.shape, x), points, color="tab:blue", s=12, zorder=3)
+        if reference and metric in reference:
+            axis.axhline(reference[metric], color="black", linestyle="--", linewidth=1)
+        axis.set_xticks(range(len(models)))
+        axis.set_xticklabels(list(models), rotation=45, ha="right", fontsize=7)
+        axis.set_title(metric, fontsize=9)
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3, axis="y")
+    return _save(figure, path)
+
+
+__all__ = [
+    "image_to_display",
+    "plot_map_grid",
+    "plot_masking_probe",
+    "plot_norm_histogram",
+    "plot_patch_map",
+    "plot_probe_comparison",
+    "plot_seed_points",
+]

@@ -1,0 +1,104 @@
+"""One model's evaluation as Markdown and figures (what `lastvit-evaluate` writes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .evaluation import MAP_LABELS, SHORT_LABELS, EvaluationData
+
+METRIC_LABELS = {"point_in_box": "Point-in-Box", "corloc": "CorLoc", "segmentation_iou": "coarse-seg. IoU"}
+
+
+def write_figures(
+    folder: Path, data: EvaluationData, arrays: dict, metrics: dict, mean, std, num_examples: int = 4
+) -> list[str]:
+    """Every map over the first images (box and exact mask drawn when known), the masking-probe
+    curves and the norm histogram. Returns the file names."""
+    from . import plots as P
+
+    count = min(num_examples, len(data.pixel_values))
+    maps = {SHORT_LABELS[name]: values[:count] for name, values in arrays["maps"].items()}
+    P.plot_map_grid(
+        data.pixel_values[:count],
+        {"this model": maps},
+        folder / "maps.png",
+        arrays["grid"],
+        boxes=None if data.boxes is None else data.boxes[:count],
+        masks=None if data.masks is None else data.masks[:count],
+        mean=mean,
+        std=std,
+    )
+    probe = metrics["masking_probe"]
+    P.plot_masking_probe(
+        probe["k"],
+        {o: probe[o] for o in ("high", "random", "low")},
+        folder / "masking_probe.png",
+        num_patches=probe["num_patches"],
+    )
+    P.plot_norm_histogram(arrays["norms"], folder / "norms.png", threshold=metrics["token_norms"]["threshold"])
+    return ["maps.png", "masking_probe.png", "norms.png"]
+
+
+def markdown_report(metrics: dict, figures: list[str], title: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"Device: {metrics.get('device', 'cpu')}.",
+        "",
+        "## Classification",
+        "",
+        "| metric | trained | untrained |",
+        "|---|---|---|",
+    ]
+    untrained = metrics.get("untrained_classification", {})
+    for key, value in metrics["classification"].items():
+        if key == "num_images":
+            continue
+        lines.append(
+            f"| {key} | {value:.4f} | {untrained[key]:.4f} |" if key in untrained else f"| {key} | {value:.4f} | – |"
+        )
+    lines += ["", f"{metrics['classification']['num_images']} images."]
+    if "maps" in metrics:
+        lines += [
+            "",
+            "## Where it looks: each map (trained / same architecture untrained)",
+            "",
+            "| map | " + " | ".join(METRIC_LABELS.values()) + " |",
+            "|---|" + "---|" * len(METRIC_LABELS),
+        ]
+        for name, values in metrics["maps"].items():
+            cells = []
+            for metric in METRIC_LABELS:
+                if metric not in values:
+                    cells.append("–")
+                    continue
+                fresh = values.get("untrained", {}).get(metric)
+                cells.append(f"{values[metric]:.3f}" + (f" / {fresh:.3f}" if fresh is not None else ""))
+            lines.append(f"| {MAP_LABELS[name]} | " + " | ".join(cells) + " |")
+        for name, values in metrics["baselines"].items():
+            lines.append(
+                f"| baseline: {name.replace('_', ' ')} | "
+                + " | ".join(f"{values[m]:.3f}" if m in values else "–" for m in METRIC_LABELS)
+                + " |"
+            )
+        lines += [
+            "",
+            (
+                f"Mean box area: {metrics['box_area_fraction']:.1%} of the image. A map counts only where it "
+                "beats the baselines and its untrained twin: pasted objects are salient."
+            ),
+        ]
+    probe = metrics["masking_probe"]
+    lines += [
+        "",
+        f"## Masking probe (top-1 after masking k of {probe['num_patches']} patches ranked by Patch Score)",
+        "",
+        "| order | " + " | ".join(f"k={k}" for k in probe["k"]) + " |",
+        "|---|" + "---|" * len(probe["k"]),
+    ]
+    for order in ("high", "random", "low"):
+        lines.append(f"| {order} first | " + " | ".join(f"{a:.3f}" for a in probe[order]) + " |")
+    lines += ["", "## Patch-token norms", "", "| statistic | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in metrics["token_norms"].items()]
+    lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
+    return "\n".join(lines) + "\n"

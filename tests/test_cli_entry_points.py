@@ -1,0 +1,56 @@
+"""Every command the README names is an installed console script, and `--help` stays light.
+
+A green CI once hid a missing entry point (`lastvit-study: command not found` after a fresh
+install), so the README itself is the specification here.
+"""
+
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+HEAVY = ("torch", "transformers", "datasets", "accelerate", "matplotlib", "peft")
+
+
+def readme_commands() -> set[str]:
+    return set(re.findall(r"(?<![\w./-])(lastvit-[a-z][a-z-]*[a-z])(?![\w./-])", (ROOT / "README.md").read_text()))
+
+
+def test_readme_names_the_main_job_and_every_named_command_is_a_console_script():
+    named = readme_commands()
+    assert "lastvit-study" in named
+    missing = sorted(named - set(SCRIPTS))
+    assert not missing, f"README names commands that pyproject.toml does not install: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_console_script_target_exists(name):
+    module, _, function = SCRIPTS[name].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_help_imports_no_heavy_library(name):
+    module, _, function = SCRIPTS[name].partition(":")
+    code = (
+        "import sys\n"
+        f"from {module} import {function} as main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code in (0, None), exit.code\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+    assert "HEAVY []" in result.stdout, f"{name} --help imports {result.stdout.splitlines()[-1]}"
