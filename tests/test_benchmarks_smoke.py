@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks.contenders import timm_available
 
@@ -163,7 +164,7 @@ def test_bad_flags_fail_with_a_clear_message(flags, message):
     assert message in completed.stderr
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_device_cuda_without_a_gpu_fails_with_a_clear_message():
     completed = subprocess.run(
         [*BENCH, "--device", "cuda"], capture_output=True, text=True, check=False, timeout=120, cwd=REPO
