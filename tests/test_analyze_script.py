@@ -30,7 +30,7 @@ def converted_dinov2_with_registers():
     try:
         import transformers
 
-        from modeling_lastvit.conversion.convert import ConversionOptions, convert_hf_model
+        from modeling_lastvit.conversion import ConversionOptions, convert_hf_model
     except ImportError:
         config = tiny_config(num_register_tokens=4, layerscale_value=1.0, pooling="cls")
         return LastViTModel(config), None

@@ -49,7 +49,7 @@ def test_help_imports_no_heavy_library(name):
         "print('HEAVY', heavy)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout

@@ -13,7 +13,7 @@ from modeling_lastvit.conversion import (
     convert_openclip_state_dict,
     convert_torchvision_state_dict,
 )
-from modeling_lastvit.conversion.cli import build_parser
+from training_scripts.convert import build_parser
 
 from .conversion_helpers import REPO_ROOT, clip_reference, dino_reference, torchvision_reference
 from .reference_vits import dino_training_checkpoint

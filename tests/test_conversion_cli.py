@@ -14,7 +14,7 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import save_file
 
-from modeling_lastvit.conversion.cli import build_parser, main
+from training_scripts.convert import build_parser, main
 
 from .conversion_helpers import (
     ATOL,
@@ -267,7 +267,7 @@ def test_converted_folders_reproduce_the_sources_in_a_fresh_process_without_the_
 
 
 def test_console_script_is_declared_and_documents_every_flag():
-    assert 'lastvit-convert = "modeling_lastvit.conversion.cli:main"' in (REPO_ROOT / "pyproject.toml").read_text()
+    assert 'lastvit-convert = "training_scripts.convert:main"' in (REPO_ROOT / "pyproject.toml").read_text()
     text = build_parser().format_help()
     for flag in (
         "--from",
@@ -294,24 +294,6 @@ def test_console_script_is_declared_and_documents_every_flag():
 # --help without torch, and inputs that are missing or broken
 # --------------------------------------------------------------------------------------------
 
-_HELP_WITHOUT_THE_PARENT_PACKAGE = textwrap.dedent(
-    """
-    import sys, types
-    # Only the conversion package and its CLI: the model package's __init__ (which imports transformers
-    # and the model, as Auto registration needs) is stood in for by an empty package.
-    parent = types.ModuleType("modeling_lastvit")
-    parent.__path__ = [sys.argv[1] + "/modeling_lastvit"]
-    sys.modules["modeling_lastvit"] = parent
-    from modeling_lastvit.conversion.cli import main
-    try:
-        main(["--help"])
-    except SystemExit as exit:
-        assert exit.code == 0, exit.code
-    heavy = sorted(m for m in ("torch", "transformers", "safetensors", "huggingface_hub") if m in sys.modules)
-    print("HEAVY", heavy)
-    """
-)
-
 
 def run_python(code, *args):
     return subprocess.run(
@@ -319,16 +301,9 @@ def run_python(code, *args):
     )
 
 
-def test_the_conversion_cli_imports_no_torch_for_help():
-    result = run_python(_HELP_WITHOUT_THE_PARENT_PACKAGE, str(REPO_ROOT))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "usage: lastvit-convert" in result.stdout
-    assert "HEAVY []" in result.stdout
-
-
 def test_python_dash_m_cli_help_works():
     result = subprocess.run(
-        [sys.executable, "-m", "modeling_lastvit.conversion.cli", "--help"],
+        [sys.executable, "-m", "training_scripts.convert", "--help"],
         capture_output=True,
         text=True,
         check=False,
@@ -344,7 +319,7 @@ _HELP_IMPORTS_TORCH = textwrap.dedent(
     import runpy, sys
     sys.argv = ["lastvit-convert", "--help"]
     try:
-        runpy.run_module("modeling_lastvit.conversion.cli", run_name="__main__")
+        runpy.run_module("training_scripts.convert", run_name="__main__")
     except SystemExit:
         pass
     print("TORCH", "torch" in sys.modules)
@@ -352,11 +327,6 @@ _HELP_IMPORTS_TORCH = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="modeling_lastvit/__init__.py imports transformers and the model at import time (Auto registration), "
-    "so any modeling_lastvit.* import loads torch; drop this mark once that __init__ imports lazily (issue 12)",
-)
 def test_lastvit_convert_help_does_not_import_torch():
     result = run_python(_HELP_IMPORTS_TORCH)
     assert "TORCH False" in result.stdout, result.stdout + result.stderr[-2000:]

@@ -5,7 +5,7 @@ import pytest
 
 from modeling_lastvit import configuration_lastvit
 from modeling_lastvit.conversion import ConversionError, ConversionOptions
-from modeling_lastvit.conversion import options as conversion_options
+from lastvit import conversion_options
 
 
 @pytest.mark.parametrize(

@@ -25,9 +25,9 @@ The names below are imported on first use, so importing this package (or `cli`) 
 import importlib
 
 _EXPORTS = {
-    "ConversionError": "options",
-    "ConversionOptions": "options",
-    "SOURCES": "options",
+    "ConversionError": "key_plan",
+    "ConversionOptions": "key_plan",
+    "SOURCES": "sources",
     "ConversionResult": "key_plan",
     "extract_state_dict": "key_plan",
     "CheckpointLoadError": "checkpoint_loading",

@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from lastvit.conversion_options import ConversionError, ConversionOptions
+
 from ..image_processing_lastvit import LastViTImageProcessor
 from ..modeling_lastvit import LastViTForImageClassification
 from .checkpoint_loading import CheckpointLoadError, check_safetensors_file, first_line
@@ -46,7 +48,6 @@ from .key_plan import (
     resolve_head,
     zeros_like_bias,
 )
-from .options import ConversionError, ConversionOptions
 
 HF_ARCHITECTURES = {
     "ViTModel": "vit",

@@ -18,10 +18,11 @@ from typing import Any, NamedTuple
 
 import torch
 
+from lastvit.conversion_options import SOURCE_NAMES, STANDARD_NUM_HEADS, ConversionError, ConversionOptions
+
 from ..configuration_lastvit import LastViTConfig
 from ..image_processing_lastvit import LastViTImageProcessor
 from ..modeling_lastvit import LastViTForImageClassification, LastViTModel
-from .options import SOURCE_NAMES, STANDARD_NUM_HEADS, ConversionError, ConversionOptions
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]

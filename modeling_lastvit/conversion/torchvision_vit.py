@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from lastvit.conversion_options import ConversionOptions
+
 from .key_plan import (
     PIL_BILINEAR,
     ConversionResult,
@@ -26,7 +28,6 @@ from .key_plan import (
     square_grid,
     strip_prefixes,
 )
-from .options import ConversionOptions
 
 
 def convert_torchvision_state_dict(

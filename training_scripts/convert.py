@@ -1,6 +1,6 @@
-"""`lastvit-convert`: the command line over the converters (`python -m modeling_lastvit.conversion.cli`).
+"""`lastvit-convert`: the command line over the converters in `modeling_lastvit.conversion`.
 
-Only argparse and the torch-free `options` are imported at the top, so `--help` starts fast; the
+Only argparse and the torch-free `lastvit.conversion_options` are imported at the top, so `--help` starts fast; the
 converters, torch and transformers are imported when a conversion runs.
 """
 
@@ -12,7 +12,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .options import CLIP_ACTIVATIONS, POOLING_CHOICES, SCORE_RULES, SOURCES, STANDARD_NUM_HEADS, ConversionOptions
+from lastvit.conversion_options import (
+    CLIP_ACTIVATIONS,
+    POOLING_CHOICES,
+    SCORE_RULES,
+    SOURCES,
+    STANDARD_NUM_HEADS,
+    ConversionOptions,
+)
 
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -137,12 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from lastvit.cards.model_card import converted_model_card
-
-    from ..modeling_lastvit import LastViTForImageClassification
-    from .checkpoint_loading import CheckpointLoadError
-    from .options import ConversionError
-    from .sources import convert_checkpoint
-    from .writer import write_folder
+    from lastvit.conversion_options import ConversionError
+    from modeling_lastvit import LastViTForImageClassification
+    from modeling_lastvit.conversion.checkpoint_loading import CheckpointLoadError
+    from modeling_lastvit.conversion.sources import convert_checkpoint
+    from modeling_lastvit.conversion.writer import write_folder
 
     try:
         options.validate()
