@@ -13,6 +13,8 @@ from transformers import (
     AutoModelForImageClassification,
 )
 
+from lastvit import __version__  # noqa: F401 (the one version: pyproject.toml's, from the installed metadata)
+
 from .configuration_lastvit import LastViTConfig
 from .image_processing_lastvit import LastViTImageProcessor
 from .modeling_lastvit import (
@@ -23,8 +25,6 @@ from .modeling_lastvit import (
     LastViTPreTrainedModel,
 )
 from .pooling_lastvit import LazyStrikePooler, PooledFeatures, lazystrike_pool
-
-__version__ = "0.1.0"
 
 AutoConfig.register(LastViTConfig.model_type, LastViTConfig, exist_ok=True)
 AutoModel.register(LastViTConfig, LastViTModel, exist_ok=True)
@@ -39,13 +39,13 @@ LastViTBackbone.register_for_auto_class("AutoBackbone")
 LastViTImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
+    "LastViTBackbone",
     "LastViTConfig",
+    "LastViTForImageClassification",
+    "LastViTImageProcessor",
     "LastViTModel",
     "LastViTModelOutput",
-    "LastViTForImageClassification",
-    "LastViTBackbone",
     "LastViTPreTrainedModel",
-    "LastViTImageProcessor",
     "LazyStrikePooler",
     "PooledFeatures",
     "lazystrike_pool",

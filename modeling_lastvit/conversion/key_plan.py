@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from transformers.image_utils import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from lastvit.conversion_options import SOURCE_NAMES, STANDARD_NUM_HEADS, ConversionError, ConversionOptions
 
@@ -24,7 +26,6 @@ from ..configuration_lastvit import LastViTConfig
 from ..image_processing_lastvit import LastViTImageProcessor
 from ..modeling_lastvit import LastViTForImageClassification, LastViTModel
 
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 PIL_BILINEAR, PIL_BICUBIC = 2, 3
 _MAX_LISTED_KEYS = 12
