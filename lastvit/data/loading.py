@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-SCENES = "scenes"
+from .arguments import SCENES
 
 
 class DataError(ValueError):
@@ -19,7 +19,7 @@ class DataError(ValueError):
 
 
 def load_splits(
-    dataset: str,
+    dataset,
     train_split: str = "train",
     eval_split: str | None = None,
     data_dir: str | None = None,
@@ -28,11 +28,14 @@ def load_splits(
     """Return ``(train, eval)`` `datasets.Dataset`s.
 
     `dataset` is ``"scenes"`` (built offline from Debian photo packages), ``"imagefolder"`` (with
-    `data_dir`), a folder written by `Dataset(Dict).save_to_disk`, or a Hub dataset name.
+    `data_dir`), a folder written by `Dataset(Dict).save_to_disk`, a Hub dataset name, or an
+    in-memory `datasets.DatasetDict`.
     The evaluation split defaults to "validation", then "test"."""
     import datasets
 
-    if dataset == SCENES:
+    if isinstance(dataset, datasets.DatasetDict):
+        splits, dataset = dataset, "the dataset"
+    elif dataset == SCENES:
         from lastvit.data.scenes import build_scenes
 
         splits = build_scenes(**(scenes_kwargs or {}))
@@ -254,4 +257,6 @@ def build_processor(model, source: str | None = None):
         except OSError:
             pass  # no preprocessor_config.json: fall back to the default below
     size = model.config.image_size_hw[0]
-    return LastViTImageProcessor(size={"shortest_edge": round(size * 256 / 224)}, crop_size={"height": size, "width": size})
+    return LastViTImageProcessor(
+        size={"shortest_edge": round(size * 256 / 224)}, crop_size={"height": size, "width": size}
+    )

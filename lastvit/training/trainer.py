@@ -89,20 +89,13 @@ def build_model(config: TrainConfig, labels: list[str]):
 
 def load_data(config: TrainConfig):
     """``(train, eval)`` splits from `config.dataset`: a name or path, or an in-memory DatasetDict."""
-    if isinstance(config.dataset, str):
-        scenes_kwargs = {
-            "num_train": config.scenes_train,
-            "num_test": config.scenes_test,
-            "seed": config.seed,
-            "clutter": config.scenes_clutter,
-        }
-        return load_splits(config.dataset, config.train_split, config.eval_split, config.data_dir, scenes_kwargs)
-    splits = config.dataset
-    eval_split = config.eval_split or next((s for s in ("validation", "test", "val") if s in splits), None)
-    for name, flag in ((config.train_split, "train_split"), (eval_split, "eval_split")):
-        if name not in splits:
-            raise DataError(f"the dataset has no split {name!r}; it has {sorted(splits)} (set {flag}).")
-    return splits[config.train_split], splits[eval_split]
+    scenes_kwargs = {
+        "num_train": config.scenes_train,
+        "num_test": config.scenes_test,
+        "seed": config.seed,
+        "clutter": config.scenes_clutter,
+    }
+    return load_splits(config.dataset, config.train_split, config.eval_split, config.data_dir, scenes_kwargs)
 
 
 def prepare_output_dir(config: TrainConfig) -> None:
