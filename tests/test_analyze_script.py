@@ -25,15 +25,11 @@ CLS_SECTIONS = ("attention_share", "contribution_norms", "cka", "gram", "cls_cos
 
 
 def converted_dinov2_with_registers():
-    """A tiny transformers Dinov2WithRegistersModel converted to LastViT (with its processor), or,
-    if the converter is not usable, the same architecture configured by hand."""
-    try:
-        import transformers
+    """A tiny transformers Dinov2WithRegistersModel converted to LastViT, with its processor."""
+    import transformers
 
-        from modeling_lastvit.conversion import ConversionOptions, convert_hf_model
-    except ImportError:
-        config = tiny_config(num_register_tokens=4, layerscale_value=1.0, pooling="cls")
-        return LastViTModel(config), None
+    from modeling_lastvit.conversion import ConversionOptions, convert_hf_model
+
     source = transformers.Dinov2WithRegistersModel(
         transformers.Dinov2WithRegistersConfig(
             image_size=32,
