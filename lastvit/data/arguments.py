@@ -23,7 +23,7 @@ class DataArguments:
     """Where the images come from and how they are read. `dataset` may also be an already built
     `datasets.DatasetDict` when called from Python."""
 
-    dataset: Any = option(  # noqa: RUF009 (option() is dataclasses.field)
+    dataset: Any = option(
         SCENES,
         "'scenes' (built-in, offline), 'imagefolder' (with --data-dir), a save_to_disk folder, "
         "or a Hub dataset name (default: scenes)",

@@ -1,5 +1,8 @@
-"""Measurements: where a ViT looks (LaSt-ViT, `localization`), how its global feature is built
-(Lappe & Giese, `lappe_giese`), the local `evaluate` modules (`metrics`) and figures (`plots`).
+"""Measurements: where a ViT looks (LaSt-ViT, `localization`; CorLoc and coarse segmentation,
+`dense`; one classifier's whole evaluation, `evaluation` and `evaluation_report`), how its global
+feature is built (Lappe & Giese, `lappe_giese`; the whole analysis, `decoupling`,
+`decoupling_summary` and `decoupling_report`), the local `evaluate` modules (`metrics`) and
+figures (`plots`).
 
 The functions of `localization` and `lappe_giese` and `load_metric` are re-exported here.
 """

@@ -69,7 +69,7 @@ class OptimArguments:
 class RunArguments:
     """Where the run writes, how it checkpoints and reports."""
 
-    output_dir: Path = option(help="the checkpoint folder this run writes")  # noqa: RUF009
+    output_dir: Path = option(help="the checkpoint folder this run writes")
     overwrite: bool = option(False, "replace an output folder that holds another run")
     resume: bool = option(False, "continue the run in --output-dir from its last checkpoint")
     eval_every: int = option(0, "evaluate every N optimiser steps (0: each epoch)")

@@ -40,7 +40,7 @@ HEAD_FILE, HEAD_CONFIG = "dino_head.safetensors", "dino_head.json"
 class DINOTrainingArguments:
     """One DINO run; fields are the `lastvit-train-dino` flags."""
 
-    output_dir: Path = option(help="the folder this run writes (teacher, head, card, checkpoints)")  # noqa: RUF009
+    output_dir: Path = option(help="the folder this run writes (teacher, head, card, checkpoints)")
     dataset: str = option(
         "scenes", "'scenes' (built-in), 'imagefolder' (with --data-dir), a save_to_disk folder or a Hub name"
     )

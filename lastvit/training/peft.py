@@ -31,7 +31,7 @@ class PeftArguments:
     """Which adapter to train, and whether to also write the merged full model."""
 
     method: str = option("lora", "PEFT method (default: lora)", choices=sorted(DEFAULT_TARGETS))
-    target_modules: list[str] | None = option(  # noqa: RUF009
+    target_modules: list[str] | None = option(
         None, "module names to adapt (default: q_proj v_proj; IA3: k_proj v_proj fc2); 'all-linear' works", nargs="+"
     )
     rank: int = option(8, "LoRA/LoHa/LoKr rank (default: 8)")
