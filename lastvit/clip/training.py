@@ -50,7 +50,7 @@ class CLIPTrainingArguments:
         "lazystrike", "global readout of the image tower", choices=("cls", "mean", "max", "lazystrike")
     )
     top_k: int | None = option(None, "LazyStrike K as a count")
-    top_k_ratio: float | None = option(0.5, "LazyStrike K as a fraction of the patches (default: 0.5, Tab. 8's best)")
+    top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches (default: 0.5, Tab. 8's best)")
     text_width: int = option(128, "text tower width")
     text_layers: int = option(2, "text tower blocks")
     text_heads: int = option(4, "text tower attention heads")
@@ -73,10 +73,8 @@ class CLIPTrainingArguments:
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
-        if self.top_k is not None and self.top_k_ratio is not None and self.top_k_ratio != 0.5:
+        if self.top_k is not None and self.top_k_ratio is not None:
             raise PretrainingError("pass only one of --top-k and --top-k-ratio")
-        if self.top_k is not None:
-            self.top_k_ratio = None
 
 
 def build_model(args: CLIPTrainingArguments, tokenizer):
@@ -87,7 +85,7 @@ def build_model(args: CLIPTrainingArguments, tokenizer):
 
     pooling = {"pooling": args.pooling, "lazystrike_top_k": args.top_k, "lazystrike_top_k_ratio": args.top_k_ratio}
     if args.top_k is None and args.top_k_ratio is None:
-        pooling.update(lazystrike_top_k=1)
+        pooling["lazystrike_top_k_ratio"] = 0.5  # K = N/2, the best K of the paper's Tab. 8 (OpenCLIP)
     if args.vision_model_name_or_path:
         tower = LastViTModel.from_pretrained(args.vision_model_name_or_path, **pooling)
         vision_config = tower.config
