@@ -34,7 +34,7 @@ VISION_PRESETS = {
 class CLIPTrainingArguments:
     """One CLIP run; fields are the `lastvit-train-clip` flags."""
 
-    output_dir: Path = option(help="the folder this run writes (model, tokenizer, processor, card, checkpoints)")  # noqa: RUF009
+    output_dir: Path = option(help="the folder this run writes (model, tokenizer, processor, card, checkpoints)")
     dataset: str = option("scenes", "'scenes' (built-in, captions generated), a save_to_disk folder or a Hub name")
     train_split: str = option("train", "training split (default: train)")
     eval_split: str | None = option(None, "evaluation split (default: validation, else test)")
