@@ -158,18 +158,19 @@ class LastViTEmbeddings(nn.Module):
         return torch.cat((cls_pos, patch_pos), dim=1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        tokens = self.patch_embeddings(pixel_values)  # validates the input first
+        patches = self.patch_embeddings(pixel_values)  # validates the input first
         batch_size, _, height, width = pixel_values.shape
         patch_height, patch_width = self.patch_embeddings.patch_size
         position_embeddings = self.interpolate_pos_encoding(height // patch_height, width // patch_width)
-        if self.cls_token is not None:
-            tokens = torch.cat((self.cls_token.expand(batch_size, -1, -1), tokens), dim=1)
-        tokens = tokens + position_embeddings
+        num_cls = int(self.config.use_cls_token)
+        # [CLS + its position] + registers + [patches + their positions], in one concatenation
+        tokens = [patches + position_embeddings[:, num_cls:]]
         if self.register_tokens is not None:
-            num_cls = int(self.config.use_cls_token)
-            registers = self.register_tokens.expand(batch_size, -1, -1)
-            tokens = torch.cat((tokens[:, :num_cls], registers, tokens[:, num_cls:]), dim=1)
-        return self.dropout(tokens)
+            tokens.insert(0, self.register_tokens.expand(batch_size, -1, -1))
+        if self.cls_token is not None:
+            tokens.insert(0, (self.cls_token + position_embeddings[:, :num_cls]).expand(batch_size, -1, -1))
+        tokens = torch.cat(tokens, dim=1) if len(tokens) > 1 else tokens[0]
+        return self.dropout(tokens) if self.training else tokens
 
 
 def eager_attention_forward(
@@ -324,9 +325,19 @@ class LastViTLayer(GradientCheckpointingLayer):
 
     def forward(self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         attn_output, _ = self.attention(self.norm1(hidden_states), **kwargs)
-        hidden_states = hidden_states + self.drop_path(self.layer_scale1(self.dropout(attn_output)))
+        hidden_states = hidden_states + self.residual_branch(attn_output, self.layer_scale1)
         del attn_output  # not kept alive through the MLP, where memory peaks: one [B, T, D] buffer less
-        return hidden_states + self.drop_path(self.layer_scale2(self.dropout(self.mlp(self.norm2(hidden_states)))))
+        return hidden_states + self.residual_branch(self.mlp(self.norm2(hidden_states)), self.layer_scale2)
+
+    def residual_branch(self, output: torch.Tensor, layer_scale: nn.Module) -> torch.Tensor:
+        """``drop_path(layer_scale(dropout(output)))``. In eval mode dropout and drop-path are identities and
+        are not called: each module call costs host time, which bounds batch-1 latency."""
+        if self.training:
+            output = self.dropout(output)
+        output = layer_scale(output)  # called even as an Identity: analysis hooks attach to it
+        if self.training:
+            output = self.drop_path(output)
+        return output
 
 
 class LastViTPooler(nn.Module):
@@ -345,13 +356,14 @@ class LastViTPooler(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.pooled_feature_size) if config.pooler_dense_act else None
         self.activation = ACT2FN[config.pooler_dense_act] if config.pooler_dense_act else None
 
-    def forward(self, sequence_output: torch.Tensor) -> PooledFeatures:
-        pooled = self.pool(sequence_output)
+    def forward(self, sequence_output: torch.Tensor, return_indices: bool = True) -> PooledFeatures:
+        pooled = self.pool(sequence_output, return_indices)
         if self.dense is None:
             return pooled
         return pooled._replace(pooled=self.activation(self.dense(pooled.pooled)))
 
-    def pool(self, sequence_output: torch.Tensor) -> PooledFeatures:
+    def pool(self, sequence_output: torch.Tensor, return_indices: bool = True) -> PooledFeatures:
+        """The pooled feature; `return_indices=False` lets LazyStrike drop its [B, K, D] selection early."""
         if self.pooling == "cls":
             return PooledFeatures(sequence_output[:, 0])
         patches = sequence_output[:, self.num_prefix_tokens :]
@@ -360,7 +372,7 @@ class LastViTPooler(nn.Module):
         if self.pooling == "max":
             pooled, indices = patches.max(dim=1, keepdim=True)
             return PooledFeatures(pooled.squeeze(1), indices, count_votes(indices, patches.shape[1]))
-        return self.lazystrike(patches)
+        return self.lazystrike(patches, return_indices)
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}"
@@ -490,7 +502,7 @@ class LastViTModel(LastViTPreTrainedModel):
             hidden_states = self.pre_layernorm(hidden_states)
         encoder_outputs: BaseModelOutput = self.encoder(hidden_states, **kwargs)
         sequence_output = self.layernorm(encoder_outputs.last_hidden_state)
-        pooled = self.pooler(sequence_output)
+        pooled = self.pooler(sequence_output, return_indices=return_pooling_indices)
         return LastViTModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled.pooled,

@@ -41,10 +41,17 @@ def lowpass_channels(x: torch.Tensor, sigma: float) -> torch.Tensor:
     ``h = ifftshift(g)``. For real ``x`` that equals ``ifft(fft(x) * (h[k] + h[-k]) / 2)``, a real and
     even filter, so a real FFT computes the same values up to rounding, without complex [..., D]
     buffers (about 2x faster pooling on CPU)."""
-    dim = x.shape[-1]
-    window = torch.fft.ifftshift(gaussian_channel_window(dim, sigma, device=x.device, dtype=x.dtype))
-    even_window = 0.5 * (window + window.flip(0).roll(1))  # (h[k] + h[-k mod D]) / 2
-    return torch.fft.irfft(torch.fft.rfft(x, dim=-1) * even_window[: dim // 2 + 1], n=dim, dim=-1)
+    return _lowpass(x, _rfft_window(x.shape[-1], sigma, x.device, x.dtype))
+
+
+def _rfft_window(dim: int, sigma: float, device, dtype) -> torch.Tensor:
+    """The real, even filter (h[k] + h[-k mod D]) / 2 on the rfft bins 0..D//2."""
+    window = torch.fft.ifftshift(gaussian_channel_window(dim, sigma, device=device, dtype=dtype))
+    return (0.5 * (window + window.flip(0).roll(1)))[: dim // 2 + 1]
+
+
+def _lowpass(x: torch.Tensor, rfft_window: torch.Tensor) -> torch.Tensor:
+    return torch.fft.irfft(torch.fft.rfft(x, dim=-1) * rfft_window, n=x.shape[-1], dim=-1)
 
 
 def stability_score(x: torch.Tensor, x_hat: torch.Tensor, rule: str = "repo", eps: float = 1e-6) -> torch.Tensor:
@@ -91,6 +98,32 @@ def count_votes(indices: torch.Tensor, num_patches: int) -> torch.Tensor:
     return votes.scatter_add_(1, flat, torch.ones_like(flat))
 
 
+# The score path works on batch chunks of at most this many entries (16 MiB per fp32 buffer, a few buffers
+# live at once), so its fp32 temporaries stay bounded whatever the batch size. Chunking changes no value:
+# every score depends on its own token only.
+SCORE_CHUNK_ELEMENTS = 1 << 22
+
+
+def select_top_k(scores: torch.Tensor, k: int, patches_last: bool | None = None) -> torch.Tensor:
+    """Indices [B, K, D] of the K largest ``scores`` [B, N, D] of every channel, unordered within K.
+
+    K = 1 is an arg-max, at a fraction of a top-K's cost: the entry ``topk(1)`` picks, except on exact ties
+    of the maximal score, where it takes the first patch (``topk`` takes an unspecified one; both then hold
+    the same score). For K > 1, ``patches_last`` runs the top-K on a
+    contiguous [B, D, N] copy instead of a strided top-K over dim 1; it defaults to on for CUDA only,
+    where that is faster (on CPU the copy costs more than it saves). Both select the same entries.
+    """
+    if k == 1:
+        return scores.argmax(dim=1, keepdim=True)
+    if patches_last is None:
+        patches_last = scores.is_cuda
+    if patches_last:
+        return scores.transpose(1, 2).contiguous().topk(k, dim=-1, sorted=False).indices.transpose(1, 2)
+    # sorted=False: the mean does not depend on the order, and sorting the K winners is half the cost of
+    # the selection when K is large.
+    return scores.topk(k, dim=1, sorted=False).indices
+
+
 def lazystrike_pool(
     patch_tokens: torch.Tensor,
     top_k: int | None = 1,
@@ -99,25 +132,36 @@ def lazystrike_pool(
     score_rule: str = "repo",
     eps: float = 1e-6,
     fft_in_fp32: bool = True,
+    return_indices: bool = True,
 ) -> PooledFeatures:
-    """LazyStrike readout of ``patch_tokens`` [B, N, D] (final, normed patch tokens only)."""
-    num_patches, dim = patch_tokens.shape[-2:]
+    """LazyStrike readout of ``patch_tokens`` [B, N, D] (final, normed patch tokens only).
+
+    ``return_indices=False`` leaves out the [B, K, D] selection (int64: twice the size of bf16 tokens at
+    K = N/2) once each chunk has used it; the pooled feature and the votes are the same.
+    """
+    batch_size, num_patches, dim = patch_tokens.shape
     k = resolve_top_k(num_patches, top_k, top_k_ratio)
     sigma = math.sqrt(dim) if sigma is None else sigma
+    score_dtype = torch.float32 if fft_in_fp32 and patch_tokens.dtype in (torch.float16, torch.bfloat16) else None
+    window = _rfft_window(dim, sigma, patch_tokens.device, score_dtype or patch_tokens.dtype)
+    rows = max(1, SCORE_CHUNK_ELEMENTS // (num_patches * dim))
 
-    with torch.no_grad():
-        x = patch_tokens.detach()
-        if fft_in_fp32 and x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            scores = stability_score(x, lowpass_channels(x, sigma), score_rule, eps)
-        # [B, K, D], unordered within K: the mean does not depend on the order, and sorting the
-        # K winners is half the cost of the selection when K is large.
-        indices = scores.topk(k, dim=1, sorted=False).indices
-        votes = count_votes(indices, num_patches)
+    pooled, indices, votes = [], [], []
+    for start in range(0, batch_size, rows):
+        tokens = patch_tokens[start : start + rows]
+        with torch.no_grad(), torch.autocast(device_type=tokens.device.type, enabled=False):
+            x = tokens.detach() if score_dtype is None else tokens.detach().to(score_dtype)
+            chunk_indices = select_top_k(stability_score(x, _lowpass(x, window), score_rule, eps), k)
+            votes.append(count_votes(chunk_indices, num_patches))
+        pooled.append(tokens.gather(1, chunk_indices).mean(dim=1))
+        if return_indices:
+            indices.append(chunk_indices)
 
-    pooled = patch_tokens.gather(1, indices).mean(dim=1)
-    return PooledFeatures(pooled=pooled, indices=indices, votes=votes)
+    return PooledFeatures(pooled=_cat(pooled), indices=_cat(indices) if return_indices else None, votes=_cat(votes))
+
+
+def _cat(chunks: list[torch.Tensor]) -> torch.Tensor:
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
 
 class LazyStrikePooler(nn.Module):
@@ -132,7 +176,7 @@ class LazyStrikePooler(nn.Module):
         self.eps = config.lazystrike_eps
         self.fft_in_fp32 = config.lazystrike_fft_in_fp32
 
-    def forward(self, patch_tokens: torch.Tensor) -> PooledFeatures:
+    def forward(self, patch_tokens: torch.Tensor, return_indices: bool = True) -> PooledFeatures:
         return lazystrike_pool(
             patch_tokens,
             top_k=self.top_k,
@@ -141,6 +185,7 @@ class LazyStrikePooler(nn.Module):
             score_rule=self.score_rule,
             eps=self.eps,
             fft_in_fp32=self.fft_in_fp32,
+            return_indices=return_indices,
         )
 
     def extra_repr(self) -> str:

@@ -4,6 +4,7 @@ import logging
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.testing_utils import CaptureLogger
 
@@ -312,3 +313,14 @@ def test_inference_without_autograd_matches_the_autograd_forward(act):
     with torch.no_grad():
         inference = model(x).last_hidden_state
     torch.testing.assert_close(inference, model(x).last_hidden_state.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "lazystrike"])
+@pytest.mark.parametrize("size", [(32, 32), (48, 32)], ids=["native-grid", "resized-positions"])
+def test_forward_reads_no_tensor_value_on_the_host(pooling, size):
+    """Under FakeTensorMode any `.item()`, `.tolist()` or `if tensor:` raises: a forward only queues work, with
+    no host-device synchronisation on a GPU (batch-1 latency)."""
+    model = build(pooling=pooling, num_register_tokens=2, lazystrike_top_k=2)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        out = model(images(2, *size), return_pooling_indices=pooling == "lazystrike")
+    assert out.pooler_output.shape == (2, 32)
