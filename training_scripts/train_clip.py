@@ -14,36 +14,22 @@ folder). `--resume` continues a killed run from `DIR/checkpoints/last`.
 """
 
 import argparse
-import json
 import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lastvit.arguments import add_arguments
     from lastvit.clip.training import CLIPTrainingArguments
+    from lastvit.training.pretraining import pretraining_parser
 
-    parser = argparse.ArgumentParser(
-        prog="lastvit-train-clip", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(parser, CLIPTrainingArguments)
-    return parser
+    return pretraining_parser("lastvit-train-clip", __doc__, CLIPTrainingArguments)
 
 
 def main(argv=None) -> int:
-    namespace = build_parser().parse_args(argv)  # before any heavy import: --help stays fast
-    from lastvit.arguments import from_args
     from lastvit.clip.captions import CaptionError
     from lastvit.clip.training import CLIPTrainingArguments, train_clip
-    from lastvit.data.loading import DataError
-    from lastvit.training.pretraining import PretrainingError
+    from lastvit.training.pretraining import run_pretraining
 
-    try:
-        results = train_clip(from_args(CLIPTrainingArguments, namespace))
-    except (PretrainingError, CaptionError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(results, indent=2))
-    return 0
+    return run_pretraining(build_parser(), argv, CLIPTrainingArguments, train_clip, (CaptionError,))
 
 
 if __name__ == "__main__":

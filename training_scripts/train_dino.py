@@ -17,35 +17,21 @@ untrained backbone).
 """
 
 import argparse
-import json
 import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lastvit.arguments import add_arguments
     from lastvit.training.dino_trainer import DINOTrainingArguments
+    from lastvit.training.pretraining import pretraining_parser
 
-    parser = argparse.ArgumentParser(
-        prog="lastvit-train-dino", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(parser, DINOTrainingArguments)
-    return parser
+    return pretraining_parser("lastvit-train-dino", __doc__, DINOTrainingArguments)
 
 
 def main(argv=None) -> int:
-    namespace = build_parser().parse_args(argv)  # before any heavy import: --help stays fast
-    from lastvit.arguments import from_args
-    from lastvit.data.loading import DataError
     from lastvit.training.dino_trainer import DINOTrainingArguments, train_dino
-    from lastvit.training.pretraining import PretrainingError
+    from lastvit.training.pretraining import run_pretraining
 
-    try:
-        results = train_dino(from_args(DINOTrainingArguments, namespace))
-    except (PretrainingError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(results, indent=2))
-    return 0
+    return run_pretraining(build_parser(), argv, DINOTrainingArguments, train_dino)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lastvit.arguments import option, to_argv
+from lastvit.training.config import PRESETS as VISION_PRESETS  # name: (hidden, layers, heads, mlp, image, patch)
 from lastvit.training.pretraining import PretrainingError
-
-VISION_PRESETS = {
-    # name: (hidden, layers, heads, mlp, image, patch)
-    "micro": (128, 4, 4, 512, 64, 8),
-    "tiny": (192, 4, 3, 768, 64, 8),
-    "small": (384, 12, 6, 1536, 224, 16),
-    "base": (768, 12, 12, 3072, 224, 16),
-}
 
 
 @dataclass(kw_only=True)
@@ -81,7 +74,8 @@ def build_model(args: CLIPTrainingArguments, tokenizer):
     from transformers import CLIPTextConfig
 
     from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
-    from modeling_lastvit import LastViTConfig, LastViTModel
+    from lastvit.training.presets import preset_config
+    from modeling_lastvit import LastViTModel
 
     pooling = {"pooling": args.pooling, "lazystrike_top_k": args.top_k, "lazystrike_top_k_ratio": args.top_k_ratio}
     if args.top_k is None and args.top_k_ratio is None:
@@ -90,16 +84,7 @@ def build_model(args: CLIPTrainingArguments, tokenizer):
         tower = LastViTModel.from_pretrained(args.vision_model_name_or_path, **pooling)
         vision_config = tower.config
     else:
-        hidden, layers, heads, mlp, image, patch = VISION_PRESETS[args.preset]
-        vision_config = LastViTConfig(
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            intermediate_size=mlp,
-            image_size=args.image_size or image,
-            patch_size=patch,
-            **pooling,
-        )
+        vision_config = preset_config(args.preset, args.image_size, **pooling)
         tower = None
     text_config = CLIPTextConfig(
         vocab_size=len(tokenizer),
@@ -173,11 +158,11 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     from lastvit.clip.captions import tokenize, train_word_tokenizer
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor
-    from lastvit.training.pretraining import load_checkpoint, prepare_output_dir, save_checkpoint
+    from lastvit.training.loop import StepLoop
+    from lastvit.training.pretraining import prepare_output_dir
     from lastvit.training.schedule import lr_lambda
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
@@ -219,53 +204,40 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, args.warmup_ratio, 0.01))
     accelerator.register_for_checkpointing(scheduler)
 
-    last_dir = args.output_dir / "checkpoints" / "last"
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []}
-    if args.resume:
-        state = load_checkpoint(accelerator, last_dir)
-    steps_this_run = 0
-    progress = tqdm(total=total_steps, initial=state["step"], desc="clip", disable=not args.progress)
+    steps = StepLoop(
+        accelerator,
+        args.output_dir / "checkpoints" / "last",
+        {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []},
+        total_steps,
+        resume=args.resume,
+        save_every=args.save_every,
+        stop_after=args.stop_after,
+        progress=args.progress,
+        desc="clip",
+    )
+    state = steps.state
+
+    def train_step(batch) -> float:
+        loss = model(**batch, return_loss=True).loss
+        if not torch.isfinite(loss):
+            raise PretrainingError(
+                f"the loss became {loss.item()} at step {state['step'] + 1}; lower the learning rate."
+            )
+        accelerator.backward(loss)
+        if args.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+        with torch.no_grad():  # CLIP clamps the learned temperature at 100
+            accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
+        state["losses"].append(round(loss.item(), 6))
+        return loss.item()
+
     model.train()
-    while state["step"] < total_steps:
-        sampler.epoch = data.epoch = state["epoch"]
-        epoch_loader = (
-            accelerator.skip_first_batches(loader, state["batch_in_epoch"]) if state["batch_in_epoch"] else loader
-        )
-        for batch in epoch_loader:
-            loss = model(**batch, return_loss=True).loss
-            if not torch.isfinite(loss):
-                raise PretrainingError(
-                    f"the loss became {loss.item()} at step {state['step'] + 1}; lower the learning rate."
-                )
-            accelerator.backward(loss)
-            if args.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
-            scheduler.step()
-            with torch.no_grad():  # CLIP clamps the learned temperature at 100
-                accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
-            state["step"] += 1
-            state["batch_in_epoch"] += 1
-            state["losses"].append(round(loss.item(), 6))
-            steps_this_run += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}")
-            if args.save_every and state["step"] % args.save_every == 0:
-                save_checkpoint(accelerator, last_dir, state)
-            if args.stop_after is not None and steps_this_run >= args.stop_after:
-                progress.close()
-                return {"stopped_at_step": state["step"]}
-            if state["step"] >= total_steps:
-                break
-        else:
-            state.update(epoch=state["epoch"] + 1, batch_in_epoch=0)
-            if not args.save_every:
-                save_checkpoint(accelerator, last_dir, state)
-            continue
-        break
-    progress.close()
-    save_checkpoint(accelerator, last_dir, state)
+    if steps.run(loader, train_step, epoch_aware=(sampler, data)):
+        return {"stopped_at_step": state["step"]}
+    steps.save()
 
     results = {"step": state["step"], "final_loss": state["losses"][-1] if state["losses"] else None}
     unwrapped = accelerator.unwrap_model(model)

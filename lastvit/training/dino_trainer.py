@@ -24,15 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lastvit.arguments import option, to_argv
+from lastvit.training.config import PRESETS  # name: (hidden, layers, heads, mlp, image, patch)
 from lastvit.training.pretraining import PretrainingError
 
-PRESETS = {
-    # name: (hidden, layers, heads, mlp, image, patch)
-    "micro": (128, 4, 4, 512, 64, 8),
-    "tiny": (192, 4, 3, 768, 64, 8),
-    "small": (384, 12, 6, 1536, 224, 16),
-    "base": (768, 12, 12, 3072, 224, 16),
-}
 HEAD_FILE, HEAD_CONFIG = "dino_head.safetensors", "dino_head.json"
 
 
@@ -93,24 +87,15 @@ class DINOTrainingArguments:
 
 
 def build_backbone(args: DINOTrainingArguments):
-    from modeling_lastvit import LastViTConfig, LastViTModel
+    from lastvit.training.presets import preset_config
+    from modeling_lastvit import LastViTModel
 
     pooling = {"pooling": args.pooling, "lazystrike_top_k": args.top_k, "lazystrike_top_k_ratio": args.top_k_ratio}
     if args.top_k is None and args.top_k_ratio is None:
         pooling["lazystrike_top_k"] = 1
     if args.model_name_or_path:
         return LastViTModel.from_pretrained(args.model_name_or_path, **pooling)
-    hidden, layers, heads, mlp, image, patch = PRESETS[args.preset]
-    config = LastViTConfig(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=mlp,
-        image_size=args.image_size or image,
-        patch_size=patch,
-        **pooling,
-    )
-    return LastViTModel(config)
+    return LastViTModel(preset_config(args.preset, args.image_size, **pooling))
 
 
 class _Views:
@@ -135,7 +120,6 @@ def train_dino(args: DINOTrainingArguments) -> dict:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor, load_splits
     from lastvit.training.dino import (
@@ -148,7 +132,8 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         teacher_temperature,
         update_teacher,
     )
-    from lastvit.training.pretraining import cosine_schedule, load_checkpoint, prepare_output_dir, save_checkpoint
+    from lastvit.training.loop import StepLoop
+    from lastvit.training.pretraining import cosine_schedule, prepare_output_dir
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     if accelerator.is_main_process:
@@ -215,67 +200,54 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         size=size, mean=tuple(processor.image_mean), std=tuple(processor.image_std), train=False
     )
 
-    last_dir = args.output_dir / "checkpoints" / "last"
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []}
-    if args.resume:
-        state = load_checkpoint(accelerator, last_dir)
-    steps_this_run = 0
-    progress = tqdm(total=total_steps, initial=state["step"], desc="dino", disable=not args.progress)
-    student.train()
-    while state["step"] < total_steps:
-        sampler.epoch = data.epoch = state["epoch"]
-        epoch_loader = (
-            accelerator.skip_first_batches(loader, state["batch_in_epoch"]) if state["batch_in_epoch"] else loader
+    steps = StepLoop(
+        accelerator,
+        args.output_dir / "checkpoints" / "last",
+        {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []},
+        total_steps,
+        resume=args.resume,
+        save_every=args.save_every,
+        stop_after=args.stop_after,
+        progress=args.progress,
+        desc="dino",
+    )
+    state = steps.state
+
+    def train_step(batch) -> float:
+        step = state["step"]
+        optimizer.param_groups[0]["lr"] = optimizer.param_groups[1]["lr"] = cosine_schedule(
+            peak_lr, args.min_lr, step, total_steps, warmup
         )
-        for batch in epoch_loader:
-            step = state["step"]
-            optimizer.param_groups[0]["lr"] = optimizer.param_groups[1]["lr"] = cosine_schedule(
-                peak_lr, args.min_lr, step, total_steps, warmup
-            )
-            optimizer.param_groups[0]["weight_decay"] = cosine_schedule(
-                args.weight_decay, args.weight_decay_end, step, total_steps
-            )
-            views = batch["crops"]
-            with torch.no_grad():
-                teacher_out = teacher(views[:2])
-            student_out = student(views)
-            temp = teacher_temperature(step, temp_warmup, args.warmup_teacher_temp, args.teacher_temp)
-            loss = loss_fn(student_out.float(), teacher_out.float(), temp)
-            if not torch.isfinite(loss):
-                raise PretrainingError(f"the loss became {loss.item()} at step {step + 1}; lower the learning rate.")
-            accelerator.backward(loss)
-            if args.max_grad_norm:
-                accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
-            if step < frozen_steps:
-                for p in accelerator.unwrap_model(student).head.last_layer.parameters():
-                    p.grad = None
-            optimizer.step()
-            optimizer.zero_grad()
-            update_teacher(
-                accelerator.unwrap_model(student), teacher, teacher_momentum(step, total_steps, args.momentum_teacher)
-            )
-            loss_fn.update_center(teacher_out, reduce=lambda x: accelerator.reduce(x, "mean"))
-            state["step"] += 1
-            state["batch_in_epoch"] += 1
-            state["losses"].append(round(loss.item(), 6))
-            steps_this_run += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}")
-            if args.save_every and state["step"] % args.save_every == 0:
-                save_checkpoint(accelerator, last_dir, state)
-            if args.stop_after is not None and steps_this_run >= args.stop_after:
-                progress.close()
-                return {"stopped_at_step": state["step"]}
-            if state["step"] >= total_steps:
-                break
-        else:
-            state.update(epoch=state["epoch"] + 1, batch_in_epoch=0)
-            if not args.save_every:
-                save_checkpoint(accelerator, last_dir, state)
-            continue
-        break
-    progress.close()
-    save_checkpoint(accelerator, last_dir, state)
+        optimizer.param_groups[0]["weight_decay"] = cosine_schedule(
+            args.weight_decay, args.weight_decay_end, step, total_steps
+        )
+        views = batch["crops"]
+        with torch.no_grad():
+            teacher_out = teacher(views[:2])
+        student_out = student(views)
+        temp = teacher_temperature(step, temp_warmup, args.warmup_teacher_temp, args.teacher_temp)
+        loss = loss_fn(student_out.float(), teacher_out.float(), temp)
+        if not torch.isfinite(loss):
+            raise PretrainingError(f"the loss became {loss.item()} at step {step + 1}; lower the learning rate.")
+        accelerator.backward(loss)
+        if args.max_grad_norm:
+            accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+        if step < frozen_steps:
+            for p in accelerator.unwrap_model(student).head.last_layer.parameters():
+                p.grad = None
+        optimizer.step()
+        optimizer.zero_grad()
+        update_teacher(
+            accelerator.unwrap_model(student), teacher, teacher_momentum(step, total_steps, args.momentum_teacher)
+        )
+        loss_fn.update_center(teacher_out, reduce=lambda x: accelerator.reduce(x, "mean"))
+        state["losses"].append(round(loss.item(), 6))
+        return loss.item()
+
+    student.train()
+    if steps.run(loader, train_step, epoch_aware=(sampler, data)):
+        return {"stopped_at_step": state["step"]}
+    steps.save()
 
     results = {"step": state["step"], "final_loss": state["losses"][-1] if state["losses"] else None}
     if accelerator.is_main_process:

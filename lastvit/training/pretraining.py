@@ -1,24 +1,24 @@
-"""Pieces the DINO and CLIP trainers share: the output folder rules, atomic resume checkpoints with
-Accelerate, a cosine schedule by step, the scenes' evaluation tensors and the final-folder writer.
-
-A checkpoint is `Accelerator.save_state` (model, optimiser, everything registered with
-`register_for_checkpointing`, RNG states) plus ``trainer_state.json``, written to a staging folder
-and swapped in for ``checkpoints/last``: a killed run never leaves a half-written checkpoint.
+"""Pieces the DINO and CLIP trainers share beyond the loop (`lastvit.training.loop`): their error,
+the output folder rules, a cosine schedule by step, the scenes' evaluation tensors, the
+final-folder writer and their CLIs' parser and runner.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
-import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from lastvit.files import swap_in
 
-STATE_FILE = "trainer_state.json"
+from . import loop
+from .loop import STATE_FILE, load_checkpoint, save_checkpoint  # noqa: F401 (their names here before `loop`)
 
 
 class PretrainingError(ValueError):
@@ -27,19 +27,37 @@ class PretrainingError(ValueError):
 
 def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to mix runs: resuming needs a checkpoint, a fresh run needs an empty folder (or --overwrite)."""
-    output_dir = Path(output_dir)
-    has_files = output_dir.exists() and any(output_dir.iterdir())
-    if resume:
-        if not (output_dir / "checkpoints" / "last" / STATE_FILE).exists():
-            raise PretrainingError(f"--resume: {output_dir} holds no resumable checkpoint; start without --resume.")
-    elif has_files and not overwrite:
-        raise PretrainingError(
-            f"{output_dir} already holds files (another run?); pass --resume to continue it, --overwrite to replace "
-            "it, or choose another --output-dir."
-        )
-    elif has_files:
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    loop.prepare_output_dir(output_dir, resume, overwrite, PretrainingError)
+
+
+def pretraining_parser(prog: str, description: str, arguments: type) -> argparse.ArgumentParser:
+    """The CLI parser of a pre-training run: one flag per field of the `arguments` dataclass."""
+    from lastvit.arguments import add_arguments
+
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser, arguments)
+    return parser
+
+
+def run_pretraining(
+    parser: argparse.ArgumentParser, argv, arguments: type, train: Callable, errors: tuple[type, ...] = ()
+) -> int:
+    """Parse `argv` (before any heavy import: --help stays fast), run ``train(arguments(...))`` and print
+    its results as JSON. Bad options or data (`PretrainingError`, `DataError`, `errors`) exit with code 1
+    and one line naming the problem and the fix."""
+    namespace = parser.parse_args(argv)
+    from lastvit.arguments import from_args
+    from lastvit.data.loading import DataError
+
+    try:
+        results = train(from_args(arguments, namespace))
+    except (PretrainingError, DataError, *errors) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(results, indent=2))
+    return 0
 
 
 def cosine_schedule(
@@ -51,26 +69,6 @@ def cosine_schedule(
         return warmup_start + (start - warmup_start) * step / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def save_checkpoint(accelerator, folder: Path, state: dict) -> None:
-    """Every process writes its part into one staging folder; the main process swaps it in."""
-    folder = Path(folder)
-    staging = folder.with_name(f".{folder.name}.staging")
-    if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (staging / STATE_FILE).write_text(json.dumps(state))
-        swap_in(staging, folder)
-    accelerator.wait_for_everyone()
-
-
-def load_checkpoint(accelerator, folder: Path) -> dict:
-    accelerator.load_state(str(folder))
-    return json.loads((Path(folder) / STATE_FILE).read_text())
 
 
 def move_into(staging: Path, target: Path) -> None:

@@ -31,12 +31,13 @@ from lastvit.data.loading import (
     label_names,
     load_splits,
 )
-from lastvit.files import check_model_path, swap_in, write_folder
+from lastvit.files import check_model_path, write_folder
 
-from .config import PRESETS, ConfigError, TrainConfig
+from . import loop
+from .config import ConfigError, TrainConfig
+from .loop import STATE_FILE, StepLoop  # noqa: F401 (STATE_FILE: its name here before `loop`)
+from .presets import preset_config
 from .schedule import lr_lambda
-
-STATE_FILE = "trainer_state.json"
 
 
 class TrainingStopped(RuntimeError):
@@ -47,7 +48,7 @@ def build_model(config: TrainConfig, labels: list[str]):
     """A preset from scratch, or the checkpoint `config.model_name_or_path` with a classifier for `labels`."""
     from transformers import AutoModelForImageClassification
 
-    from modeling_lastvit import LastViTConfig, LastViTForImageClassification
+    from modeling_lastvit import LastViTForImageClassification
 
     id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in id2label.items()}
@@ -67,15 +68,11 @@ def build_model(config: TrainConfig, labels: list[str]):
             trust_remote_code=True,
             **pooling,
         )
-    hidden, layers, heads, mlp, image, patch = PRESETS[config.preset]
     pooling.setdefault("pooling", "lazystrike")
-    model_config = LastViTConfig(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=mlp,
-        image_size=config.image_size or image,
-        patch_size=config.patch_size or patch,
+    model_config = preset_config(
+        config.preset,
+        config.image_size,
+        config.patch_size,
         num_register_tokens=config.registers,
         drop_path_rate=config.drop_path,
         num_labels=len(labels),
@@ -99,21 +96,7 @@ def load_data(config: TrainConfig):
 
 
 def prepare_output_dir(config: TrainConfig) -> None:
-    out = config.output_dir
-    has_files = out.exists() and any(out.iterdir())
-    if config.resume:
-        if not (out / "checkpoints" / "last" / STATE_FILE).exists():
-            raise DataError(
-                f"--resume: {out} holds no resumable checkpoint (checkpoints/last); start without --resume."
-            )
-    elif has_files and not config.overwrite:
-        raise DataError(
-            f"{out} already holds files (another run?); pass --resume to continue it, --overwrite to replace it, "
-            "or choose another --output-dir."
-        )
-    elif has_files:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    loop.prepare_output_dir(config.output_dir, config.resume, config.overwrite, DataError)
 
 
 @torch.no_grad()
@@ -193,7 +176,6 @@ def train(config: TrainConfig, adapter=None) -> dict:
     `model_name_or_path` base instead of the full model."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     if adapter is not None and not config.model_name_or_path:
         raise ConfigError("a PEFT adapter needs a base: pass --model-name-or-path (a trained LastViT folder).")
@@ -274,9 +256,18 @@ def train(config: TrainConfig, adapter=None) -> dict:
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_top1": None, "best_step": None, "skipped_images": 0}
     last_dir = config.output_dir / "checkpoints" / "last"
+    steps = StepLoop(
+        accelerator,
+        last_dir,
+        state,
+        total_steps,
+        resume=config.resume,
+        save_every=config.save_every,
+        stop_after=config.stop_after,
+        progress=config.progress,
+    )
+    state = steps.state
     if config.resume:
-        accelerator.load_state(str(last_dir))
-        state = json.loads((last_dir / STATE_FILE).read_text())
         accelerator.print(
             f"resuming from step {state['step']} (epoch {state['epoch']}, batch {state['batch_in_epoch']})"
         )
@@ -285,20 +276,6 @@ def train(config: TrainConfig, adapter=None) -> dict:
     if tracking:
         fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         accelerator.init_trackers("lastvit", config={k: str(v) for k, v in fields.items() if k != "dataset"})
-
-    def save_checkpoint():
-        """Every process writes its part of the resume state into one staging folder; the main
-        process then swaps it in for checkpoints/last."""
-        staging = last_dir.with_name(".last.staging")
-        if accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(staging))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            (staging / STATE_FILE).write_text(json.dumps(state))
-            swap_in(staging, last_dir)
-        accelerator.wait_for_everyone()
 
     def save_model(folder: Path):
         """Save the (unwrapped, gathered under FSDP) model and processor as a loadable folder."""
@@ -321,72 +298,55 @@ def train(config: TrainConfig, adapter=None) -> dict:
                 save_model(None)  # joins the collective state-dict gather
         return metrics
 
-    model.train()
-    steps_this_run = 0
-    progress = tqdm(
-        total=total_steps,
-        initial=state["step"],
-        desc="training",
-        disable=not config.progress or not accelerator.is_local_main_process,
-    )
     metrics = None
-    while state["step"] < total_steps:
-        sampler.epoch = train_data.epoch = state["epoch"]
-        epoch_loader = (
-            accelerator.skip_first_batches(train_loader, state["batch_in_epoch"])
-            if state["batch_in_epoch"]
-            else train_loader
-        )
-        for batch in epoch_loader:
-            state["batch_in_epoch"] += 1
-            state["skipped_images"] += int(batch["num_skipped"])
-            if "pixel_values" not in batch:
-                continue
-            with accelerator.accumulate(model):
-                loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
-                if not torch.isfinite(accelerator.gather(loss.detach())).all():
-                    raise TrainingStopped(
-                        f"the loss became {loss.item()} at step {state['step'] + 1} (epoch {state['epoch']}); stopped. "
-                        f"The last good checkpoint is in {last_dir} (step of the last save); lower --learning-rate, "
-                        "set --max-grad-norm, or check the data, then continue with --resume."
-                    )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            state["step"] += 1
-            steps_this_run += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if tracking:
-                accelerator.log(
-                    {"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}, step=state["step"]
+
+    def train_step(batch) -> float | None:
+        state["skipped_images"] += int(batch["num_skipped"])
+        if "pixel_values" not in batch:
+            return None
+        with accelerator.accumulate(model):
+            loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+            if not torch.isfinite(accelerator.gather(loss.detach())).all():
+                raise TrainingStopped(
+                    f"the loss became {loss.item()} at step {state['step'] + 1} (epoch {state['epoch']}); stopped. "
+                    f"The last good checkpoint is in {last_dir} (step of the last save); lower --learning-rate, "
+                    "set --max-grad-norm, or check the data, then continue with --resume."
                 )
-            if config.eval_every and state["step"] % config.eval_every == 0:
-                metrics = run_eval()
-            if config.save_every and state["step"] % config.save_every == 0:
-                save_checkpoint()
-            if config.stop_after is not None and steps_this_run >= config.stop_after:
-                progress.close()
-                accelerator.print(f"stopped after {steps_this_run} steps (--stop-after); continue with --resume")
-                accelerator.end_training()
-                return {"stopped_at_step": state["step"]}
-            if state["step"] >= total_steps:
-                break
-        else:
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-            if not config.eval_every:
-                metrics = run_eval()
-            if not config.save_every:
-                save_checkpoint()
-            continue
-        break
-    progress.close()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        if not accelerator.sync_gradients:
+            return None
+        scheduler.step()
+        return loss.item()
+
+    def after_step(loss: float):
+        nonlocal metrics
+        if tracking:
+            accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]}, step=state["step"])
+        if config.eval_every and state["step"] % config.eval_every == 0:
+            metrics = run_eval()
+
+    def after_epoch():
+        nonlocal metrics
+        if not config.eval_every:
+            metrics = run_eval()
+
+    model.train()
+    stopped = steps.run(
+        train_loader,
+        train_step,
+        epoch_aware=(sampler, train_data),
+        after_step=after_step,
+        after_epoch=after_epoch,
+        postfix=lambda: {"lr": f"{scheduler.get_last_lr()[0]:.2e}"},
+    )
+    if stopped:
+        accelerator.print(f"stopped after {steps.steps_this_run} steps (--stop-after); continue with --resume")
+        accelerator.end_training()
+        return {"stopped_at_step": state["step"]}
 
     if metrics is None or state.get("evaluated_step") != state["step"]:
         metrics = run_eval()
@@ -397,7 +357,7 @@ def train(config: TrainConfig, adapter=None) -> dict:
         "best_step": state["best_step"],
         "skipped_images": state["skipped_images"],
     }
-    save_checkpoint()
+    steps.save()
     save_final(model, save_model, config, accelerator, results, adapter)
     if accelerator.is_main_process:
         if state["skipped_images"]:
