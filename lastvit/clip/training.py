@@ -156,20 +156,13 @@ class _ImageText:
 def train_clip(args: CLIPTrainingArguments) -> dict:
     """Run the training `args` describe; returns the final evaluation (or where a --stop-after run stopped)."""
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     from lastvit.clip.captions import tokenize, train_word_tokenizer
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor
-    from lastvit.training.loop import StepLoop
-    from lastvit.training.pretraining import prepare_output_dir
+    from lastvit.training.pretraining import PretrainingLoop, start_run
     from lastvit.training.schedule import lr_lambda
 
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    if accelerator.is_main_process:
-        prepare_output_dir(args.output_dir, args.resume, args.overwrite)
-    accelerator.wait_for_everyone()
-    set_seed(args.seed)
+    accelerator = start_run(args)
     train_split, eval_split, class_names = captioned_splits(args)
     tokenizer = train_word_tokenizer(train_split[args.text_column], args.max_text_length)
     model = build_model(args, tokenizer)
@@ -204,24 +197,13 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, args.warmup_ratio, 0.01))
     accelerator.register_for_checkpointing(scheduler)
 
-    steps = StepLoop(
-        accelerator,
-        args.output_dir / "checkpoints" / "last",
-        {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []},
-        total_steps,
-        resume=args.resume,
-        save_every=args.save_every,
-        stop_after=args.stop_after,
-        progress=args.progress,
-        desc="clip",
-    )
-    state = steps.state
+    steps = PretrainingLoop(accelerator, args, total_steps, "clip")
 
     def train_step(batch) -> float:
         loss = model(**batch, return_loss=True).loss
         if not torch.isfinite(loss):
             raise PretrainingError(
-                f"the loss became {loss.item()} at step {state['step'] + 1}; lower the learning rate."
+                f"the loss became {loss.item()} at step {steps.state['step'] + 1}; lower the learning rate."
             )
         accelerator.backward(loss)
         if args.max_grad_norm:
@@ -231,15 +213,12 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
         scheduler.step()
         with torch.no_grad():  # CLIP clamps the learned temperature at 100
             accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
-        state["losses"].append(round(loss.item(), 6))
         return loss.item()
 
     model.train()
-    if steps.run(loader, train_step, epoch_aware=(sampler, data)):
-        return {"stopped_at_step": state["step"]}
-    steps.save()
-
-    results = {"step": state["step"], "final_loss": state["losses"][-1] if state["losses"] else None}
+    results = steps.train(loader, train_step, epoch_aware=(sampler, data))
+    if "stopped_at_step" in results:
+        return results
     unwrapped = accelerator.unwrap_model(model)
     if class_names:
         results.update(

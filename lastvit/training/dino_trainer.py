@@ -118,8 +118,6 @@ class _Views:
 def train_dino(args: DINOTrainingArguments) -> dict:
     """Run the DINO training `args` describe; returns the final evaluation (or the stop step)."""
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor, load_splits
     from lastvit.training.dino import (
@@ -132,14 +130,9 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         teacher_temperature,
         update_teacher,
     )
-    from lastvit.training.loop import StepLoop
-    from lastvit.training.pretraining import cosine_schedule, prepare_output_dir
+    from lastvit.training.pretraining import PretrainingLoop, cosine_schedule, start_run
 
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    if accelerator.is_main_process:
-        prepare_output_dir(args.output_dir, args.resume, args.overwrite)
-    accelerator.wait_for_everyone()
-    set_seed(args.seed)
+    accelerator = start_run(args)
     scenes = {
         "num_train": args.scenes_train,
         "num_test": args.scenes_test,
@@ -200,21 +193,10 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         size=size, mean=tuple(processor.image_mean), std=tuple(processor.image_std), train=False
     )
 
-    steps = StepLoop(
-        accelerator,
-        args.output_dir / "checkpoints" / "last",
-        {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []},
-        total_steps,
-        resume=args.resume,
-        save_every=args.save_every,
-        stop_after=args.stop_after,
-        progress=args.progress,
-        desc="dino",
-    )
-    state = steps.state
+    steps = PretrainingLoop(accelerator, args, total_steps, "dino")
 
     def train_step(batch) -> float:
-        step = state["step"]
+        step = steps.state["step"]
         optimizer.param_groups[0]["lr"] = optimizer.param_groups[1]["lr"] = cosine_schedule(
             peak_lr, args.min_lr, step, total_steps, warmup
         )
@@ -241,15 +223,12 @@ def train_dino(args: DINOTrainingArguments) -> dict:
             accelerator.unwrap_model(student), teacher, teacher_momentum(step, total_steps, args.momentum_teacher)
         )
         loss_fn.update_center(teacher_out, reduce=lambda x: accelerator.reduce(x, "mean"))
-        state["losses"].append(round(loss.item(), 6))
         return loss.item()
 
     student.train()
-    if steps.run(loader, train_step, epoch_aware=(sampler, data)):
-        return {"stopped_at_step": state["step"]}
-    steps.save()
-
-    results = {"step": state["step"], "final_loss": state["losses"][-1] if state["losses"] else None}
+    results = steps.train(loader, train_step, epoch_aware=(sampler, data))
+    if "stopped_at_step" in results:
+        return results
     if accelerator.is_main_process:
         results.update(evaluate_backbone(teacher.backbone, untrained, train_split, eval_split, eval_transform, args))
         write_dino_folder(args, teacher, processor, results)

@@ -1,6 +1,7 @@
-"""Pieces the DINO and CLIP trainers share beyond the loop (`lastvit.training.loop`): their error,
-the output folder rules, a cosine schedule by step, the scenes' evaluation tensors, the
-final-folder writer and their CLIs' parser and runner.
+"""Pieces the DINO and CLIP trainers share: their error, the start of a run (Accelerator, output
+folder, seed), their step loop (`lastvit.training.loop.StepLoop` with every step's loss), a cosine
+schedule by step, the scenes' evaluation tensors, the final-folder writer and their CLIs' parser
+and runner.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from lastvit.files import swap_in
 
 from . import loop
-from .loop import STATE_FILE, load_checkpoint, save_checkpoint  # noqa: F401 (their names here before `loop`)
+from .loop import STATE_FILE, StepLoop, load_checkpoint, save_checkpoint  # noqa: F401 (their names here before `loop`)
 
 
 class PretrainingError(ValueError):
@@ -28,6 +29,52 @@ class PretrainingError(ValueError):
 def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to mix runs: resuming needs a checkpoint, a fresh run needs an empty folder (or --overwrite)."""
     loop.prepare_output_dir(output_dir, resume, overwrite, PretrainingError)
+
+
+def start_run(args):
+    """The Accelerator of a DINO or CLIP run (`args`: its arguments), once the main process has prepared
+    the output folder, with the seed set."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    if accelerator.is_main_process:
+        prepare_output_dir(args.output_dir, args.resume, args.overwrite)
+    accelerator.wait_for_everyone()
+    set_seed(args.seed)
+    return accelerator
+
+
+class PretrainingLoop(StepLoop):
+    """The step loop of a DINO or CLIP run, set from its flags (`args`); its state also keeps every
+    step's loss (``losses``), so a resumed run reports the uninterrupted run's."""
+
+    def __init__(self, accelerator, args, total_steps: int, desc: str):
+        super().__init__(
+            accelerator,
+            Path(args.output_dir) / "checkpoints" / "last",
+            {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []},
+            total_steps,
+            resume=args.resume,
+            save_every=args.save_every,
+            stop_after=args.stop_after,
+            progress=args.progress,
+            desc=desc,
+        )
+
+    def train(self, loader, train_step, epoch_aware=()) -> dict:
+        """Run to the end and write the final checkpoint: ``{"step", "final_loss"}``; or, when --stop-after
+        stopped the run, ``{"stopped_at_step"}`` (its last checkpoint is the last periodic one)."""
+        state = self.state
+        if self.run(
+            loader,
+            train_step,
+            epoch_aware=epoch_aware,
+            after_step=lambda loss: state["losses"].append(round(loss, 6)),
+        ):
+            return {"stopped_at_step": state["step"]}
+        self.save()
+        return {"step": state["step"], "final_loss": state["losses"][-1] if state["losses"] else None}
 
 
 def pretraining_parser(prog: str, description: str, arguments: type) -> argparse.ArgumentParser:
