@@ -97,5 +97,126 @@ def test_evaluate_names_a_missing_model_folder(tmp_path, capsys):
 def test_readme_test_command_is_what_ci_runs():
     readme = (REPO / "README.md").read_text()
     commands = [line for line in readme.splitlines() if "pytest" in line and line.startswith("apt-get")]
-    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if "pytest" in line]
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("apt-get")]
     assert len(commands) == 1 and ci == commands
+
+
+# --mode clip / --mode dino (`lastvit.measure.pretrained_eval`)
+
+
+def save_scenes(folder, num_train=8, num_test=12):
+    from lastvit.data.scenes import build_scenes
+
+    build_scenes(num_train, num_test, image_size=32, seed=3).save_to_disk(str(folder))
+    return folder
+
+
+def save_tiny_clip(folder, pooling="lazystrike", seed=0):
+    from transformers import CLIPTextConfig
+
+    from lastvit.clip.captions import scene_captions, train_word_tokenizer
+    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
+
+    names = ["bird", "mammal", "vehicle", "small animal", "insect", "fish", "aircraft"]
+    tokenizer = train_word_tokenizer(scene_captions(list(range(7)), ["sand"] * 7, names, seed=0))
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=32,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    config = LastViTCLIPConfig(vision_config=tiny_config(pooling=pooling), text_config=text, projection_dim=16)
+    LastViTCLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_clip_mode_measures_zero_shot_metrics_for_the_model_its_untrained_twin_and_a_baseline(tmp_path):
+    data = save_scenes(tmp_path / "scenes")
+    model = save_tiny_clip(tmp_path / "clip")
+    baseline = save_tiny_clip(tmp_path / "clip-cls", pooling="cls", seed=1)
+    out = tmp_path / "eval"
+    argv = ["--mode", "clip", "--model", str(model), "--baseline", str(baseline), "--dataset", str(data)]
+    assert evaluate.main([*argv, "--output-dir", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_images"] == 12 and set(report["models"]) == {"trained", "untrained", "baseline"}
+    expected = {"zero_shot_top1", "zero_shot_miou", "zero_shot_map_pib", "patch_score_point_in_box"}
+    for values in report["models"].values():
+        assert expected <= set(values)
+        assert all(0.0 <= values[k] <= 1.0 for k in expected)
+    assert "zero-shot segmentation mIoU" in (out / "report.md").read_text()
+
+
+def test_dino_mode_measures_knn_pib_corloc_and_segmentation_next_to_the_untrained_twin(tmp_path):
+    from modeling_lastvit import LastViTModel
+
+    data = save_scenes(tmp_path / "scenes", num_train=16)
+    torch.manual_seed(0)
+    LastViTModel(tiny_config(pooling="lazystrike", lazystrike_top_k=1)).save_pretrained(tmp_path / "dino")
+    out = tmp_path / "eval"
+    argv = ["--mode", "dino", "--model", str(tmp_path / "dino"), "--dataset", str(data), "--knn-k", "5"]
+    assert evaluate.main([*argv, "--output-dir", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"trained", "untrained"}
+    for values in report["models"].values():
+        assert set(values) == {"knn_top1", "point_in_box", "corloc", "segmentation_iou"}
+    assert "k-NN top-1" in (out / "report.md").read_text()
+
+
+def test_clip_mode_on_a_backbone_folder_says_which_mode_fits(tmp_path, capsys):
+    from modeling_lastvit import LastViTModel
+
+    LastViTModel(tiny_config()).save_pretrained(tmp_path / "backbone")
+    argv = ["--mode", "clip", "--model", str(tmp_path / "backbone"), "--dataset", str(save_scenes(tmp_path / "d"))]
+    assert evaluate.main([*argv, "--output-dir", str(tmp_path / "eval")]) == 1
+    assert "--mode dino" in capsys.readouterr().err
+
+
+def test_baseline_is_refused_in_the_classifier_mode(tmp_path, capsys):
+    model = save_tiny(tmp_path / "model")
+    argv = ["--model", str(model), "--baseline", str(model), "--output-dir", str(tmp_path / "eval")]
+    assert evaluate.main(argv) == 1
+    assert "--baseline" in capsys.readouterr().err
+
+
+class _OneHotTexts(torch.nn.Module):
+    """Text i embeds as the unit vector e_i; patch features are given; 2x2 grid of 8-px patches."""
+
+    def __init__(self, patches):
+        super().__init__()
+        self.patches = patches
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.config = type("C", (), {"vision_config": type("V", (), {"patch_size_hw": (8, 8)})()})()
+
+    def get_text_features(self, input_ids, attention_mask=None):
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return BaseModelOutputWithPooling(pooler_output=torch.nn.functional.one_hot(input_ids[:, 0], 3).float())
+
+    def get_patch_features(self, pixel_values):
+        return self.patches[: len(pixel_values)]
+
+
+def _class_index_tokenizer(texts, padding=True, return_tensors="pt"):
+    index = [["alpha", "beta", "gamma"].index(text.split()[-1].rstrip(".")) for text in texts]
+    return {"input_ids": torch.tensor(index)[:, None], "attention_mask": torch.ones(len(texts), 1, dtype=torch.long)}
+
+
+def test_zero_shot_map_pib_hits_when_the_patch_closest_to_the_true_class_text_lies_in_the_box():
+    from lastvit.measure.pretrained_eval import zero_shot_map_pib
+
+    patches = torch.zeros(2, 4, 3)
+    patches[:, :, 2] = 1.0  # every patch leans to class 2 ...
+    patches[0, 3] = torch.tensor([0.0, 1.0, 0.0])  # ... but image 0's bottom-right patch is class 1
+    patches[1, 0] = torch.tensor([0.0, 1.0, 0.0])  # and image 1's top-left patch
+    model = _OneHotTexts(patches)
+    pixels = torch.zeros(2, 3, 16, 16)
+    boxes = [(8, 8, 16, 16), (8, 8, 16, 16)]  # both boxes cover the bottom-right patch
+    score = zero_shot_map_pib(model, _class_index_tokenizer, pixels, [1, 1], boxes, ["alpha", "beta", "gamma"])
+    assert score == pytest.approx(0.5)  # image 0 hits, image 1's class-1 patch is outside its box

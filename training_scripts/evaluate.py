@@ -9,7 +9,16 @@ column (exact object masks, as the built-in scenes have). Images already at the 
 are used as they are; others are resized and centre-cropped, boxes and masks with them. Runs on
 the GPU when there is one (--device).
 
+--mode clip (a lastvit-train-clip folder): zero-shot top-1, zero-shot segmentation mIoU against the
+exact masks, Point-in-Box of the zero-shot patch maps and the image tower's Patch-Score PiB / CorLoc /
+coarse segmentation. --mode dino (a LastViT backbone, e.g. a lastvit-train-dino teacher): k-NN top-1,
+Patch-Score PiB, CorLoc and coarse segmentation. Both next to the untrained twin and, with
+--baseline, another folder of the same kind (e.g. the CLS-readout run). Scenes are built at the
+model's input size.
+
     lastvit-evaluate --model runs/tiny --dataset scenes --output-dir runs/tiny/eval
+    lastvit-evaluate --mode clip --model runs/clip --baseline runs/clip-cls --output-dir runs/clip/eval
+    lastvit-evaluate --mode dino --model runs/dino --baseline runs/dino-cls --output-dir runs/dino/eval
 """
 
 import argparse
@@ -22,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lastvit-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", required=True, help="a LastViT classifier folder (e.g. a lastvit-train output)")
+    p.add_argument(
+        "--mode",
+        choices=("classifier", "clip", "dino"),
+        default="classifier",
+        help="classifier (default): a LastViT classifier; clip: a LastViT-CLIP folder; dino: a LastViT backbone",
+    )
+    p.add_argument("--model", required=True, help="the folder to evaluate (e.g. a lastvit-train output)")
+    p.add_argument("--baseline", help="clip/dino: a second folder of the same kind measured alike (e.g. CLS readout)")
     p.add_argument(
         "--dataset", default="scenes", help="scenes (default), imagefolder, a save_to_disk folder or a Hub name"
     )
@@ -32,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default="label", help="column holding class indices (default: label)")
     p.add_argument("--num-images", type=int, help="evaluate only the first N images")
     p.add_argument("--scenes-test", type=int, default=1000, help="scenes: test images (default: 1000)")
+    p.add_argument(
+        "--scenes-train", type=int, default=1000, help="dino: scenes training images for k-NN (default: 1000)"
+    )
+    p.add_argument("--knn-k", type=int, default=20, help="dino: neighbours of the k-NN classifier (default: 20)")
     p.add_argument("--seed", type=int, default=0, help="scenes seed, random masking order, untrained baseline")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, ...")
@@ -45,55 +65,104 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from lastvit.data.loading import DataError, check_columns, load_splits
-    from lastvit.files import ModelPathError, check_model_path, is_nonempty_dir, write_folder
+    from lastvit.data.loading import DataError
+    from lastvit.files import ModelPathError, check_model_path, is_nonempty_dir
 
     try:
         check_model_path(args.model)
+        if args.baseline:
+            check_model_path(args.baseline, "--baseline")
         if is_nonempty_dir(args.output_dir) and not args.overwrite:
             raise DataError(f"{args.output_dir} already holds files; pass --overwrite or choose another --output-dir.")
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-        from lastvit.measure.evaluation import evaluate_model, input_size, prepare_evaluation_data
-        from lastvit.measure.evaluation_report import markdown_report, write_figures
-
-        model = AutoModelForImageClassification.from_pretrained(args.model, trust_remote_code=True).eval()
-        scenes = {"num_train": 8, "num_test": args.scenes_test, "seed": args.seed}
-        _, split = load_splits(args.dataset, "train", args.eval_split, args.data_dir, scenes)
-        check_columns(split, args.image_column, args.label_column, "evaluation")
-        processor = AutoImageProcessor.from_pretrained(args.model, trust_remote_code=True)
-        stats = (tuple(processor.image_mean), tuple(processor.image_std))
-        data = prepare_evaluation_data(
-            split,
-            input_size(model),
-            *stats,
-            args.image_column,
-            args.label_column,
-            args.num_images,
-            progress=not args.no_progress,
-        )
-        metrics, arrays = evaluate_model(
-            model,
-            data,
-            batch_size=args.batch_size,
-            device=args.device,
-            progress=not args.no_progress,
-            seed=args.seed,
-            probe_images=args.probe_images,
-            norm_threshold=args.norm_threshold,
-        )
-
-        def write(folder: Path):
-            figures = write_figures(folder, data, arrays, metrics, *stats)
-            (folder / "report.json").write_text(json.dumps(metrics, indent=2))
-            (folder / "report.md").write_text(markdown_report(metrics, figures, f"Evaluation of {args.model}"))
-
-        write_folder(args.output_dir, write)
+        if args.mode == "classifier":
+            if args.baseline:
+                raise DataError(
+                    "--baseline applies to --mode clip and dino; the classifier mode has its own baselines."
+                )
+            evaluate_classifier(args)
+        else:
+            evaluate_pretrained_model(args)
     except (DataError, ModelPathError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print((args.output_dir / "report.md").read_text())
     return 0
+
+
+def evaluate_classifier(args) -> None:
+    """The default mode: a LastViT classifier, its maps, baselines, masking probe and token norms."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from lastvit.data.loading import check_columns, load_splits
+    from lastvit.files import write_folder
+    from lastvit.measure.evaluation import evaluate_model, input_size, prepare_evaluation_data
+    from lastvit.measure.evaluation_report import markdown_report, write_figures
+
+    model = AutoModelForImageClassification.from_pretrained(args.model, trust_remote_code=True).eval()
+    scenes = {"num_train": 8, "num_test": args.scenes_test, "seed": args.seed}
+    _, split = load_splits(args.dataset, "train", args.eval_split, args.data_dir, scenes)
+    check_columns(split, args.image_column, args.label_column, "evaluation")
+    processor = AutoImageProcessor.from_pretrained(args.model, trust_remote_code=True)
+    stats = (tuple(processor.image_mean), tuple(processor.image_std))
+    data = prepare_evaluation_data(
+        split,
+        input_size(model),
+        *stats,
+        args.image_column,
+        args.label_column,
+        args.num_images,
+        progress=not args.no_progress,
+    )
+    metrics, arrays = evaluate_model(
+        model,
+        data,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+        seed=args.seed,
+        probe_images=args.probe_images,
+        norm_threshold=args.norm_threshold,
+    )
+
+    def write(folder: Path):
+        figures = write_figures(folder, data, arrays, metrics, *stats)
+        (folder / "report.json").write_text(json.dumps(metrics, indent=2))
+        (folder / "report.md").write_text(markdown_report(metrics, figures, f"Evaluation of {args.model}"))
+
+    write_folder(args.output_dir, write)
+
+
+def evaluate_pretrained_model(args) -> None:
+    """--mode clip / dino (`lastvit.measure.pretrained_eval`)."""
+    from transformers import AutoConfig
+
+    from lastvit.data.loading import load_splits
+    from lastvit.files import write_folder
+    from lastvit.measure.pretrained_eval import evaluate_pretrained, markdown_report
+
+    config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
+    size = getattr(config, "vision_config", config).image_size_hw[0]
+    scenes = {"num_train": args.scenes_train, "num_test": args.scenes_test, "seed": args.seed, "image_size": size}
+    train, split = load_splits(args.dataset, "train", args.eval_split, args.data_dir, scenes)
+    if args.num_images:
+        split = split.select(range(min(args.num_images, len(split))))
+    results = evaluate_pretrained(
+        args.mode,
+        args.model,
+        train,
+        split,
+        args.baseline,
+        seed=args.seed,
+        knn_k=args.knn_k,
+        image_column=args.image_column,
+        label_column=args.label_column,
+    )
+
+    def write(folder: Path):
+        (folder / "report.json").write_text(json.dumps(results, indent=2))
+        (folder / "report.md").write_text(markdown_report(results, f"Evaluation ({args.mode}) of {args.model}"))
+
+    write_folder(args.output_dir, write)
 
 
 if __name__ == "__main__":

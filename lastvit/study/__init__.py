@@ -7,6 +7,17 @@ untrained twin and map-free baselines, test the differences, and write the repor
 """
 
 from .config import OPTIONAL_VARIANTS, SCALES, VARIANTS, StudyConfig
+from .pretraining import PretrainingStudyConfig, PretrainingStudyError, run_pretraining_study
 from .runner import StudyError, run_study
 
-__all__ = ["OPTIONAL_VARIANTS", "SCALES", "VARIANTS", "StudyConfig", "StudyError", "run_study"]
+__all__ = [
+    "OPTIONAL_VARIANTS",
+    "SCALES",
+    "VARIANTS",
+    "PretrainingStudyConfig",
+    "PretrainingStudyError",
+    "StudyConfig",
+    "StudyError",
+    "run_pretraining_study",
+    "run_study",
+]

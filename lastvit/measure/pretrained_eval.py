@@ -1,0 +1,248 @@
+"""The paper's evaluations of self-supervised (DINO) and image-text (CLIP) LastViT models, each next
+to the same architecture untrained (`lastvit-evaluate --mode dino|clip` and the pre-training study).
+
+- DINO backbone (a LastViT folder): k-NN top-1 of the global feature (DINO's weighted 20-NN), and
+  from Patch-Score maps (cosine of each patch with the global feature) Point-in-Box, CorLoc and
+  coarse-segmentation IoU (`lastvit.measure.dense`).
+- CLIP model (a `LastViTCLIPModel` folder): zero-shot top-1; zero-shot segmentation mIoU against
+  the exact masks (`lastvit.measure.zero_shot`); Point-in-Box of the zero-shot patch map (cosine of
+  each projected patch with the text embedding of the image's true class); and the image tower's
+  Patch-Score PiB / CorLoc / coarse segmentation, as for DINO.
+
+The untrained twin is the same class and config freshly initialised from `seed`
+(`localization.untrained_copy`); for CLIP it keeps the trained tokenizer. Dense metrics need images
+at the model's input size with ``bbox`` and ``mask`` columns (the built-in scenes have both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .localization import point_in_box, untrained_copy
+
+
+def dino_metrics(
+    backbone, train_split, eval_split, transform, knn_k: int = 20, image_column="image", label_column="label"
+):
+    """k-NN top-1 (when both splits are labelled) and Patch-Score PiB / CorLoc / coarse segmentation
+    (when the evaluation split has boxes at model size) of one LastViT backbone."""
+    from lastvit.training.dino_trainer import dense_localisation, knn_accuracy
+    from lastvit.training.pretraining import eval_arrays
+
+    train_pixels, train_labels, _, _ = eval_arrays(train_split, transform, image_column, label_column)
+    eval_pixels, eval_labels, boxes, masks = eval_arrays(eval_split, transform, image_column, label_column)
+    measured = {}
+    if train_labels is not None and eval_labels is not None:
+        measured["knn_top1"] = knn_accuracy(backbone, train_pixels, train_labels, eval_pixels, eval_labels, knn_k)
+    if boxes is not None:
+        measured.update(dense_localisation(backbone, eval_pixels, boxes, masks))
+    return measured
+
+
+def evaluate_dino_backbone(backbone, train_split, eval_split, seed: int = 0, knn_k: int = 20, **columns) -> dict:
+    """``{"trained": ..., "untrained": ...}``: `dino_metrics` of `backbone` and of its untrained twin."""
+    from lastvit.data.loading import ImageTransform
+
+    size = backbone.config.image_size_hw[0]
+    transform = _eval_transform(backbone, size, ImageTransform)
+    return {
+        "trained": dino_metrics(backbone, train_split, eval_split, transform, knn_k, **columns),
+        "untrained": dino_metrics(
+            untrained_copy(backbone, seed), train_split, eval_split, transform, knn_k, **columns
+        ),
+    }
+
+
+def _eval_transform(tower, size, transform_class, mean=None, std=None):
+    from lastvit.data.loading import build_processor
+
+    if mean is None:
+        processor = build_processor(tower)
+        mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+    return transform_class(size=size, mean=mean, std=std, train=False)
+
+
+@torch.no_grad()
+def zero_shot_map_pib(model, tokenizer, pixel_values, labels, boxes, class_names: Sequence[str], batch_size=64):
+    """Point-in-Box of zero-shot patch maps: each image's map is the cosine of its projected patches
+    with its true class's text embedding; a hit when the map's highest patch lies in the box."""
+    from .zero_shot import class_text_embeddings
+
+    model.eval()
+    device = next(model.parameters()).device
+    texts = class_text_embeddings(model, tokenizer, class_names)
+    maps = []
+    for start in range(0, len(pixel_values), batch_size):
+        patches = model.get_patch_features(pixel_values[start : start + batch_size].to(device)).float()
+        patches = torch.nn.functional.normalize(patches, dim=-1)
+        own = texts[torch.as_tensor(list(labels[start : start + batch_size]), device=device)]
+        maps.append(torch.einsum("bnp,bp->bn", patches, own).cpu())
+    height, width = pixel_values.shape[-2:]
+    patch_size = model.config.vision_config.patch_size_hw
+    hits = point_in_box(torch.cat(maps), boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
+    return float(hits.mean())
+
+
+def clip_metrics(model, tokenizer, split, class_names, transform, background_names=None) -> dict:
+    """Zero-shot top-1 and segmentation mIoU, the zero-shot map's PiB and the image tower's
+    Patch-Score PiB / CorLoc / coarse segmentation of one `LastViTCLIPModel`."""
+    from lastvit.clip.training import evaluate_split
+    from lastvit.training.dino_trainer import dense_localisation
+    from lastvit.training.pretraining import eval_arrays
+
+    measured = evaluate_split(model, tokenizer, split, class_names, transform, background_names)
+    pixels, labels, boxes, masks = eval_arrays(split, transform)
+    if boxes is not None and labels is not None:
+        measured["zero_shot_map_pib"] = zero_shot_map_pib(model, tokenizer, pixels, labels, boxes, class_names)
+        measured["patch_score"] = dense_localisation(model.vision_model, pixels, boxes, masks)
+    return measured
+
+
+def evaluate_clip_model(model, tokenizer, split, class_names, seed: int = 0, mean=None, std=None) -> dict:
+    """``{"trained": ..., "untrained": ...}``: `clip_metrics` of `model` and of its untrained twin."""
+    from lastvit.data.loading import ImageTransform
+
+    size = model.config.vision_config.image_size_hw[0]
+    transform = _eval_transform(model.vision_model, size, ImageTransform, mean, std)
+    return {
+        "trained": clip_metrics(model, tokenizer, split, class_names, transform),
+        "untrained": clip_metrics(untrained_copy(model, seed), tokenizer, split, class_names, transform),
+    }
+
+
+def flat_clip(metrics: dict) -> dict:
+    """The headline numbers of `clip_metrics` as one flat ``{name: value}``."""
+    flat = {"zero_shot_top1": metrics["zero_shot_top1"]}
+    if "segmentation_ignore_background" in metrics:
+        flat["zero_shot_miou"] = metrics["segmentation_ignore_background"]["miou"]
+    if "segmentation_with_background" in metrics:
+        flat["zero_shot_miou_bg"] = metrics["segmentation_with_background"]["miou"]
+    if "zero_shot_map_pib" in metrics:
+        flat["zero_shot_map_pib"] = metrics["zero_shot_map_pib"]
+    for key, value in metrics.get("patch_score", {}).items():
+        flat[f"patch_score_{key}"] = value
+    return flat
+
+
+MODES = ("clip", "dino")
+TITLES = {
+    "knn_top1": "k-NN top-1",
+    "point_in_box": "Patch-Score Point-in-Box",
+    "corloc": "CorLoc",
+    "segmentation_iou": "coarse segmentation IoU",
+    "zero_shot_top1": "zero-shot top-1",
+    "zero_shot_miou": "zero-shot segmentation mIoU (objects only)",
+    "zero_shot_miou_bg": "zero-shot segmentation mIoU (with background)",
+    "zero_shot_map_pib": "zero-shot map Point-in-Box",
+    "patch_score_point_in_box": "Patch-Score Point-in-Box",
+    "patch_score_corloc": "CorLoc",
+    "patch_score_segmentation_iou": "coarse segmentation IoU",
+}
+
+
+def load_pretrained(mode: str, path):
+    """``(model, tokenizer or None)`` from a saved folder: a `LastViTCLIPModel` folder for ``clip``
+    (with its tokenizer), a LastViT backbone folder (e.g. a DINO teacher) for ``dino``."""
+    from transformers import AutoModel, AutoTokenizer
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
+    model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+    if mode == "clip":
+        if not hasattr(model, "get_patch_features"):
+            raise ValueError(
+                f"{path} holds a {type(model).__name__}, not a LastViT-CLIP model (a lastvit-train-clip output); "
+                "use --mode dino for a backbone or --mode classifier for a classifier."
+            )
+        return model, AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    if not hasattr(model, "split_tokens"):
+        raise ValueError(
+            f"{path} holds a {type(model).__name__}, not a LastViT backbone (e.g. a lastvit-train-dino output); "
+            "use --mode clip for a LastViT-CLIP folder."
+        )
+    return model, None
+
+
+def evaluate_pretrained(
+    mode: str, model_path, train_split, eval_split, baseline_path=None, seed: int = 0, knn_k: int = 20, **columns
+) -> dict:
+    """Every measurement of `mode` for the model at `model_path`, its untrained twin and, when given,
+    a baseline folder (e.g. the same recipe with the CLS readout): ``{"models": {"trained",
+    "untrained", "baseline"?: {metric: value}}, ...}``."""
+    from lastvit.clip.captions import readable
+    from lastvit.data.loading import label_names
+
+    model, tokenizer = load_pretrained(mode, model_path)
+    label_column = columns.get("label_column", "label")
+    results = {"mode": mode, "model": str(model_path), "num_images": len(eval_split)}
+    if mode == "dino":
+        measured = evaluate_dino_backbone(model, train_split, eval_split, seed, knn_k, **columns)
+        if baseline_path is not None:
+            baseline, _ = load_pretrained(mode, baseline_path)
+            size = baseline.config.image_size_hw[0]
+            from lastvit.data.loading import ImageTransform
+
+            transform = _eval_transform(baseline, size, ImageTransform)
+            measured["baseline"] = dino_metrics(baseline, train_split, eval_split, transform, knn_k, **columns)
+    else:
+        if label_column not in eval_split.column_names:
+            raise ValueError(
+                f"zero-shot evaluation needs class labels; the split has no column {label_column!r} "
+                f"(its columns: {eval_split.column_names}); set --label-column."
+            )
+        names = [readable(name) for name in label_names(eval_split, label_column)]
+        if label_column != "label":
+            eval_split = eval_split.rename_column(label_column, "label")
+        measured = {k: flat_clip(v) for k, v in evaluate_clip_model(model, tokenizer, eval_split, names, seed).items()}
+        if baseline_path is not None:
+            baseline, baseline_tokenizer = load_pretrained(mode, baseline_path)
+            from lastvit.data.loading import ImageTransform
+
+            size = baseline.config.vision_config.image_size_hw[0]
+            transform = _eval_transform(baseline.vision_model, size, ImageTransform)
+            measured["baseline"] = flat_clip(clip_metrics(baseline, baseline_tokenizer, eval_split, names, transform))
+        results["class_names"] = names
+    if baseline_path is not None:
+        results["baseline"] = str(baseline_path)
+    results["models"] = measured
+    return results
+
+
+def markdown_report(results: dict, title: str) -> str:
+    """One table: a row per metric, a column per measured model (trained, untrained twin, baseline)."""
+    columns = [c for c in ("trained", "untrained", "baseline") if c in results["models"]]
+    names = {"trained": "this model", "untrained": "untrained twin", "baseline": "baseline"}
+    metrics = list(results["models"]["trained"])
+    lines = [
+        f"# {title}",
+        "",
+        f"Mode `{results['mode']}`, {results['num_images']} evaluation images; the untrained twin is the same "
+        "architecture freshly initialised"
+        + (f"; baseline: `{results['baseline']}`." if "baseline" in results else "."),
+        "",
+        "| metric | " + " | ".join(names[c] for c in columns) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for metric in metrics:
+        cells = []
+        for column in columns:
+            value = results["models"][column].get(metric)
+            cells.append("—" if value is None else f"{value:.3f}")
+        lines.append(f"| {TITLES.get(metric, metric)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "MODES",
+    "clip_metrics",
+    "dino_metrics",
+    "evaluate_clip_model",
+    "evaluate_dino_backbone",
+    "evaluate_pretrained",
+    "flat_clip",
+    "load_pretrained",
+    "markdown_report",
+    "zero_shot_map_pib",
+]

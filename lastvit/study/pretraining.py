@@ -1,0 +1,419 @@
+"""The pre-training comparison (`lastvit-study-pretraining`): does LazyStrike help DINO and CLIP?
+
+DINO-CLS vs DINO-LazyStrike (K = 1 and K = N/2) and CLIP-CLS vs CLIP-LazyStrike (K = 1 and N/2) are
+trained on one saved copy of the scenes with one recipe and step budget per family, for several
+seeds (each seed trains every variant from the same initialisation seed on the same data). Each
+trained model is measured next to its untrained twin (`lastvit.measure.pretrained_eval`):
+
+- DINO: k-NN top-1, Patch-Score Point-in-Box, CorLoc and coarse-segmentation IoU;
+- CLIP: zero-shot top-1, zero-shot segmentation mIoU (objects only, VOC20-style), PiB of the
+  zero-shot patch map, and the image tower's Patch-Score PiB / CorLoc / coarse segmentation.
+
+Differences from the CLS readout of the same family are tested over seeds (paired t-test,
+`statistics.paired_test`). report.md, report.json and figures are written whole (`write_folder`).
+
+    from lastvit.study.pretraining import PretrainingStudyConfig, run_pretraining_study
+    run_pretraining_study(PretrainingStudyConfig(output_dir="outputs/study_pretraining"))
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .statistics import ALPHA, mean_std, paired_test
+
+VARIANTS = {
+    "dino_cls": {"family": "dino", "label": "DINO-CLS", "pooling": "cls"},
+    "dino_k1": {"family": "dino", "label": "DINO-LazyStrike K=1", "pooling": "lazystrike", "top_k": 1},
+    "dino_khalf": {"family": "dino", "label": "DINO-LazyStrike K=N/2", "pooling": "lazystrike", "top_k_ratio": 0.5},
+    "clip_cls": {"family": "clip", "label": "CLIP-CLS", "pooling": "cls"},
+    "clip_k1": {"family": "clip", "label": "CLIP-LazyStrike K=1", "pooling": "lazystrike", "top_k": 1},
+    "clip_khalf": {"family": "clip", "label": "CLIP-LazyStrike K=N/2", "pooling": "lazystrike", "top_k_ratio": 0.5},
+}
+BASELINE = {"dino": "dino_cls", "clip": "clip_cls"}
+METRICS = {
+    "dino": {
+        "knn_top1": "k-NN top-1",
+        "point_in_box": "Patch-Score PiB",
+        "corloc": "CorLoc",
+        "segmentation_iou": "coarse seg. IoU",
+    },
+    "clip": {
+        "zero_shot_top1": "zero-shot top-1",
+        "zero_shot_miou": "zero-shot seg. mIoU",
+        "zero_shot_map_pib": "zero-shot map PiB",
+        "patch_score_point_in_box": "Patch-Score PiB",
+        "patch_score_corloc": "CorLoc",
+        "patch_score_segmentation_iou": "coarse seg. IoU",
+    },
+}
+
+
+class PretrainingStudyError(ValueError):
+    """The study cannot run as asked; the message says what to change."""
+
+
+@dataclass(kw_only=True)
+class PretrainingStudyConfig:
+    """Data, models and the per-family budget; every variant of a family gets the same budget."""
+
+    output_dir: Path
+    overwrite: bool = False
+    seeds: tuple[int, ...] = (0, 1, 2)
+    families: tuple[str, ...] = ("dino", "clip")
+    num_train: int = 512
+    num_test: int = 128
+    image_size: int = 32
+    data_seed: int = 0
+    preset: str = "micro"
+    batch_size: int = 32
+    dino_epochs: float = 4
+    clip_epochs: float = 4
+    dino_out_dim: int = 256
+    # DINO's 0.996 suits 100k+ steps; over the tens of steps of a CPU run it leaves the teacher at its init
+    momentum_teacher: float = 0.9
+    # lr at batch 256 (DINO's linear rule): 4e-3 gives 5e-4 at batch 32, CLIP's peak lr here
+    dino_learning_rate: float = 4e-3
+    num_local_crops: int = 2
+    progress: bool = False
+    variants: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self):
+        self.output_dir = Path(self.output_dir)
+        self.seeds = tuple(self.seeds)
+        unknown = set(self.families) - set(BASELINE)
+        if unknown or not self.families:
+            raise PretrainingStudyError(f"families must be among {sorted(BASELINE)}; got {list(self.families)}.")
+        if not self.seeds:
+            raise PretrainingStudyError("give at least one seed (three or more for a paired test).")
+        self.variants = tuple(name for name, spec in VARIANTS.items() if spec["family"] in self.families)
+
+
+def _log(start: float, message: str) -> None:
+    print(f"[{(time.time() - start) / 60:5.1f} min] {message}", flush=True)
+
+
+def build_data(config: PretrainingStudyConfig):
+    """The scenes with a caption column (`text`) for CLIP; DINO ignores it."""
+    from lastvit.clip.captions import scene_captions
+    from lastvit.data.scenes import build_scenes
+
+    data = build_scenes(config.num_train, config.num_test, image_size=config.image_size, seed=config.data_seed)
+    names = data["train"].features["label"].names
+    for offset, split in enumerate(("train", "test")):
+        captions = scene_captions(
+            data[split]["label"], data[split]["background_id"], names, seed=config.data_seed * 7 + offset
+        )
+        data[split] = data[split].add_column("text", captions)
+    return data
+
+
+def _reset_accelerate() -> None:
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+
+
+def _pooling(spec: dict) -> dict:
+    return {"pooling": spec["pooling"], "top_k": spec.get("top_k"), "top_k_ratio": spec.get("top_k_ratio")}
+
+
+def train_and_measure(config: PretrainingStudyConfig, name: str, seed: int, data, data_path: Path, out: Path) -> dict:
+    """Train one variant for one seed into `out` and measure it and its untrained twin (DINO: the
+    trainer's own `evaluate_backbone`; CLIP: the saved folder loaded back with the Auto classes):
+    ``{"trained": {...}, "untrained": {...}, "final_loss": ..., "steps": ...}``."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from lastvit.measure.pretrained_eval import evaluate_clip_model, flat_clip
+
+    spec = VARIANTS[name]
+    common = {
+        "output_dir": out,
+        "dataset": str(data_path),
+        "eval_split": "test",
+        "image_size": config.image_size,
+        "preset": config.preset,
+        "batch_size": config.batch_size,
+        "seed": seed,
+        "overwrite": True,
+        "progress": config.progress,
+        "save_every": 10**9,  # only the final checkpoint: the study never resumes
+        **_pooling(spec),
+    }
+    if spec["family"] == "dino":
+        from lastvit.training.dino_trainer import DINOTrainingArguments, train_dino
+
+        trained = train_dino(
+            DINOTrainingArguments(
+                epochs=config.dino_epochs,
+                out_dim=config.dino_out_dim,
+                head_hidden_dim=config.dino_out_dim,
+                bottleneck_dim=64,
+                num_local_crops=config.num_local_crops,
+                momentum_teacher=config.momentum_teacher,
+                learning_rate=config.dino_learning_rate,
+                **common,
+            )
+        )
+        _reset_accelerate()
+        # the trainer measured the teacher and its exact untrained start (`evaluate_backbone`)
+        measured = {"trained": trained["teacher"], "untrained": trained["untrained"]}
+    else:
+        from lastvit.clip.captions import readable
+        from lastvit.clip.training import CLIPTrainingArguments, train_clip
+
+        trained = train_clip(CLIPTrainingArguments(epochs=config.clip_epochs, **common))
+        _reset_accelerate()
+        model = AutoModel.from_pretrained(out, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+        names = [readable(n) for n in data["test"].features["label"].names]
+        measured = evaluate_clip_model(model, tokenizer, data["test"], names, seed=seed)
+        measured = {side: flat_clip(values) for side, values in measured.items()}
+    return {**measured, "final_loss": trained.get("final_loss"), "steps": trained.get("step")}
+
+
+def summarise(config: PretrainingStudyConfig, per_seed: dict) -> dict:
+    """Mean ± std per variant and metric (trained and untrained twin), paired tests vs the family's
+    CLS readout and vs the untrained twin."""
+    summary = {}
+    for name in config.variants:
+        family = VARIANTS[name]["family"]
+        runs = per_seed[name]
+        entry = {"trained": {}, "untrained": {}, "vs_cls": {}, "vs_untrained": {}}
+        for metric in METRICS[family]:
+            trained = [run["trained"][metric] for run in runs if metric in run["trained"]]
+            untrained = [run["untrained"][metric] for run in runs if metric in run["untrained"]]
+            if len(trained) != len(runs):
+                continue
+            entry["trained"][metric] = mean_std(trained)
+            entry["untrained"][metric] = mean_std(untrained)
+            entry["vs_untrained"][metric] = paired_test(trained, untrained)
+            baseline = BASELINE[family]
+            if name != baseline:
+                entry["vs_cls"][metric] = paired_test(trained, [run["trained"][metric] for run in per_seed[baseline]])
+        summary[name] = entry
+    return summary
+
+
+def _cell(stats: dict) -> str:
+    return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
+def _test(test: dict) -> str:
+    if test["n"] < 2 or test["p"] != test["p"]:  # NaN: no spread or one seed
+        return f"{test['mean_difference']:+.3f} (no test)"
+    return f"{test['mean_difference']:+.3f} (p = {test['p']:.3f}{', real' if test['real'] else ''})"
+
+
+def verdict(config: PretrainingStudyConfig, summary: dict) -> list[str]:
+    """Plain sentences: for each LazyStrike variant and metric, whether the seeds support a
+    difference from the CLS readout, and whether training moved the metric off its untrained twin."""
+    lines = []
+    for family in config.families:
+        baseline = BASELINE[family]
+        for name in (n for n in config.variants if VARIANTS[n]["family"] == family and n != baseline):
+            label = VARIANTS[name]["label"]
+            better, worse, unclear = [], [], []
+            for metric, title in METRICS[family].items():
+                test = summary[name]["vs_cls"].get(metric)
+                if test is None:
+                    continue
+                bucket = unclear if not test["real"] else better if test["mean_difference"] > 0 else worse
+                bucket.append(f"{title} ({test['mean_difference']:+.3f})")
+            parts = []
+            if better:
+                parts.append("higher than " + VARIANTS[baseline]["label"] + " on " + ", ".join(better))
+            if worse:
+                parts.append("lower on " + ", ".join(worse))
+            if unclear:
+                parts.append("no difference the seeds support on " + ", ".join(unclear))
+            lines.append(f"{label}: " + "; ".join(parts) + ".")
+        moved = [
+            f"{VARIANTS[n]['label']} {title}"
+            for n in config.variants
+            if VARIANTS[n]["family"] == family
+            for metric, title in METRICS[family].items()
+            if summary[n]["vs_untrained"].get(metric, {}).get("real")
+        ]
+        if moved:
+            lines.append(
+                f"{family.upper()}: training moved these off the untrained twin (p < {ALPHA}): "
+                + ", ".join(moved)
+                + "."
+            )
+        else:
+            lines.append(
+                f"{family.upper()}: no metric of any variant differs from its untrained twin by a margin the seeds "
+                "support: at this budget training has not measurably changed these measurements."
+            )
+    return lines
+
+
+def markdown(config: PretrainingStudyConfig, results: dict, figures: list[str]) -> str:
+    summary = results["summary"]
+    lines = [
+        "# LazyStrike in self-supervised (DINO) and image-text (CLIP) training",
+        "",
+        (
+            f"Scenes: {config.num_train} training / {config.num_test} test images at {config.image_size} px "
+            f"(data seed {config.data_seed}); `{config.preset}` backbones, batch {config.batch_size}; "
+            f"DINO {config.dino_epochs} epochs (teacher momentum {config.momentum_teacher} -> 1), CLIP {config.clip_epochs} "
+            f"epochs; seeds {list(config.seeds)}. "
+            f"Every variant of a family gets the same steps. Chance = {results['chance']:.3f}. "
+            f"Run time {results['minutes']:.1f} min ({results['environment']['device']})."
+        ),
+        "",
+        "## What the numbers support",
+        "",
+        *[f"- {line}" for line in results["verdict"]],
+        "",
+    ]
+    for family in config.families:
+        names = [n for n in config.variants if VARIANTS[n]["family"] == family]
+        header = "| metric | " + " | ".join(VARIANTS[n]["label"] for n in names) + " |"
+        lines += [
+            f"## {family.upper()}",
+            "",
+            "Trained (mean ± std over seeds), untrained twin below it.",
+            "",
+            header,
+            "|" + "---|" * (len(names) + 1),
+        ]
+        for metric, title in METRICS[family].items():
+            if metric not in summary[names[0]]["trained"]:
+                continue
+            trained = " | ".join(_cell(summary[n]["trained"][metric]) for n in names)
+            untrained = " | ".join(_cell(summary[n]["untrained"][metric]) for n in names)
+            lines += [f"| {title} | {trained} |", f"| {title}, untrained | {untrained} |"]
+        baseline = BASELINE[family]
+        lines += [
+            "",
+            f"Paired tests over seeds (difference, p): vs {VARIANTS[baseline]['label']} / vs untrained twin.",
+            "",
+        ]
+        lines += [
+            "| metric | " + " | ".join(VARIANTS[n]["label"] for n in names) + " |",
+            "|" + "---|" * (len(names) + 1),
+        ]
+        for metric, title in METRICS[family].items():
+            if metric not in summary[names[0]]["trained"]:
+                continue
+            cells = []
+            for n in names:
+                vs_cls = _test(summary[n]["vs_cls"][metric]) if metric in summary[n]["vs_cls"] else "—"
+                cells.append(f"{vs_cls} / {_test(summary[n]['vs_untrained'][metric])}")
+            lines.append(f"| {title} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"![{name}]({name})" for name in figures]
+    lines += [
+        "",
+        (
+            "A paired t-test is over seeds; with 3 seeds only large, consistent differences reach p < 0.05, and "
+            "'no difference the seeds support' is not evidence of no effect."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_figures(folder: Path, config: PretrainingStudyConfig, per_seed: dict) -> list[str]:
+    from lastvit.measure.plots import plot_seed_points
+
+    names = []
+    for family in config.families:
+        values = {}
+        for metric, title in METRICS[family].items():
+            models = {}
+            for n in config.variants:
+                if VARIANTS[n]["family"] != family or metric not in per_seed[n][0]["trained"]:
+                    continue
+                short = VARIANTS[n]["label"].replace("LazyStrike ", "LS ")
+                models[short] = [run["trained"][metric] for run in per_seed[n]]
+                models[short + " untr."] = [run["untrained"][metric] for run in per_seed[n]]
+            if models:
+                values[title] = models
+        name = f"{family}.png"
+        plot_seed_points(values, folder / name)
+        names.append(name)
+    return names
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+
+    return {
+        "device": "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
+    """Train and measure every variant for every seed, then write the report folder whole. Returns
+    what ``report.json`` holds."""
+    from lastvit.files import is_nonempty_dir, write_folder
+
+    start = time.time()
+    out = Path(config.output_dir)
+    if is_nonempty_dir(out) and not config.overwrite:
+        raise PretrainingStudyError(
+            f"{out} already holds files; pass --overwrite to replace them or choose another --output-dir."
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent))
+    try:
+        _log(start, f"building {config.num_train} + {config.num_test} scenes at {config.image_size} px ...")
+        data = build_data(config)
+        data_path = work / "data"
+        data.save_to_disk(str(data_path))
+        per_seed = {name: [] for name in config.variants}
+        for seed in config.seeds:
+            for name in config.variants:
+                _log(start, f"training {VARIANTS[name]['label']}, seed {seed}")
+                run = train_and_measure(config, name, seed, data, data_path, work / "runs" / f"{name}-seed{seed}")
+                per_seed[name].append(run)
+                _log(start, "    " + ", ".join(f"{k} {v:.3f}" for k, v in run["trained"].items()))
+                shutil.rmtree(work / "runs" / f"{name}-seed{seed}")
+        summary = summarise(config, per_seed)
+        results = {
+            "question": "Does LazyStrike (K = 1, K = N/2) change what DINO and CLIP models learn, vs the CLS readout?",
+            "chance": 1 / len(data["test"].features["label"].names),
+            "class_names": data["test"].features["label"].names,
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+            "variants": {name: VARIANTS[name] for name in config.variants},
+            "environment": environment(),
+            "per_seed": per_seed,
+            "summary": summary,
+            "verdict": verdict(config, summary),
+            "minutes": (time.time() - start) / 60,
+        }
+
+        def write(folder: Path):
+            figures = write_figures(folder, config, per_seed)
+            (folder / "report.json").write_text(json.dumps(results, indent=2))
+            (folder / "report.md").write_text(markdown(config, results, figures))
+
+        write_folder(out, write)
+        return results
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = [
+    "BASELINE",
+    "METRICS",
+    "VARIANTS",
+    "PretrainingStudyConfig",
+    "PretrainingStudyError",
+    "run_pretraining_study",
+]
