@@ -171,6 +171,15 @@ def test_fashion_mnist_items_are_pasted_at_half_opacity(debian, user_sources):
     assert inside.min() < 100 and inside.max() > 150
 
 
+def test_opacity_override_pastes_fashion_items_opaquely_with_the_same_boxes(debian, user_sources):
+    half = scenes.generate_scenes(30, variant="fashion", seed=0, backgrounds_dir=user_sources[1])
+    full = scenes.generate_scenes(30, variant="fashion", seed=0, backgrounds_dir=user_sources[1], opacity=1.0)
+    np.testing.assert_array_equal(half.masks, full.masks)
+    inside = full.images[full.masks]
+    assert inside.min() < GREY // 2 and inside.max() > (GREY + 255) // 2 + 1  # the item's own black and white
+    np.testing.assert_array_equal(half.images[~half.masks], full.images[~full.masks])
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -300,7 +309,8 @@ def test_cli_help_lists_every_flag(capsys):
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--num-train", "--num-test", "--image-size", "--seed", "--clutter", "--objects", "--backgrounds",
-                 "--variant", "--output", "--imagefolder", "--overwrite", "apt-get install"):  # fmt: skip
+                 "--variant", "--output", "--imagefolder", "--overwrite", "--scale-range", "--opacity",
+                 "apt-get install"):  # fmt: skip
         assert flag in text
 
 

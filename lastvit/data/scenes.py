@@ -695,9 +695,12 @@ def generate_scenes(
     background_sources: Sequence[str] = DEFAULT_BACKGROUND_SOURCES,
     test_fraction: float = 0.25,
     scale_range: tuple[float, float] = DEFAULT_SCALE_RANGE,
+    opacity: float | None = None,
 ) -> SceneArrays:
     """One split as numpy arrays, without ``datasets``; the same scenes as :func:`build_scenes`."""
     sources = scene_splits(variant, seed, test_fraction, objects_dir, backgrounds_dir, background_sources)[split]
+    if opacity is not None:
+        sources.opacity = opacity
     size = image_size or DEFAULT_IMAGE_SIZE[variant]
     scenes = list(iter_scenes(sources, num, split, seed, size, clutter, scale_range))
     if not scenes:
@@ -781,6 +784,7 @@ def build_scenes(
     background_sources: Sequence[str] = DEFAULT_BACKGROUND_SOURCES,
     test_fraction: float = 0.25,
     scale_range: tuple[float, float] = DEFAULT_SCALE_RANGE,
+    opacity: float | None = None,
     progress: bool = False,
 ):
     """The scenes benchmark as a ``datasets.DatasetDict`` with ``train`` and ``test`` splits.
@@ -796,6 +800,7 @@ def build_scenes(
         background_sources: among :data:`BACKGROUND_SOURCES`, when ``backgrounds_dir`` is None.
         test_fraction: share of object instances (per class) and backgrounds held out for test.
         scale_range: the object's longer side as a share of the image side (default 0.2-0.45).
+        opacity: the object's opacity; None keeps the variant's (1.0 for scenes, 0.5 for fashion).
         progress: show progress bars.
 
     Columns: ``image``, ``label`` (ClassLabel), ``bbox`` ([x, y, w, h], float32, the mask's box),
@@ -819,10 +824,13 @@ def build_scenes(
         "background_sources": list(background_sources),
         "test_fraction": test_fraction,
         "scale_range": list(scale_range),
+        "opacity": opacity,
     }
     result = {}
     for split, count in zip(SPLITS, (num_train, num_test)):
         sources = splits[split]
+        if opacity is not None:
+            sources.opacity = opacity
         columns = {name: [] for name in features}
         scenes = iter_scenes(sources, count, split, seed, image_size, clutter, scale_range)
         for scene in _progress(scenes, count, f"{split} scenes", progress):
@@ -993,6 +1001,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="DIR",
         help="write an imagefolder with metadata.jsonl and masks here (reload: lastvit.data.scenes.load_imagefolder(DIR))",
     )
+    add(
+        "--scale-range",
+        type=float,
+        nargs=2,
+        default=DEFAULT_SCALE_RANGE,
+        metavar=("LOW", "HIGH"),
+        help="the object's longer side as a share of the image side (default 0.2 0.45)",
+    )
+    add("--opacity", type=float, default=None, help="object opacity (default: 1 for scenes, 0.5 for fashion)")
     add("--overwrite", action="store_true", help="replace existing --output / --imagefolder folders")
     args = parser.parse_args(argv)
     if args.output is None and args.imagefolder is None:
@@ -1032,6 +1049,8 @@ def main(argv=None) -> int:
             variant=args.variant,
             background_sources=args.background_sources,
             test_fraction=args.test_fraction,
+            scale_range=tuple(args.scale_range),
+            opacity=args.opacity,
             progress=True,
         )
     except (ScenesSourceError, ImportError) as error:
