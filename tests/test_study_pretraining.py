@@ -36,8 +36,8 @@ def test_tiny_study_trains_every_variant_and_writes_the_report_with_untrained_tw
     assert not list(tmp_path.glob(".study*"))  # staging and work folders are gone
 
 
-def _runs(values, untrained=0.1):
-    return [{"trained": {"knn_top1": v}, "untrained": {"knn_top1": untrained}} for v in values]
+def _runs(values, untrained=(0.1, 0.1, 0.1)):
+    return [{"trained": {"knn_top1": v}, "untrained": {"knn_top1": u}} for v, u in zip(values, untrained)]
 
 
 def test_a_consistent_gain_over_cls_is_called_higher_and_noise_is_not():
@@ -50,12 +50,27 @@ def test_a_consistent_gain_over_cls_is_called_higher_and_noise_is_not():
     summary = summarise(config, per_seed)
     assert summary["dino_k1"]["vs_cls"]["knn_top1"]["real"]
     assert not summary["dino_khalf"]["vs_cls"]["knn_top1"]["real"]
-    assert "dino_cls" not in summary["dino_cls"]["vs_cls"] and summary["dino_cls"]["vs_cls"] == {}
+    assert summary["dino_cls"]["vs_cls"] == {} and "knn_top1" in summary["dino_cls"]["vs_untrained"]
     lines = verdict(config, summary)
-    assert lines[0].startswith("DINO-LazyStrike K=1: higher than DINO-CLS on k-NN top-1 (+0.203)")
-    assert "no difference the seeds support on k-NN top-1" in lines[1]
+    assert lines[0].startswith("DINO-LazyStrike K=1: trained, it is higher on k-NN top-1 (+0.203) than DINO-CLS;")
+    assert "gain from training (trained − untrained) is larger on k-NN top-1 (+0.203)" in lines[0]
+    assert "already differ" not in lines[0]  # the untrained twins are equal here
+    assert "no trained metric differs from DINO-CLS" in lines[1]
     results = {"summary": summary, "verdict": lines, "chance": 0.1, "minutes": 1.0, "environment": {"device": "cpu"}}
     assert "| k-NN top-1, untrained | 0.100 ± 0.000" in markdown(config, results, [])
+
+
+def test_a_gap_the_untrained_twins_already_show_is_not_credited_to_training():
+    config = PretrainingStudyConfig(output_dir="unused", families=("dino",))
+    per_seed = {
+        "dino_cls": _runs([0.50, 0.52, 0.51], untrained=(0.40, 0.42, 0.41)),
+        "dino_k1": _runs([0.30, 0.33, 0.31], untrained=(0.20, 0.23, 0.21)),  # 0.2 lower, trained or not
+        "dino_khalf": _runs([0.50, 0.52, 0.51], untrained=(0.40, 0.42, 0.41)),
+    }
+    line = verdict(config, summarise(config, per_seed))[0]
+    assert "lower on k-NN top-1 (-0.197)" in line
+    assert "the untrained twins already differ the same way on k-NN top-1" in line
+    assert "its gain from training does not differ from CLS's on any metric" in line
 
 
 def test_unknown_family_and_no_seeds_are_refused_with_the_fix():

@@ -180,24 +180,33 @@ def train_and_measure(config: PretrainingStudyConfig, name: str, seed: int, data
 
 
 def summarise(config: PretrainingStudyConfig, per_seed: dict) -> dict:
-    """Mean ± std per variant and metric (trained and untrained twin), paired tests vs the family's
-    CLS readout and vs the untrained twin."""
+    """Mean ± std per variant and metric (trained and untrained twin) and paired tests over seeds:
+    ``vs_untrained`` (did training move the metric?), and for LazyStrike variants ``vs_cls`` (trained
+    vs trained CLS), ``init_vs_cls`` (untrained twin vs CLS's untrained twin: the readout's effect
+    before training) and ``gain_vs_cls`` (trained − untrained, vs the same for CLS: what training
+    added beyond the CLS readout)."""
     summary = {}
     for name in config.variants:
         family = VARIANTS[name]["family"]
-        runs = per_seed[name]
-        entry = {"trained": {}, "untrained": {}, "vs_cls": {}, "vs_untrained": {}}
+        baseline = BASELINE[family]
+        runs, cls_runs = per_seed[name], per_seed[baseline]
+        entry = {key: {} for key in ("trained", "untrained", "vs_untrained", "vs_cls", "init_vs_cls", "gain_vs_cls")}
         for metric in METRICS[family]:
-            trained = [run["trained"][metric] for run in runs if metric in run["trained"]]
-            untrained = [run["untrained"][metric] for run in runs if metric in run["untrained"]]
-            if len(trained) != len(runs):
+            if not all(metric in run["trained"] and metric in run["untrained"] for run in runs + cls_runs):
                 continue
+            trained = [run["trained"][metric] for run in runs]
+            untrained = [run["untrained"][metric] for run in runs]
             entry["trained"][metric] = mean_std(trained)
             entry["untrained"][metric] = mean_std(untrained)
             entry["vs_untrained"][metric] = paired_test(trained, untrained)
-            baseline = BASELINE[family]
             if name != baseline:
-                entry["vs_cls"][metric] = paired_test(trained, [run["trained"][metric] for run in per_seed[baseline]])
+                cls_trained = [run["trained"][metric] for run in cls_runs]
+                cls_untrained = [run["untrained"][metric] for run in cls_runs]
+                entry["vs_cls"][metric] = paired_test(trained, cls_trained)
+                entry["init_vs_cls"][metric] = paired_test(untrained, cls_untrained)
+                entry["gain_vs_cls"][metric] = paired_test(
+                    [t - u for t, u in zip(trained, untrained)], [t - u for t, u in zip(cls_trained, cls_untrained)]
+                )
         summary[name] = entry
     return summary
 
@@ -212,35 +221,64 @@ def _test(test: dict) -> str:
     return f"{test['mean_difference']:+.3f} (p = {test['p']:.3f}{', real' if test['real'] else ''})"
 
 
+def _split(tests: dict, titles: dict) -> tuple[list[str], list[str]]:
+    """Metric titles whose paired test is real, as (higher, lower) with their mean differences."""
+    higher, lower = [], []
+    for metric, test in tests.items():
+        if test["real"]:
+            (higher if test["mean_difference"] > 0 else lower).append(
+                f"{titles[metric]} ({test['mean_difference']:+.3f})"
+            )
+    return higher, lower
+
+
 def verdict(config: PretrainingStudyConfig, summary: dict) -> list[str]:
-    """Plain sentences: for each LazyStrike variant and metric, whether the seeds support a
-    difference from the CLS readout, and whether training moved the metric off its untrained twin."""
+    """Plain sentences on what the seeds support (paired t-test, p < 0.05): for each LazyStrike variant,
+    where its trained model differs from the CLS readout's, whether its untrained twin already
+    differs that way, and whether training added more or less than it added to CLS; per family,
+    which metrics training moved off the untrained twins."""
     lines = []
     for family in config.families:
-        baseline = BASELINE[family]
+        titles, baseline = METRICS[family], BASELINE[family]
+        cls_label = VARIANTS[baseline]["label"]
         for name in (n for n in config.variants if VARIANTS[n]["family"] == family and n != baseline):
-            label = VARIANTS[name]["label"]
-            better, worse, unclear = [], [], []
-            for metric, title in METRICS[family].items():
-                test = summary[name]["vs_cls"].get(metric)
-                if test is None:
-                    continue
-                bucket = unclear if not test["real"] else better if test["mean_difference"] > 0 else worse
-                bucket.append(f"{title} ({test['mean_difference']:+.3f})")
+            entry = summary[name]
+            higher, lower = _split(entry["vs_cls"], titles)
             parts = []
-            if better:
-                parts.append("higher than " + VARIANTS[baseline]["label"] + " on " + ", ".join(better))
-            if worse:
-                parts.append("lower on " + ", ".join(worse))
-            if unclear:
-                parts.append("no difference the seeds support on " + ", ".join(unclear))
-            lines.append(f"{label}: " + "; ".join(parts) + ".")
+            if higher or lower:
+                said = (["higher on " + ", ".join(higher)] if higher else []) + (
+                    ["lower on " + ", ".join(lower)] if lower else []
+                )
+                parts.append(f"trained, it is {' and '.join(said)} than {cls_label}")
+                init = [
+                    titles[m]
+                    for m, test in entry["vs_cls"].items()
+                    if test["real"]
+                    and entry["init_vs_cls"][m]["real"]
+                    and (entry["init_vs_cls"][m]["mean_difference"] > 0) == (test["mean_difference"] > 0)
+                ]
+                if init:
+                    parts.append(
+                        "the untrained twins already differ the same way on " + ", ".join(init) + " (a property of "
+                        "the readout before any training, not something training produced)"
+                    )
+            else:
+                parts.append(f"no trained metric differs from {cls_label} by a margin the seeds support")
+            more, less = _split(entry["gain_vs_cls"], titles)
+            if more or less:
+                gains = (["larger on " + ", ".join(more)] if more else []) + (
+                    ["smaller on " + ", ".join(less)] if less else []
+                )
+                parts.append(f"its gain from training (trained − untrained) is {' and '.join(gains)} than CLS's")
+            else:
+                parts.append("its gain from training does not differ from CLS's on any metric")
+            lines.append(f"{VARIANTS[name]['label']}: " + "; ".join(parts) + ".")
         moved = [
-            f"{VARIANTS[n]['label']} {title}"
+            f"{VARIANTS[n]['label']} {titles[m]} ({summary[n]['vs_untrained'][m]['mean_difference']:+.3f})"
             for n in config.variants
             if VARIANTS[n]["family"] == family
-            for metric, title in METRICS[family].items()
-            if summary[n]["vs_untrained"].get(metric, {}).get("real")
+            for m in titles
+            if summary[n]["vs_untrained"].get(m, {}).get("real")
         ]
         if moved:
             lines.append(
@@ -264,8 +302,8 @@ def markdown(config: PretrainingStudyConfig, results: dict, figures: list[str]) 
         (
             f"Scenes: {config.num_train} training / {config.num_test} test images at {config.image_size} px "
             f"(data seed {config.data_seed}); `{config.preset}` backbones, batch {config.batch_size}; "
-            f"DINO {config.dino_epochs} epochs (teacher momentum {config.momentum_teacher} -> 1), CLIP {config.clip_epochs} "
-            f"epochs; seeds {list(config.seeds)}. "
+            f"DINO {config.dino_epochs} epochs (lr {config.dino_learning_rate} at batch 256, teacher momentum "
+            f"{config.momentum_teacher} -> 1), CLIP {config.clip_epochs} epochs; seeds {list(config.seeds)}. "
             f"Every variant of a family gets the same steps. Chance = {results['chance']:.3f}. "
             f"Run time {results['minutes']:.1f} min ({results['environment']['device']})."
         ),
@@ -275,48 +313,40 @@ def markdown(config: PretrainingStudyConfig, results: dict, figures: list[str]) 
         *[f"- {line}" for line in results["verdict"]],
         "",
     ]
+    rows = (
+        ("vs_cls", "trained vs trained CLS"),
+        ("init_vs_cls", "untrained vs untrained CLS"),
+        ("gain_vs_cls", "gain vs CLS's gain"),
+        ("vs_untrained", "trained vs own untrained"),
+    )
     for family in config.families:
         names = [n for n in config.variants if VARIANTS[n]["family"] == family]
-        header = "| metric | " + " | ".join(VARIANTS[n]["label"] for n in names) + " |"
-        lines += [
-            f"## {family.upper()}",
-            "",
-            "Trained (mean ± std over seeds), untrained twin below it.",
-            "",
-            header,
-            "|" + "---|" * (len(names) + 1),
-        ]
-        for metric, title in METRICS[family].items():
-            if metric not in summary[names[0]]["trained"]:
-                continue
-            trained = " | ".join(_cell(summary[n]["trained"][metric]) for n in names)
-            untrained = " | ".join(_cell(summary[n]["untrained"][metric]) for n in names)
-            lines += [f"| {title} | {trained} |", f"| {title}, untrained | {untrained} |"]
-        baseline = BASELINE[family]
-        lines += [
-            "",
-            f"Paired tests over seeds (difference, p): vs {VARIANTS[baseline]['label']} / vs untrained twin.",
-            "",
-        ]
-        lines += [
+        metrics = [m for m in METRICS[family] if m in summary[names[0]]["trained"]]
+        header = [
             "| metric | " + " | ".join(VARIANTS[n]["label"] for n in names) + " |",
             "|" + "---|" * (len(names) + 1),
         ]
-        for metric, title in METRICS[family].items():
-            if metric not in summary[names[0]]["trained"]:
-                continue
-            cells = []
-            for n in names:
-                vs_cls = _test(summary[n]["vs_cls"][metric]) if metric in summary[n]["vs_cls"] else "—"
-                cells.append(f"{vs_cls} / {_test(summary[n]['vs_untrained'][metric])}")
-            lines.append(f"| {title} | " + " | ".join(cells) + " |")
+        lines += [f"## {family.upper()}", "", "Mean ± std over seeds; each untrained twin below.", "", *header]
+        for metric in metrics:
+            title = METRICS[family][metric]
+            lines.append(f"| {title} | " + " | ".join(_cell(summary[n]["trained"][metric]) for n in names) + " |")
+            lines.append(
+                f"| {title}, untrained | " + " | ".join(_cell(summary[n]["untrained"][metric]) for n in names) + " |"
+            )
+        lines += ["", "Paired t-tests over seeds: mean difference (p; 'real' when p < 0.05).", "", *header]
+        for metric in metrics:
+            for key, what in rows:
+                cells = [_test(summary[n][key][metric]) if metric in summary[n][key] else "—" for n in names]
+                lines.append(f"| {METRICS[family][metric]}: {what} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"![{name}]({name})" for name in figures]
     lines += [
         "",
         (
-            "A paired t-test is over seeds; with 3 seeds only large, consistent differences reach p < 0.05, and "
-            "'no difference the seeds support' is not evidence of no effect."
+            "With 3 seeds only large, consistent differences reach p < 0.05, and 'no difference the seeds "
+            "support' is not evidence of no effect. Patch-Score maps compare each patch with the global "
+            "feature, so the readout (CLS vs LazyStrike) changes them even in an untrained model; the "
+            "'untrained vs untrained CLS' and 'gain' rows separate that from what training did."
         ),
         "",
     ]
@@ -358,10 +388,37 @@ def environment() -> dict:
     }
 
 
+def write_report(out: Path, config: PretrainingStudyConfig, results: dict) -> dict:
+    """Summary, sentences, report.md, report.json and figures from ``results["per_seed"]``, written whole."""
+    from lastvit.files import write_folder
+
+    results = {**results, "summary": summarise(config, results["per_seed"])}
+    results["verdict"] = verdict(config, results["summary"])
+
+    def write(folder: Path):
+        figures = write_figures(folder, config, results["per_seed"])
+        (folder / "report.json").write_text(json.dumps(results, indent=2))
+        (folder / "report.md").write_text(markdown(config, results, figures))
+
+    write_folder(out, write)
+    return results
+
+
+def rewrite_report(folder) -> dict:
+    """Regenerate a finished study's report from its report.json (after a change to the report code),
+    without training again."""
+    results = json.loads((Path(folder) / "report.json").read_text())
+    fields = {k: v for k, v in results["config"].items() if k != "variants"}
+    config = PretrainingStudyConfig(
+        **{**fields, "seeds": tuple(fields["seeds"]), "families": tuple(fields["families"])}
+    )
+    return write_report(Path(folder), config, results)
+
+
 def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
     """Train and measure every variant for every seed, then write the report folder whole. Returns
     what ``report.json`` holds."""
-    from lastvit.files import is_nonempty_dir, write_folder
+    from lastvit.files import is_nonempty_dir
 
     start = time.time()
     out = Path(config.output_dir)
@@ -384,7 +441,6 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
                 per_seed[name].append(run)
                 _log(start, "    " + ", ".join(f"{k} {v:.3f}" for k, v in run["trained"].items()))
                 shutil.rmtree(work / "runs" / f"{name}-seed{seed}")
-        summary = summarise(config, per_seed)
         results = {
             "question": "Does LazyStrike (K = 1, K = N/2) change what DINO and CLIP models learn, vs the CLS readout?",
             "chance": 1 / len(data["test"].features["label"].names),
@@ -393,18 +449,9 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
             "variants": {name: VARIANTS[name] for name in config.variants},
             "environment": environment(),
             "per_seed": per_seed,
-            "summary": summary,
-            "verdict": verdict(config, summary),
             "minutes": (time.time() - start) / 60,
         }
-
-        def write(folder: Path):
-            figures = write_figures(folder, config, per_seed)
-            (folder / "report.json").write_text(json.dumps(results, indent=2))
-            (folder / "report.md").write_text(markdown(config, results, figures))
-
-        write_folder(out, write)
-        return results
+        return write_report(out, config, results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -415,5 +462,7 @@ __all__ = [
     "VARIANTS",
     "PretrainingStudyConfig",
     "PretrainingStudyError",
+    "rewrite_report",
     "run_pretraining_study",
+    "write_report",
 ]
