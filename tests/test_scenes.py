@@ -1,5 +1,5 @@
 """The offline scenes benchmark: deterministic, held-out test split, exact boxes and masks, small
-objects, clear errors, datasets integration.
+objects, clear errors, datasets integration and the `lastvit-scenes` command line.
 
 Tests marked by the `debian` fixture use the Debian image files and fail (not skip) with the
 install command when they are missing; the others build tiny cut-outs and backgrounds in tmp_path.
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from lastvit.data import scenes
+from lastvit.data import scene_sources, scenes
+from training_scripts import scenes as scenes_cli
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 GREY = 128
@@ -56,6 +57,15 @@ def test_install_command_names_every_debian_package():
         "apt-get update && apt-get install -y --no-install-recommends "
         "tuxpaint-stamps-default tuxpaint-data mate-backgrounds gimp-data dataset-fashion-mnist"
     )
+
+
+def test_every_public_name_of_the_sources_is_importable_from_scenes():
+    defined_there = {
+        n for n, v in vars(scene_sources).items() if getattr(v, "__module__", "") == scene_sources.__name__
+    }
+    public = [n for n in vars(scene_sources) if not n.startswith("_") and (n.isupper() or n in defined_there)]
+    assert {"read_idx", "read_gimp_pattern", "scene_splits", "ScenesSourceError", "SCENE_CLASSES"} <= set(public)
+    assert [name for name in public if getattr(scenes, name, None) is not getattr(scene_sources, name)] == []
 
 
 # ---------------------------------------------------------------- Debian sources
@@ -184,25 +194,25 @@ def test_opacity_override_pastes_fashion_items_opaquely_with_the_same_boxes(debi
 
 
 def test_missing_debian_files_error_says_the_install_command(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(scenes, "TUXPAINT_STAMPS", tmp_path / "no-stamps")
+    monkeypatch.setattr(scene_sources, "TUXPAINT_STAMPS", tmp_path / "no-stamps")
     with pytest.raises(scenes.ScenesSourceError) as error:
         scenes.build_scenes(4, 4)
     assert scenes.INSTALL_COMMAND in str(error.value) and "no-stamps" in str(error.value)
 
-    assert scenes.main(["--num-train", "4", "--num-test", "4", "--output", str(tmp_path / "out")]) == 2
+    assert scenes_cli.main(["--num-train", "4", "--num-test", "4", "--output", str(tmp_path / "out")]) == 2
     assert scenes.INSTALL_COMMAND in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_fashion_mnist_error_says_the_install_command(monkeypatch, tmp_path, user_sources):
-    monkeypatch.setattr(scenes, "FASHION_MNIST", tmp_path / "no-fashion")
+    monkeypatch.setattr(scene_sources, "FASHION_MNIST", tmp_path / "no-fashion")
     with pytest.raises(scenes.ScenesSourceError, match="dataset-fashion-mnist") as error:
         scenes.build_fashion_mnist_scenes(4, 4, backgrounds_dir=user_sources[1])
     assert scenes.INSTALL_COMMAND in str(error.value)
 
 
 def test_missing_background_files_error_says_the_install_command(monkeypatch, tmp_path, user_sources):
-    monkeypatch.setattr(scenes, "MATE_NATURE", tmp_path / "no-mate")
+    monkeypatch.setattr(scene_sources, "MATE_NATURE", tmp_path / "no-mate")
     with pytest.raises(scenes.ScenesSourceError, match="no-mate") as error:
         scenes.build_scenes(4, 4, objects_dir=user_sources[0])
     assert scenes.INSTALL_COMMAND in str(error.value)
@@ -305,7 +315,7 @@ def test_numpy_arrays_match_the_dataset(user_sources):
 
 def test_cli_help_lists_every_flag(capsys):
     with pytest.raises(SystemExit) as exit_:
-        scenes.main(["--help"])
+        scenes_cli.main(["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--num-train", "--num-test", "--image-size", "--seed", "--clutter", "--objects", "--backgrounds",
@@ -318,13 +328,13 @@ def test_cli_writes_a_dataset_and_an_imagefolder_and_refuses_to_overwrite(user_s
     out, folder = tmp_path / "out", tmp_path / "folder"
     argv = ["--num-train", "6", "--num-test", "3", "--objects", str(user_sources[0]),
             "--backgrounds", str(user_sources[1]), "--output", str(out), "--imagefolder", str(folder)]  # fmt: skip
-    assert scenes.main(argv) == 0
+    assert scenes_cli.main(argv) == 0
     assert datasets.load_from_disk(str(out))["test"].num_rows == 3
     assert (folder / "README.md").exists() and (folder / "test" / "masks" / "000002.png").exists()
     with pytest.raises(SystemExit) as exit_:
-        scenes.main(argv)
+        scenes_cli.main(argv)
     assert exit_.value.code == 2 and "--overwrite" in capsys.readouterr().err
-    assert scenes.main(argv + ["--overwrite", "--seed", "1"]) == 0
+    assert scenes_cli.main(argv + ["--overwrite", "--seed", "1"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -339,7 +349,7 @@ def test_cli_writes_a_dataset_and_an_imagefolder_and_refuses_to_overwrite(user_s
 )
 def test_cli_rejects_bad_arguments_with_a_clear_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        scenes.main(argv)
+        scenes_cli.main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
