@@ -232,7 +232,7 @@ def _split(tests: dict, titles: dict) -> tuple[list[str], list[str]]:
     return higher, lower
 
 
-def verdict(config: PretrainingStudyConfig, summary: dict) -> list[str]:
+def verdict(config: PretrainingStudyConfig, summary: dict, chance: float | None = None) -> list[str]:
     """Plain sentences on what the seeds support (paired t-test, p < 0.05): for each LazyStrike variant,
     where its trained model differs from the CLS readout's, whether its untrained twin already
     differs that way, and whether training added more or less than it added to CLS; per family,
@@ -241,6 +241,18 @@ def verdict(config: PretrainingStudyConfig, summary: dict) -> list[str]:
     for family in config.families:
         titles, baseline = METRICS[family], BASELINE[family]
         cls_label = VARIANTS[baseline]["label"]
+        top1 = "knn_top1" if family == "dino" else "zero_shot_top1"
+        scored = [
+            (summary[n]["trained"][top1]["mean"], n)
+            for n in config.variants
+            if VARIANTS[n]["family"] == family and top1 in summary[n]["trained"]
+        ]
+        if chance is not None and scored:
+            best, name = max(scored)
+            lines.append(
+                f"{family.upper()}: the best trained {titles[top1]} is {best:.3f} ({VARIANTS[name]['label']}), "
+                f"against chance {chance:.3f}: read the rest with that in mind."
+            )
         for name in (n for n in config.variants if VARIANTS[n]["family"] == family and n != baseline):
             entry = summary[name]
             higher, lower = _split(entry["vs_cls"], titles)
@@ -393,7 +405,7 @@ def write_report(out: Path, config: PretrainingStudyConfig, results: dict) -> di
     from lastvit.files import write_folder
 
     results = {**results, "summary": summarise(config, results["per_seed"])}
-    results["verdict"] = verdict(config, results["summary"])
+    results["verdict"] = verdict(config, results["summary"], results.get("chance"))
 
     def write(folder: Path):
         figures = write_figures(folder, config, results["per_seed"])
