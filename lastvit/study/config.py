@@ -40,6 +40,7 @@ class StudyConfig:
     num_test: int | None = None
     image_size: int | None = None
     scale_range: tuple[float, float] | None = None
+    opacity: float | None = None
     clutter: int = 0
     data_seed: int = 0
     # model (a `lastvit.training.PRESETS` size at the study's image and patch size)
@@ -83,7 +84,8 @@ SCALES = {
         "num_train": 20000,
         "num_test": 2000,
         "image_size": 32,
-        "scale_range": (0.5, 0.9),
+        "scale_range": (0.5, 0.8),
+        "opacity": 1.0,
         "preset": "micro",
         "patch_size": 8,
         "epochs": 2.0,
@@ -102,6 +104,7 @@ SCALES = {
         "num_test": 5000,
         "image_size": 112,
         "scale_range": (0.3, 0.6),
+        "opacity": 1.0,
         "preset": "small",
         "patch_size": 8,
         "epochs": 10.0,

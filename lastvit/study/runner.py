@@ -18,6 +18,15 @@ from .config import OPTIONAL_VARIANTS, VARIANTS, StudyConfig
 from .report import flatten_metrics, summarise, write_report
 
 
+TEST_SPLIT_NOTES = {
+    "fashion": "Fashion-MNIST items from its t10k file (10,000 real product photos never seen in training; "
+    "training items come from its train file) on held-out backgrounds (a quarter of each background source), "
+    "so the test measures recognising new instances in new surroundings, not memorising images",
+    "scenes": "held-out object instances (a quarter per class) on held-out backgrounds, so the test measures "
+    "recognising new instances in new surroundings, not memorising images",
+}
+
+
 class StudyError(ValueError):
     """The study cannot run as asked; the message says what to change."""
 
@@ -37,6 +46,7 @@ def build_data(config: StudyConfig):
         clutter=config.clutter,
         variant=config.data_variant,
         scale_range=tuple(config.scale_range),
+        opacity=config.opacity,
         progress=config.progress,
     )
 
@@ -167,6 +177,7 @@ def run_study(config: StudyConfig) -> dict:
     minutes = (time.time() - start) / 60
     results = {
         "question": "Does LazyStrike make a ViT look at the object?",
+        "test_split_note": TEST_SPLIT_NOTES[config.data_variant],
         "chance": 1 / len(class_names),
         "class_names": class_names,
         "seeds": list(config.seeds),
