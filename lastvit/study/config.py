@@ -81,7 +81,7 @@ class StudyConfig:
 SCALES = {
     "cpu": {
         "data_variant": "fashion",
-        "num_train": 20000,
+        "num_train": 16000,
         "num_test": 2000,
         "image_size": 32,
         "scale_range": (0.5, 0.8),
