@@ -54,3 +54,20 @@ def test_help_imports_no_heavy_library(name):
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
     assert "HEAVY []" in result.stdout, f"{name} --help imports {result.stdout.splitlines()[-1]}"
+
+
+def test_no_command_line_module_imports_another():
+    import ast
+
+    for path in sorted((ROOT / "training_scripts").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+                assert node.level == 0, f"{path.name} imports a sibling CLI module (relative import)"
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n == "training_scripts" or n.startswith("training_scripts.") for n in names), (
+                f"{path.name} imports another command-line module: shared code belongs in the lastvit library"
+            )
