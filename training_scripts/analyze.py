@@ -29,6 +29,8 @@ import json
 import sys
 from pathlib import Path
 
+from lastvit.data.arguments import add_data_arguments
+
 MARKDOWN_NAME = "analysis.md"
 
 
@@ -43,15 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an --output-dir that already holds files")
 
     data = p.add_argument_group("images (the trainer's data flags, or --random-images)")
-    data.add_argument(
-        "--dataset",
-        default=None,
-        help="'scenes' (built-in, offline), 'imagefolder' (with --data-dir), a save_to_disk folder, "
-        "or a Hub dataset name (default: scenes, unless --random-images)",
+    add_data_arguments(
+        data,
+        include=("dataset", "data_dir", "eval_split", "image_column"),
+        defaults={"dataset": None},
+        help={
+            "dataset": "'scenes' (built-in, offline), 'imagefolder' (with --data-dir), a save_to_disk folder, "
+            "or a Hub dataset name (default: scenes, unless --random-images)",
+            "eval_split": "split to analyse (default: validation, else test)",
+        },
     )
-    data.add_argument("--data-dir", help="folder of class subfolders for --dataset imagefolder")
-    data.add_argument("--eval-split", help="split to analyse (default: validation, else test)")
-    data.add_argument("--image-column", default="image", help="column holding the images (default: image)")
     data.add_argument(
         "--bbox-column", default="bbox", help="column with one ground-truth box per image, used when present"
     )
@@ -81,10 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the one-shot test: one image per class from --train-split (fit) and one from the "
         "evaluation split (test), seeded; needs a labelled dataset",
     )
-    one_shot.add_argument("--train-split", default="train", help="split the one-shot readout is fitted on")
-    one_shot.add_argument("--label-column", default="label", help="column holding the integer class labels")
-    one_shot.add_argument(
-        "--scenes-train", type=int, default=200, help="scenes: training scenes generated to draw one per class from"
+    add_data_arguments(
+        one_shot,
+        include=("train_split", "label_column", "scenes_train"),
+        defaults={"scenes_train": 200},
+        help={
+            "train_split": "split the one-shot readout is fitted on (default: train)",
+            "scenes_train": "scenes: training scenes generated to draw one per class from (default: 200)",
+        },
     )
 
     run = p.add_argument_group("measurement and run")

@@ -26,6 +26,8 @@ import json
 import sys
 from pathlib import Path
 
+from lastvit.data.arguments import add_data_arguments
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -39,15 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="the folder to evaluate (e.g. a lastvit-train output)")
     p.add_argument("--baseline", help="clip/dino: a second folder of the same kind measured alike (e.g. CLS readout)")
-    p.add_argument(
-        "--dataset", default="scenes", help="scenes (default), imagefolder, a save_to_disk folder or a Hub name"
+    add_data_arguments(
+        p,
+        include=("dataset", "data_dir", "eval_split", "image_column", "label_column", "scenes_test"),
+        help={"eval_split": "split to evaluate (default: validation, else test)"},
     )
-    p.add_argument("--data-dir", help="folder for --dataset imagefolder")
-    p.add_argument("--eval-split", help="split to evaluate (default: validation, else test)")
-    p.add_argument("--image-column", default="image", help="column holding the images (default: image)")
-    p.add_argument("--label-column", default="label", help="column holding class indices (default: label)")
     p.add_argument("--num-images", type=int, help="evaluate only the first N images")
-    p.add_argument("--scenes-test", type=int, default=1000, help="scenes: test images (default: 1000)")
     p.add_argument(
         "--scenes-train", type=int, default=1000, help="dino: scenes training images for k-NN (default: 1000)"
     )

@@ -67,6 +67,14 @@ def summarise(per_run: dict) -> dict:
     return summary
 
 
+VERDICT_METRICS = (
+    ("top1", "top-1"),
+    ("point_in_box/patch_score", "Patch-Score Point-in-Box (pooled feature)"),
+    ("corloc/patch_score", "Patch-Score CorLoc"),
+    ("segmentation_iou/patch_score", "Patch-Score coarse-segmentation IoU"),
+)
+
+
 def _cell(stats: dict | None) -> str:
     return "–" if stats is None else f"{stats['mean']:.3f} ± {stats['std']:.3f}"
 
@@ -98,10 +106,7 @@ def verdict(results: dict) -> list[str]:
             continue
         tests = summary[name]["tests"]
         label = labels[name]["label"]
-        for key, what in (
-            ("top1", "top-1"),
-            ("point_in_box/patch_score", "Patch-Score Point-in-Box (pooled feature)"),
-        ):
+        for key, what in VERDICT_METRICS:
             test = tests.get(f"{key} vs {REFERENCE}")
             if test is None:
                 continue
@@ -143,6 +148,17 @@ def verdict(results: dict) -> list[str]:
         f"- The strongest map-free baseline is the {BASELINES[strongest]} at Point-in-Box {value:.3f}; "
         + (f"models with a map above it: {', '.join(above)}." if above else "no model's map beats it.")
     )
+    for metric in ("corloc", "segmentation_iou"):
+        best_map = max(
+            ((n, k) for n in summary for k in summary[n] if k.startswith(f"{metric}/") and k.count("/") == 1),
+            key=lambda nk: summary[nk[0]][nk[1]]["mean"],
+        )
+        strongest_b = max(BASELINES, key=lambda b: ref[f"{metric}/baseline/{b}"]["mean"])
+        lines.append(
+            f"- Best {METRICS[metric]} of any trained map: {summary[best_map[0]][best_map[1]]['mean']:.3f} "
+            f"({labels[best_map[0]]['label']}, {MAP_LABELS[best_map[1].split('/')[1]]}); the {BASELINES[strongest_b]} "
+            f"baseline reaches {ref[f'{metric}/baseline/{strongest_b}']['mean']:.3f}."
+        )
     lines.append(
         f"- A difference is called real only when a paired t-test over seeds gives p < {ALPHA}; with 3 "
         "seeds that needs consistent, large differences, so 'not shown' is not 'equal'."
