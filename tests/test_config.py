@@ -41,7 +41,12 @@ def test_dict_round_trip_keeps_every_option():
 
 
 def test_every_config_names_all_auto_classes_for_remote_code():
-    assert set(tiny_config().auto_map) >= {"AutoConfig", "AutoModel", "AutoModelForImageClassification", "AutoBackbone"}
+    assert set(tiny_config().auto_map) >= {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForImageClassification",
+        "AutoBackbone",
+    }
 
 
 def test_prefix_tokens_count_cls_and_registers():

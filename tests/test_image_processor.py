@@ -18,12 +18,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("modeling_lastvit") is None:  # plain `pytest` without the repo on sys.path
     sys.path.insert(0, str(REPO_ROOT))
 
-from PIL import Image  # noqa: E402
-from transformers import AutoImageProcessor  # noqa: E402
-from transformers.image_processing_backends import PilBackend  # noqa: E402
-from transformers.image_utils import PILImageResampling  # noqa: E402
+from PIL import Image
+from transformers import AutoImageProcessor
+from transformers.image_processing_backends import PilBackend
+from transformers.image_utils import PILImageResampling
 
-from modeling_lastvit import LastViTConfig, LastViTImageProcessor, LastViTModel  # noqa: E402
+from modeling_lastvit import LastViTConfig, LastViTImageProcessor, LastViTModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,7 +62,11 @@ def test_non_square_pil_images_become_224_by_224_float_tensors(height, width):
 
 def test_batches_of_images_of_different_sizes_stack_into_one_tensor():
     processor = LastViTImageProcessor()
-    images = [random_pil_image(200, 300, seed=1), random_pil_image(400, 250, seed=2), random_pil_image(256, 256, seed=3)]
+    images = [
+        random_pil_image(200, 300, seed=1),
+        random_pil_image(400, 250, seed=2),
+        random_pil_image(256, 256, seed=3),
+    ]
     pixel_values = processor(images, return_tensors="pt").pixel_values
     assert pixel_values.shape == (3, 3, 224, 224)
 

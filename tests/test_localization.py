@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_lastvit import LastViTForImageClassification
 from lastvit import measure as A
+from modeling_lastvit import LastViTForImageClassification
 
 from .tiny import tiny_config
 

@@ -26,19 +26,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("modeling_lastvit") is None:  # plain `pytest` without the repo on sys.path
     sys.path.insert(0, str(REPO_ROOT))
 
-from PIL import Image  # noqa: E402
-from transformers import (  # noqa: E402
+from PIL import Image
+from transformers import (
     AutoBackbone,
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
-    dynamic_module_utils,  # noqa: E402
+    dynamic_module_utils,
     pipeline,
 )
 
-import modeling_lastvit  # noqa: E402
-from modeling_lastvit import (  # noqa: E402
+import modeling_lastvit
+from modeling_lastvit import (
     LastViTBackbone,
     LastViTConfig,
     LastViTForImageClassification,
@@ -149,7 +149,9 @@ def test_save_load_round_trip_gives_identical_outputs_with_safetensors(tmp_path,
 
 
 def test_round_trip_keeps_the_config_including_labels(tmp_path):
-    model = tiny_model(LastViTForImageClassification, pooling="mean", lazystrike_top_k=None, lazystrike_top_k_ratio=0.5)
+    model = tiny_model(
+        LastViTForImageClassification, pooling="mean", lazystrike_top_k=None, lazystrike_top_k_ratio=0.5
+    )
     model.save_pretrained(tmp_path)
     config = LastViTConfig.from_pretrained(tmp_path)
     assert config.id2label == ID2LABEL
@@ -443,6 +445,7 @@ def run_isolated(tmp_path: Path, body: str, pythonpath: str = "", **args) -> sub
     payload = json.dumps({"repo_root": str(REPO_ROOT), **{k: str(v) for k, v in args.items()}})
     result = subprocess.run(
         [sys.executable, "-c", script, payload],
+        check=False,
         cwd=tmp_path,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -496,9 +499,15 @@ def test_isolation_hides_the_package_even_from_pythonpath_and_an_editable_finder
             + "sys.exit(0 if importlib.util.find_spec('modeling_lastvit') else 1)\n"
         )
         control = subprocess.run(
-            [sys.executable, "-c", probe], cwd=tmp_path, env=isolated_env(tmp_path, pythonpath), timeout=60
+            [sys.executable, "-c", probe],
+            check=False,
+            cwd=tmp_path,
+            env=isolated_env(tmp_path, pythonpath),
+            timeout=60,
         )
-        assert control.returncode == 0, f"the fake install did not expose the package (hide_repo_path={hide_repo_path})"
+        assert control.returncode == 0, (
+            f"the fake install did not expose the package (hide_repo_path={hide_repo_path})"
+        )
 
     run_isolated(tmp_path, "", pythonpath=pythonpath)
 

@@ -52,7 +52,7 @@ class LastViTCLIPConfig(PreTrainedConfig):
     """
 
     model_type = "lastvit-clip"
-    sub_configs_defaults = {"vision_config": LastViTConfig, "text_config": CLIPTextConfig}  # noqa: RUF012
+    sub_configs_defaults = {"vision_config": LastViTConfig, "text_config": CLIPTextConfig}
 
     vision_config: dict | LastViTConfig | None = None
     text_config: dict | CLIPTextConfig | None = None
@@ -74,7 +74,7 @@ class LastViTCLIPModel(PreTrainedModel):
     base_model_prefix = "lastvit_clip"
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
-    _no_split_modules = ["LastViTLayer", "CLIPEncoderLayer", "CLIPTextEmbeddings"]  # noqa: RUF012
+    _no_split_modules = ["LastViTLayer", "CLIPEncoderLayer", "CLIPTextEmbeddings"]
     supports_gradient_checkpointing = True
     _supports_sdpa = True
 

@@ -7,10 +7,10 @@ figures (`plots`).
 The functions of `localization` and `lappe_giese` and `load_metric` are re-exported here.
 """
 
-from .lappe_giese import *  # noqa: F403
+from .lappe_giese import *
 from .lappe_giese import __all__ as _lappe_giese_all
-from .localization import *  # noqa: F403
+from .localization import *
 from .localization import __all__ as _localization_all
 from .metrics import load_metric, metric_path
 
-__all__ = [*_localization_all, *_lappe_giese_all, "load_metric", "metric_path"]
+__all__ = [*_localization_all, *_lappe_giese_all, "load_metric", "metric_path"]  # noqa: PLE0604

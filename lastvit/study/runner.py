@@ -17,7 +17,6 @@ from lastvit.files import is_nonempty_dir, swap_in
 from .config import OPTIONAL_VARIANTS, VARIANTS, StudyConfig
 from .report import flatten_metrics, summarise, write_report
 
-
 TEST_SPLIT_NOTES = {
     "fashion": "Fashion-MNIST items from its t10k file (10,000 real product photos never seen in training; "
     "training items come from its train file) on held-out backgrounds (a quarter of each background source), "
