@@ -12,7 +12,7 @@ from lastvit.measure.evaluation import EvaluationData, evaluate_model, masking_g
 from modeling_lastvit import LastViTForImageClassification, LastViTImageProcessor
 from training_scripts import evaluate
 
-from .tiny import tiny_config
+from .tiny import tiny_clip_config, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,27 +112,13 @@ def save_scenes(folder, num_train=8, num_test=12):
 
 
 def save_tiny_clip(folder, pooling="lazystrike", seed=0):
-    from transformers import CLIPTextConfig
-
     from lastvit.clip.captions import scene_captions, train_word_tokenizer
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
+    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel
 
     names = ["bird", "mammal", "vehicle", "small animal", "insect", "fish", "aircraft"]
     tokenizer = train_word_tokenizer(scene_captions(list(range(7)), ["sand"] * 7, names, seed=0))
-    text = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=32,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
     torch.manual_seed(seed)
-    config = LastViTCLIPConfig(vision_config=tiny_config(pooling=pooling), text_config=text, projection_dim=16)
-    LastViTCLIPModel(config).save_pretrained(folder)
+    LastViTCLIPModel(tiny_clip_config(tokenizer, pooling)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -220,3 +206,14 @@ def test_zero_shot_map_pib_hits_when_the_patch_closest_to_the_true_class_text_li
     boxes = [(8, 8, 16, 16), (8, 8, 16, 16)]  # both boxes cover the bottom-right patch
     score = zero_shot_map_pib(model, _class_index_tokenizer, pixels, [1, 1], boxes, ["alpha", "beta", "gamma"])
     assert score == pytest.approx(0.5)  # image 0 hits, image 1's class-1 patch is outside its box
+
+
+def test_encode_gives_the_classifiers_own_logits_whatever_its_input_rule():
+    from lastvit.measure.evaluation import encode
+
+    torch.manual_seed(0)
+    model = LastViTForImageClassification(tiny_config(num_labels=3, classifier_input="pooled_and_patch_mean")).eval()
+    pixels = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(pixel_values=pixels).logits
+    torch.testing.assert_close(encode(model, pixels, device="cpu")["logits"], expected)

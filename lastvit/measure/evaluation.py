@@ -136,7 +136,7 @@ def encode(
             batch = pixel_values[start : start + batch_size].to(device)
             with _autocast(device):
                 base = model.base_model(pixel_values=batch, output_attentions=attention)
-                logits = model.classifier(base.pooler_output)
+                logits = model.classifier(model.classifier_features(base))  # the head's own input rule
             tokens = model.split_tokens(base.last_hidden_state)
             out["logits"].append(logits)
             out["pooled"].append(base.pooler_output)
