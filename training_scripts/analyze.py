@@ -280,10 +280,11 @@ def run(args) -> dict:
     from lastvit.data.scenes import ellipse_scene
     from lastvit.measure.decoupling import OneShotImages, analyze, load_model
     from lastvit.measure.decoupling_report import write_report
+    from lastvit.measure.evaluation import resolve_device
 
     check_args(args)
     progress = not args.no_progress
-    model = load_model(args.model, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_model(args.model, resolve_device(args.device))
     transform = eval_transform(build_processor(model, args.model), model.config)
     size, mean, std = transform.size, transform.mean, transform.std
     one_shot = None

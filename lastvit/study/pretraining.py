@@ -26,6 +26,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lastvit.training.loop import reset_accelerate
+
 from .statistics import ALPHA, mean_std, paired_test
 
 VARIANTS = {
@@ -114,13 +116,6 @@ def build_data(config: PretrainingStudyConfig):
     return data
 
 
-def _reset_accelerate() -> None:
-    from accelerate.state import AcceleratorState, PartialState
-
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
-
 def _pooling(spec: dict) -> dict:
     return {"pooling": spec["pooling"], "top_k": spec.get("top_k"), "top_k_ratio": spec.get("top_k_ratio")}
 
@@ -162,7 +157,7 @@ def train_and_measure(config: PretrainingStudyConfig, name: str, seed: int, data
                 **common,
             )
         )
-        _reset_accelerate()
+        reset_accelerate()
         # the trainer measured the teacher and its exact untrained start (`evaluate_backbone`)
         measured = {"trained": trained["teacher"], "untrained": trained["untrained"]}
     else:
@@ -170,7 +165,7 @@ def train_and_measure(config: PretrainingStudyConfig, name: str, seed: int, data
         from lastvit.clip.training import CLIPTrainingArguments, train_clip
 
         trained = train_clip(CLIPTrainingArguments(epochs=config.clip_epochs, **common))
-        _reset_accelerate()
+        reset_accelerate()
         model = AutoModel.from_pretrained(out, trust_remote_code=True)
         tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
         names = [readable(n) for n in data["test"].features["label"].names]

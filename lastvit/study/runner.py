@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from lastvit.files import is_nonempty_dir, swap_in
+from lastvit.training.loop import reset_accelerate
 
 from .config import OPTIONAL_VARIANTS, VARIANTS, StudyConfig
 from .report import flatten_metrics, summarise, write_report
@@ -50,14 +51,14 @@ def build_data(config: StudyConfig):
     )
 
 
-def train_variant(config: StudyConfig, name: str, seed: int, data_path: Path, out: Path) -> Path:
+def train_variant(config: StudyConfig, name: str, seed: int, data, out: Path) -> Path:
     """Train one variant with the study's recipe into `out` (a complete checkpoint folder)."""
     from lastvit.training import TrainConfig, train
 
     spec = {**VARIANTS, **OPTIONAL_VARIANTS}[name]
     train(
         TrainConfig(
-            dataset=str(data_path),
+            dataset=data,  # the DatasetDict built once for every run, in memory
             output_dir=out,
             overwrite=True,
             seed=seed,
@@ -80,16 +81,8 @@ def train_variant(config: StudyConfig, name: str, seed: int, data_path: Path, ou
             progress=config.progress,
         )
     )
-    _reset_accelerate()
+    reset_accelerate()
     return out
-
-
-def _reset_accelerate() -> None:
-    """Forget the Accelerate singletons between runs in one process (each run builds its own)."""
-    from accelerate.state import AcceleratorState, PartialState
-
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
 
 
 def environment(device: torch.device) -> dict:
@@ -136,8 +129,6 @@ def run_study(config: StudyConfig) -> dict:
     )
     tic = time.time()
     data = build_data(config)
-    data_path = work / "data"
-    data.save_to_disk(str(data_path))
     class_names = data["test"].features["label"].names
     timings["data"] = time.time() - tic
 
@@ -148,7 +139,7 @@ def run_study(config: StudyConfig) -> dict:
             label = {**VARIANTS, **OPTIONAL_VARIANTS}[name]["label"]
             _log(start, f"training {label}, seed {seed}")
             tic = time.time()
-            folder = train_variant(config, name, seed, data_path, work / "runs" / f"{name}-seed{seed}")
+            folder = train_variant(config, name, seed, data, work / "runs" / f"{name}-seed{seed}")
             timings["training"][f"{name}-seed{seed}"] = time.time() - tic
             model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True)
             if evaluation_data is None:
@@ -199,6 +190,5 @@ def run_study(config: StudyConfig) -> dict:
         work / "lastvit-model",
         ignore=shutil.ignore_patterns("checkpoints", "best", ".*"),
     )
-    shutil.rmtree(data_path)  # regenerated from the seed in seconds; not worth keeping
     swap_in(work, out)
     return results

@@ -161,3 +161,12 @@ class StepLoop:
             return False
         finally:
             bar.close()
+
+
+def reset_accelerate() -> None:
+    """Forget Accelerate's process-wide singletons, so that several runs in one Python process (the
+    studies) each build their own `Accelerator`."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
