@@ -9,33 +9,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPTextConfig
 
 from lastvit.clip.captions import CaptionError, check_captions, scene_captions, tokenize, train_word_tokenizer
-from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel, symmetric_contrastive_loss
+from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel, symmetric_contrastive_loss
 from lastvit.clip.training import CLIPTrainingArguments, train_clip
 from lastvit.training.pretraining import PretrainingError
 
 from .test_saving_and_remote_code import run_isolated
-from .tiny import tiny_config
+from .tiny import tiny_clip_config
 
 CAPTIONS = ["a photo of a bird on sand.", "a photo of a mammal on pine.", "a vehicle in front of dune."]
 
 
 def tiny_clip(tokenizer, pooling="lazystrike"):
-    text = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=32,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    config = LastViTCLIPConfig(vision_config=tiny_config(pooling=pooling), text_config=text, projection_dim=16)
-    return LastViTCLIPModel(config).eval()
+    return LastViTCLIPModel(tiny_clip_config(tokenizer, pooling)).eval()
 
 
 def reference_clip_loss(logits: torch.Tensor) -> float:
