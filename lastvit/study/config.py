@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # The paper's comparison (LaSt-ViT Tab. 8/9) at equal budget and recipe. K is a share of the
@@ -60,7 +60,6 @@ class StudyConfig:
     probe_images: int = 500
     figure_images: int = 3
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def resolved(self, cuda_available: bool) -> StudyConfig:
         """A copy with `scale` decided and every None filled from that scale's defaults."""
