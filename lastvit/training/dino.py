@@ -118,9 +118,16 @@ class DINOLoss(nn.Module):
 
 @torch.no_grad()
 def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float) -> None:
-    """``teacher <- m * teacher + (1 - m) * student`` for every parameter (buffers are copied)."""
+    """``teacher <- m * teacher + (1 - m) * student`` for every parameter (buffers are copied).
+
+    `student` is the unwrapped module; a student sharded by FSDP2 (`fully_shard`: DTensor parameters)
+    is read whole (`full_tensor()`, one all-gather per parameter, on every process), so the teacher
+    stays an ordinary full module on every process."""
+    from torch.distributed.tensor import DTensor
+
     for s, t in zip(student.parameters(), teacher.parameters(), strict=True):
-        t.mul_(momentum).add_(s.detach().to(t.dtype), alpha=1 - momentum)
+        s = s.full_tensor() if isinstance(s, DTensor) else s.detach()
+        t.mul_(momentum).add_(s.to(t.dtype), alpha=1 - momentum)
     for s, t in zip(student.buffers(), teacher.buffers(), strict=True):
         t.copy_(s)
 

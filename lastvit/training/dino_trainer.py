@@ -7,6 +7,13 @@ cosine lr, cosine weight decay 0.04 -> 0.4, teacher momentum 0.996 -> 1, teacher
 multi-crop (2 global + N local). Every schedule is a function of the step, and the teacher, the
 centre, the optimiser and the RNG states are in each checkpoint: a resumed run is exact.
 
+Several processes: only the student is prepared (DDP, or FSDP version 2); the teacher is a plain
+module on every process, never wrapped and never given gradients. Its EMA reads the student through
+the unwrapped module (under FSDP the full parameters, gathered once per step, so the teacher stays
+whole on every process and the evaluation and export need no collective), and the centre update
+averages the teacher outputs over all processes, as DINO's `update_center`. With equal per-process
+batches, N processes of batch B follow the same trajectory as one process of batch N x B.
+
 Output: the teacher backbone as a LastViT folder (`AutoModel.from_pretrained(dir,
 trust_remote_code=True)`), its image processor and model card, the teacher head in
 ``dino_head.safetensors`` (+ ``dino_head.json``) for continued training, and ``eval_results.json``:
@@ -130,7 +137,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         teacher_temperature,
         update_teacher,
     )
-    from lastvit.training.pretraining import PretrainingLoop, cosine_schedule, start_run
+    from lastvit.training.pretraining import PretrainingLoop, cosine_schedule, mean_over_processes, start_run
 
     accelerator = start_run(args)
     scenes = {
@@ -204,7 +211,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
             args.weight_decay, args.weight_decay_end, step, total_steps
         )
         views = batch["crops"]
-        with torch.no_grad():
+        with torch.no_grad(), accelerator.autocast():
             teacher_out = teacher(views[:2])
         student_out = student(views)
         temp = teacher_temperature(step, temp_warmup, args.warmup_teacher_temp, args.teacher_temp)
@@ -223,7 +230,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
             accelerator.unwrap_model(student), teacher, teacher_momentum(step, total_steps, args.momentum_teacher)
         )
         loss_fn.update_center(teacher_out, reduce=lambda x: accelerator.reduce(x, "mean"))
-        return loss.item()
+        return mean_over_processes(accelerator, loss)
 
     student.train()
     results = steps.train(loader, train_step, epoch_aware=(sampler, data))
@@ -232,6 +239,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
     if accelerator.is_main_process:
         results.update(evaluate_backbone(teacher.backbone, untrained, train_split, eval_split, eval_transform, args))
         write_dino_folder(args, teacher, processor, results)
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
 

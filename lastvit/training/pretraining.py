@@ -1,7 +1,11 @@
 """Pieces the DINO and CLIP trainers share: their error, the start of a run (Accelerator, output
-folder, seed), their step loop (`lastvit.training.loop.StepLoop` with every step's loss), a cosine
-schedule by step, the scenes' evaluation tensors, the final-folder writer and their CLIs' parser
-and runner.
+folder, seed, the distributed modes each supports), their step loop (`lastvit.training.loop.StepLoop`
+with every step's loss, averaged over the processes), a cosine schedule by step, the scenes'
+evaluation tensors, the final-folder writer and their CLIs' parser and runner.
+
+Multi-process runs (DDP) shard the data by batches: each process takes every `num_processes`-th
+batch, so an epoch has `num_processes` times fewer steps, and each process's RNG state goes into
+every checkpoint. Only the main process writes the output folder and prints the results.
 """
 
 from __future__ import annotations
@@ -31,18 +35,38 @@ def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
     loop.prepare_output_dir(output_dir, resume, overwrite, PretrainingError)
 
 
-def start_run(args):
+def start_run(args, fsdp: str | None = None):
     """The Accelerator of a DINO or CLIP run (`args`: its arguments), once the main process has prepared
-    the output folder, with the seed set."""
+    the output folder, with the seed set. `fsdp`: why this trainer cannot run under FSDP, or None
+    when it can (FSDP version 2 only)."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        if accelerator.distributed_type != DistributedType.FSDP:
+            raise PretrainingError(
+                f"the accelerate config asks for FSDP, but accelerate runs {accelerator.distributed_type.value} here: "
+                "it shards only on GPUs. On CPUs launch plain DDP (e.g. ACCELERATE_USE_CPU=1 torchrun "
+                "--nproc_per_node N -m training_scripts...), or use a GPU machine."
+            )
+        if fsdp is not None:
+            raise PretrainingError(f"{fsdp} Launch with the DDP config (accelerate_configs/multi_gpu.yaml) instead.")
+        if not accelerator.is_fsdp2:
+            raise PretrainingError(
+                "this trainer supports FSDP version 2 only (fully_shard); set fsdp_version: 2 in the accelerate config."
+            )
     if accelerator.is_main_process:
         prepare_output_dir(args.output_dir, args.resume, args.overwrite)
     accelerator.wait_for_everyone()
     set_seed(args.seed)
     return accelerator
+
+
+def mean_over_processes(accelerator, loss) -> float:
+    """The loss averaged over the processes (each saw its own shard of the batch): the loss of the
+    whole batch when the per-process losses are batch means of equal-sized shards."""
+    return accelerator.reduce(loss.detach().float(), "mean").item()
 
 
 class PretrainingLoop(StepLoop):
@@ -92,9 +116,11 @@ def run_pretraining(
     parser: argparse.ArgumentParser, argv, arguments: type, train: Callable, errors: tuple[type, ...] = ()
 ) -> int:
     """Parse `argv` (before any heavy import: --help stays fast), run ``train(arguments(...))`` and print
-    its results as JSON. Bad options or data (`PretrainingError`, `DataError`, `errors`) exit with code 1
-    and one line naming the problem and the fix."""
+    its results as JSON (once, from the main process of a multi-process run). Bad options or data
+    (`PretrainingError`, `DataError`, `errors`) exit with code 1 and one line naming the problem and the fix."""
     namespace = parser.parse_args(argv)
+    from accelerate import PartialState
+
     from lastvit.arguments import from_args
     from lastvit.data.loading import DataError
 
@@ -103,7 +129,8 @@ def run_pretraining(
     except (PretrainingError, DataError, *errors) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(results, indent=2))
+    if PartialState().is_main_process:
+        print(json.dumps(results, indent=2))
     return 0
 
 
