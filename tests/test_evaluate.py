@@ -12,6 +12,7 @@ from lastvit.measure.evaluation import EvaluationData, evaluate_model, masking_g
 from modeling_lastvit import LastViTForImageClassification, LastViTImageProcessor
 from training_scripts import evaluate
 
+from .test_localization import assert_png
 from .tiny import tiny_clip_config, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +137,11 @@ def test_clip_mode_measures_zero_shot_metrics_for_the_model_its_untrained_twin_a
     for values in report["models"].values():
         assert expected <= set(values)
         assert all(0.0 <= values[k] <= 1.0 for k in expected)
-    assert "zero-shot segmentation mIoU" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "zero-shot segmentation mIoU" in markdown
+    for name in ("zero_shot_segmentation.png", "zero_shot_similarity.png"):
+        assert_png(out / name)
+        assert f"]({name})" in markdown
 
 
 def test_dino_mode_measures_knn_pib_corloc_and_segmentation_next_to_the_untrained_twin(tmp_path):
@@ -152,7 +157,30 @@ def test_dino_mode_measures_knn_pib_corloc_and_segmentation_next_to_the_untraine
     assert set(report["models"]) == {"trained", "untrained"}
     for values in report["models"].values():
         assert set(values) == {"knn_top1", "point_in_box", "corloc", "segmentation_iou"}
-    assert "k-NN top-1" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "k-NN top-1" in markdown
+    assert_png(out / "patch_score_foreground.png")
+    assert "](patch_score_foreground.png)" in markdown
+
+
+def test_dino_figure_boxes_are_the_boxes_corloc_scores(tmp_path):
+    import datasets
+
+    from lastvit.measure.pretrained_eval import evaluate_pretrained
+    from modeling_lastvit import LastViTModel
+
+    from_disk = datasets.load_from_disk(str(save_scenes(tmp_path / "scenes", num_train=8)))
+    LastViTModel(tiny_config(pooling="lazystrike", lazystrike_top_k=1)).save_pretrained(tmp_path / "dino")
+    results, maps = evaluate_pretrained(
+        "dino", tmp_path / "dino", from_disk["train"], from_disk["test"], knn_k=3, figure_images=12
+    )
+    assert maps["pixels"].shape == (12, 3, 32, 32) and maps["grid"] == (4, 4)
+    for name in ("trained", "untrained"):
+        shown = np.mean([iou >= 0.5 for iou in maps["models"][name]["box_iou"]])
+        assert shown == pytest.approx(results["models"][name]["corloc"])
+    assert (
+        evaluate_pretrained("dino", tmp_path / "dino", from_disk["train"], from_disk["test"], figure_images=0)[1] == {}
+    )
 
 
 def test_clip_mode_on_a_backbone_folder_says_which_mode_fits(tmp_path, capsys):

@@ -17,6 +17,7 @@ from lastvit.measure.zero_shot import (
     patch_labels_to_pixels,
     scene_targets,
     segment_patches,
+    zero_shot_patch_maps,
 )
 
 E = torch.eye(3)
@@ -115,3 +116,38 @@ def test_masks_of_another_size_than_the_inputs_are_refused():
         evaluate_zero_shot(
             StandInCLIP(), StandInTokenizer(), torch.zeros(1, 3, 4, 4), [0], np.zeros((1, 8, 8), bool), ["cat", "dog"]
         )
+
+
+def test_the_mean_iou_module_reports_what_evaluate_zero_shot_reports_in_both_protocols():
+    from lastvit.measure import load_metric
+
+    mask = np.zeros((1, 4, 4), bool)
+    mask[0, :2, :] = True
+    model, tokenizer = StandInCLIP(), StandInTokenizer()
+    results = evaluate_zero_shot(
+        model, tokenizer, torch.zeros(1, 3, 4, 4), [0], mask, ["cat", "dog"], background_texts=["a photo of grass."]
+    )
+    texts = class_text_embeddings(model, tokenizer, ["cat", "dog"])
+    patches = model.get_patch_features(torch.zeros(1, 3, 4, 4))
+    objects_only = patch_labels_to_pixels(segment_patches(patches, texts), (2, 2), (2, 2))
+    texts_bg = torch.cat([texts, E[2:3]])
+    with_background = patch_labels_to_pixels(segment_patches(patches, texts_bg, 2), (2, 2), (2, 2))
+    metric = load_metric("mean_iou")
+    assert metric.compute(
+        predictions=objects_only, references=scene_targets(mask, [0], None), num_labels=2
+    ) == pytest.approx(results["segmentation_ignore_background"], nan_ok=True)
+    assert metric.compute(
+        predictions=with_background, references=scene_targets(mask, [0], 2), num_labels=3, ignore_index=None
+    ) == pytest.approx(results["segmentation_with_background"], nan_ok=True)
+
+
+def test_zero_shot_patch_maps_give_the_arg_max_class_and_the_true_class_cosine_of_each_patch():
+    labels, own = zero_shot_patch_maps(
+        StandInCLIP(), StandInTokenizer(), torch.zeros(2, 3, 4, 4), [0, 1], ["cat", "dog"]
+    )
+    # patches: cat, dog, grass (a tie: the first class), 1.0 cat + 0.5 grass
+    assert labels.tolist() == [[0, 1, 0, 0]] * 2
+    torch.testing.assert_close(own[0], torch.tensor([1.0, 0.0, 0.0, 1 / 1.25**0.5]))  # cosine with "cat"
+    torch.testing.assert_close(own[1], torch.tensor([0.0, 1.0, 0.0, 0.0]))  # cosine with "dog"
+    with pytest.raises(ValueError, match="one label per image"):
+        zero_shot_patch_maps(StandInCLIP(), StandInTokenizer(), torch.zeros(2, 3, 4, 4), [0], ["cat", "dog"])

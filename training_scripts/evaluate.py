@@ -14,7 +14,10 @@ exact masks, Point-in-Box of the zero-shot patch maps and the image tower's Patc
 coarse segmentation. --mode dino (a LastViT backbone, e.g. a lastvit-train-dino teacher): k-NN top-1,
 Patch-Score PiB, CorLoc and coarse segmentation. Both next to the untrained twin and, with
 --baseline, another folder of the same kind (e.g. the CLS-readout run). Scenes are built at the
-model's input size.
+model's input size. Figures of the first 4 images, the models side by side: clip, each patch's
+zero-shot class next to the exact mask and the true-class patch-text cosine map; dino, the Patch
+Score, its mean + std foreground and CorLoc's box against the reference box. The mIoU and CorLoc
+are the local evaluate modules `mean_iou` and `corloc` (lastvit.measure.load_metric).
 
     lastvit-evaluate --model runs/tiny --dataset scenes --output-dir runs/tiny/eval
     lastvit-evaluate --mode clip --model runs/clip --baseline runs/clip-cls --output-dir runs/clip/eval
@@ -137,6 +140,7 @@ def evaluate_pretrained_model(args) -> None:
 
     from lastvit.data.loading import load_splits
     from lastvit.files import write_folder
+    from lastvit.measure.evaluation_report import write_pretrained_figures
     from lastvit.measure.pretrained_eval import evaluate_pretrained, markdown_report
 
     config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
@@ -145,7 +149,7 @@ def evaluate_pretrained_model(args) -> None:
     train, split = load_splits(args.dataset, "train", args.eval_split, args.data_dir, scenes)
     if args.num_images:
         split = split.select(range(min(args.num_images, len(split))))
-    results = evaluate_pretrained(
+    results, maps = evaluate_pretrained(
         args.mode,
         args.model,
         train,
@@ -158,8 +162,10 @@ def evaluate_pretrained_model(args) -> None:
     )
 
     def write(folder: Path):
+        figures = write_pretrained_figures(folder, maps)
         (folder / "report.json").write_text(json.dumps(results, indent=2))
-        (folder / "report.md").write_text(markdown_report(results, f"Evaluation ({args.mode}) of {args.model}"))
+        title = f"Evaluation ({args.mode}) of {args.model}"
+        (folder / "report.md").write_text(markdown_report(results, title, figures))
 
     write_folder(args.output_dir, write)
 

@@ -5,7 +5,10 @@
   whole patch of pixels; quality is the IoU with the exact object mask.
 - CorLoc (Tab. 7, unsupervised object discovery): the box of the largest 4-connected component of
   that foreground, in pixels; an image counts as localised when its IoU with the object's box is
-  at least 0.5.
+  at least 0.5 (with any of its object boxes, when it has several).
+
+CorLoc's rule is `corloc_hits`, which the local `evaluate` module ``corloc``
+(`lastvit.measure.load_metric("corloc")`) calls too: one definition.
 
 Maps are ``[B, N]`` in row-major grid order (or ``[B, rows, cols]``); masks are boolean pixel
 maps ``[B, H, W]`` at the model's input size; boxes are ``(x0, y0, x1, y1)`` pixels (x1/y1
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .localization import foreground_mask
+from .localization import _boxes_per_image, foreground_mask
 
 CORLOC_IOU = 0.5
 
@@ -108,16 +111,41 @@ def box_iou(a: Sequence[float] | None, b: Sequence[float] | None) -> float:
     return float(intersection / union) if union > 0 else 0.0
 
 
+def corloc_hits(predicted_boxes, reference_boxes, threshold: float = CORLOC_IOU) -> np.ndarray:
+    """CorLoc's rule per image: a hit when the predicted box has IoU ``>= threshold`` with any of the
+    image's reference boxes. `predicted_boxes`: one ``(x0, y0, x1, y1)`` per image, or None / empty
+    when nothing was found (a miss); `reference_boxes`: one box or a list of boxes per image (an
+    empty list: a miss)."""
+    predicted_boxes = list(predicted_boxes)
+    if len(reference_boxes) != len(predicted_boxes):
+        raise ValueError(
+            f"Got {len(reference_boxes)} reference box entries for {len(predicted_boxes)} images; "
+            "give one box (or list of boxes) per image."
+        )
+    references = _boxes_per_image(reference_boxes, len(predicted_boxes))
+    hits = []
+    for box, candidates in zip(predicted_boxes, references):
+        if box is not None and len(box) not in (0, 4):
+            raise ValueError(f"A predicted box is (x0, y0, x1, y1) or empty; got {box}.")
+        box = None if box is None or len(box) == 0 else box
+        hits.append(any(box_iou(box, reference) >= threshold for reference in candidates))
+    return np.array(hits, dtype=bool)
+
+
+def foreground_boxes(patch_masks: np.ndarray, patch_size: Sequence[int]) -> list[tuple[int, int, int, int] | None]:
+    """CorLoc's predicted box per image: the pixel box of the largest 4-connected component of each
+    ``[rows, cols]`` foreground mask (None when the mask is empty)."""
+    return [mask_box(largest_component(mask), patch_size) for mask in np.asarray(patch_masks, dtype=bool)]
+
+
 def corloc(patch_masks: np.ndarray, boxes, patch_size: Sequence[int], threshold: float = CORLOC_IOU) -> np.ndarray:
-    """Per-image CorLoc hits: the box of the largest connected foreground component has IoU
-    ``>= threshold`` with the image's object box. `patch_masks` ``[B, rows, cols]``; `boxes` one
-    ``(x0, y0, x1, y1)`` per image in model-input pixels."""
+    """Per-image CorLoc hits (`corloc_hits`) of the `foreground_boxes` of `patch_masks`
+    ``[B, rows, cols]``; `boxes` one ``(x0, y0, x1, y1)`` (or a list of them) per image in
+    model-input pixels."""
     patch_masks = np.asarray(patch_masks, dtype=bool)
     if len(boxes) != len(patch_masks):
         raise ValueError(f"Got {len(boxes)} boxes for {len(patch_masks)} masks; give one box per image.")
-    return np.array(
-        [box_iou(mask_box(largest_component(m), patch_size), box) >= threshold for m, box in zip(patch_masks, boxes)]
-    )
+    return corloc_hits(foreground_boxes(patch_masks, patch_size), boxes, threshold)
 
 
 def dense_metrics(scores, grid: Sequence[int], patch_size: Sequence[int], boxes, object_masks=None) -> dict:
@@ -136,7 +164,9 @@ __all__ = [
     "box_iou",
     "coarse_segmentation",
     "corloc",
+    "corloc_hits",
     "dense_metrics",
+    "foreground_boxes",
     "largest_component",
     "mask_box",
     "mask_iou",

@@ -1,4 +1,5 @@
-"""One model's evaluation as Markdown and figures (what `lastvit-evaluate` writes)."""
+"""One model's evaluation as Markdown and figures (what `lastvit-evaluate` writes); for
+``--mode clip|dino``, the figures of `lastvit.measure.pretrained_eval.figure_maps`."""
 
 from __future__ import annotations
 
@@ -37,6 +38,56 @@ def write_figures(
     )
     P.plot_norm_histogram(arrays["norms"], folder / "norms.png", threshold=metrics["token_norms"]["threshold"])
     return ["maps.png", "masking_probe.png", "norms.png"]
+
+
+def write_pretrained_figures(folder: Path, maps: dict) -> dict[str, str]:
+    """The `figure_maps` of ``--mode clip`` or ``dino`` as PNGs in `folder`, each model (this model,
+    untrained twin, baseline) side by side. Returns ``{file name: caption}``."""
+    from . import plots as P
+    from .pretrained_eval import COLUMN_NAMES
+
+    if not maps:
+        return {}
+    models = {COLUMN_NAMES[name]: values for name, values in maps["models"].items()}
+    shown = {"mean": maps["mean"], "std": maps["std"]}
+    pixels, grid, boxes, masks = maps["pixels"], maps["grid"], maps["boxes"], maps["masks"]
+    if maps["mode"] == "dino":
+        P.plot_foreground_grid(pixels, models, folder / "patch_score_foreground.png", grid, boxes, masks, **shown)
+        return {
+            "patch_score_foreground.png": "Patch Score (cosine of each patch with the global feature), its "
+            "foreground (patches above mean + std, cyan) and CorLoc's box (the largest connected component's, "
+            "red, with its IoU) against the reference box (lime) and exact mask (white)"
+        }
+    from .zero_shot import IGNORE, scene_targets
+
+    names = maps["class_names"]
+    targets = None if masks is None else scene_targets(masks, maps["labels"], None)
+    P.plot_label_grid(
+        pixels,
+        {name: values["labels"] for name, values in models.items()},
+        folder / "zero_shot_segmentation.png",
+        grid,
+        len(names),
+        targets,
+        names,
+        IGNORE,
+        **shown,
+    )
+    P.plot_map_grid(
+        pixels,
+        {"true-class cosine": {name: values["similarity"] for name, values in models.items()}},
+        folder / "zero_shot_similarity.png",
+        grid,
+        boxes,
+        masks,
+        **shown,
+    )
+    return {
+        "zero_shot_segmentation.png": "zero-shot segmentation: each patch's class of highest cosine (the map "
+        "the objects-only mIoU scores) next to the exact mask with its true class",
+        "zero_shot_similarity.png": "zero-shot class-patch map: cosine of each projected patch with the text "
+        "embedding of the image's true class (the map Point-in-Box scores; arg-max framed)",
+    }
 
 
 def markdown_report(metrics: dict, figures: list[str], title: str) -> str:

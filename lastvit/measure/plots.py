@@ -295,8 +295,163 @@ def plot_seed_points(
     return _save(figure, path)
 
 
+def _class_colours(num_classes: int):
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    palette = colormaps["tab20"].colors
+    return ListedColormap([palette[i % len(palette)] for i in range(num_classes)])
+
+
+def _outline(axis, mask, width: int, height: int, color: str = "white") -> None:
+    mask = np.asarray(mask, dtype=float)
+    if mask.any() and not mask.all():
+        ys = (np.arange(mask.shape[0]) + 0.5) * height / mask.shape[0]
+        xs = (np.arange(mask.shape[1]) + 0.5) * width / mask.shape[1]
+        axis.contour(xs, ys, mask, levels=[0.5], colors=color, linewidths=0.6)
+
+
+def _box(axis, box, color: str, linewidth: float = 1.0) -> None:
+    if box is not None and len(box) == 4:
+        from matplotlib.patches import Rectangle
+
+        x0, y0, x1, y1 = (float(v) for v in box)
+        axis.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=linewidth))
+
+
+def plot_label_grid(
+    images: Sequence,
+    label_maps: Mapping[str, Sequence],
+    path,
+    grid: Sequence[int],
+    num_classes: int,
+    targets: Sequence | None = None,
+    class_names: Sequence[str] | None = None,
+    ignore_index: int = 255,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+) -> Path:
+    """Per-patch class maps (e.g. zero-shot segmentation's arg-max) of several models side by side:
+    a row per image; columns: the image, the reference labels when `targets` ``[B, H, W]`` are given
+    (pixels equal to `ignore_index` left uncoloured), then one per model (``{model: [B, N] class
+    indices}``, row-major over `grid`). One colour per class, shared by every panel and named in the
+    legend; the reference object's outline (white) is drawn on every panel."""
+    from matplotlib.patches import Patch
+
+    colours = _class_colours(num_classes)
+    columns = (["reference"] if targets is not None else []) + list(label_maps)
+    figure = _figure(1.9 * (1 + len(columns)), 1.9 * len(images) + 0.5)
+    axes = np.asarray(figure.subplots(len(images), 1 + len(columns), squeeze=False))
+    grid_rows, grid_cols = int(grid[0]), int(grid[1])
+    used = set()
+    for i, image in enumerate(images):
+        picture = image_to_display(image, mean, std)
+        height, width = picture.shape[:2]
+        extent = (0, width, height, 0)
+        axes[i, 0].imshow(picture, extent=extent)
+        panels = {}
+        if targets is not None:
+            panels["reference"] = np.asarray(targets[i])
+        for name, maps in label_maps.items():
+            panels[name] = _to_numpy(maps[i]).astype(np.int64).reshape(grid_rows, grid_cols)
+        for c, name in enumerate(columns, start=1):
+            values = panels[name]
+            shown = np.ma.masked_equal(values, ignore_index)
+            used.update(int(v) for v in np.unique(shown.compressed()))
+            axes[i, c].imshow(picture, extent=extent)
+            axes[i, c].imshow(
+                shown,
+                extent=extent,
+                cmap=colours,
+                vmin=-0.5,
+                vmax=num_classes - 0.5,
+                alpha=0.6,
+                interpolation="nearest",
+            )
+            if i == 0:
+                axes[i, c].set_title(name, fontsize=7)
+        for axis in axes[i]:
+            if targets is not None:
+                _outline(axis, np.asarray(targets[i]) != ignore_index, width, height)
+            axis.set_xlim(0, width)
+            axis.set_ylim(height, 0)
+            axis.set_axis_off()
+    names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+    handles = [Patch(color=colours(k), label=names[k] if k < len(names) else str(k)) for k in sorted(used)]
+    if handles:
+        figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
+    return _save(figure, path)
+
+
+def plot_foreground_grid(
+    images: Sequence,
+    maps: Mapping[str, Mapping[str, Sequence]],
+    path,
+    grid: Sequence[int],
+    boxes: Sequence | None = None,
+    masks: Sequence | None = None,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+    cmap: str = "jet",
+) -> Path:
+    """Per-patch maps and their thresholded foreground, several models side by side (LaSt-ViT Tab.
+    6/7): a row per image; columns: the image, then per model its map (min-max scaled) and its
+    foreground patches (cyan) with the predicted box (red) and, when known, its IoU with the
+    reference. `maps` is ``{model: {"scores": [B, N], "foreground": [B, rows, cols] bools,
+    "boxes": [B] (x0, y0, x1, y1) or None, "box_iou"?: [B] floats}}``. The reference box (lime) and
+    exact mask outline (white) are drawn on every panel when given."""
+    from matplotlib.colors import ListedColormap
+
+    cyan = ListedColormap(["cyan"])
+    n_cols = 1 + 2 * len(maps)
+    figure = _figure(1.9 * n_cols, 1.9 * len(images))
+    axes = np.asarray(figure.subplots(len(images), n_cols, squeeze=False))
+    grid_rows, grid_cols = int(grid[0]), int(grid[1])
+    for i, image in enumerate(images):
+        picture = image_to_display(image, mean, std)
+        height, width = picture.shape[:2]
+        extent = (0, width, height, 0)
+        for axis in axes[i]:
+            axis.imshow(picture, extent=extent)
+        if i == 0:
+            axes[i, 0].set_title("image", fontsize=7)
+        for m, (name, entry) in enumerate(maps.items()):
+            score_axis, mask_axis = axes[i, 1 + 2 * m], axes[i, 2 + 2 * m]
+            values = _to_numpy(entry["scores"][i]).astype(np.float32).reshape(grid_rows, grid_cols)
+            span = values.max() - values.min()
+            scaled = (values - values.min()) / span if span > 0 else np.zeros_like(values)
+            score_axis.imshow(scaled, extent=extent, cmap=cmap, alpha=0.5, interpolation="nearest", vmin=0, vmax=1)
+            foreground = np.asarray(entry["foreground"][i], dtype=bool).reshape(grid_rows, grid_cols)
+            mask_axis.imshow(np.ma.masked_equal(foreground.astype(int), 0), extent=extent, cmap=cyan, alpha=0.45)
+            _box(mask_axis, entry["boxes"][i], "red", 1.5)
+            if "box_iou" in entry:
+                mask_axis.text(
+                    1,
+                    1,
+                    f"IoU {entry['box_iou'][i]:.2f}",
+                    fontsize=6,
+                    color="white",
+                    va="top",
+                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0},
+                )
+            if i == 0:
+                score_axis.set_title(f"{name}: map", fontsize=7)
+                mask_axis.set_title(f"{name}: foreground", fontsize=7)
+        for axis in axes[i]:
+            if boxes is not None:
+                _box(axis, boxes[i], "lime")
+            if masks is not None:
+                _outline(axis, masks[i], width, height)
+            axis.set_xlim(0, width)
+            axis.set_ylim(height, 0)
+            axis.set_axis_off()
+    return _save(figure, path)
+
+
 __all__ = [
     "image_to_display",
+    "plot_foreground_grid",
+    "plot_label_grid",
     "plot_map_grid",
     "plot_masking_probe",
     "plot_norm_histogram",

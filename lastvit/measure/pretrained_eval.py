@@ -64,25 +64,33 @@ def _eval_transform(tower, size, transform_class, mean=None, std=None):
     return transform_class(size=size, mean=mean, std=std, train=False)
 
 
-@torch.no_grad()
 def zero_shot_map_pib(model, tokenizer, pixel_values, labels, boxes, class_names: Sequence[str], batch_size=64):
     """Point-in-Box of zero-shot patch maps: each image's map is the cosine of its projected patches
-    with its true class's text embedding; a hit when the map's highest patch lies in the box."""
-    from .zero_shot import class_text_embeddings
+    with its true class's text embedding (`zero_shot.zero_shot_patch_maps`); a hit when the map's
+    highest patch lies in the box."""
+    from .zero_shot import zero_shot_patch_maps
 
-    model.eval()
-    device = next(model.parameters()).device
-    texts = class_text_embeddings(model, tokenizer, class_names)
-    maps = []
-    for start in range(0, len(pixel_values), batch_size):
-        patches = model.get_patch_features(pixel_values[start : start + batch_size].to(device)).float()
-        patches = torch.nn.functional.normalize(patches, dim=-1)
-        own = texts[torch.as_tensor(list(labels[start : start + batch_size]), device=device)]
-        maps.append(torch.einsum("bnp,bp->bn", patches, own).cpu())
+    _, maps = zero_shot_patch_maps(model, tokenizer, pixel_values, labels, class_names, batch_size=batch_size)
     height, width = pixel_values.shape[-2:]
     patch_size = model.config.vision_config.patch_size_hw
-    hits = point_in_box(torch.cat(maps), boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
+    hits = point_in_box(maps, boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
     return float(hits.mean())
+
+
+@torch.no_grad()
+def patch_score_maps(backbone, pixel_values, batch_size: int = 64) -> torch.Tensor:
+    """``[B, N]`` Patch Score of a LastViT backbone on CPU: cosine of each final patch token with the
+    pooled global feature (LazyStrike or CLS, per the config)."""
+    from .localization import patch_scores
+
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    maps = []
+    for start in range(0, len(pixel_values), batch_size):
+        out = backbone(pixel_values=pixel_values[start : start + batch_size].to(device))
+        patches = backbone.split_tokens(out.last_hidden_state).patches
+        maps.append(patch_scores(patches.float(), out.pooler_output.float()).cpu())
+    return torch.cat(maps)
 
 
 def clip_metrics(model, tokenizer, split, class_names, transform, background_names=None) -> dict:
@@ -165,27 +173,81 @@ def load_pretrained(mode: str, path):
     return model, None
 
 
+FIGURE_IMAGES = 4
+COLUMN_NAMES = {"trained": "this model", "untrained": "untrained twin", "baseline": "baseline"}
+
+
+def figure_maps(mode: str, models: dict, split, class_names=None, num_images: int = FIGURE_IMAGES) -> dict:
+    """The maps the figures show, on the first `num_images` images of `split` (at model size, with
+    ``bbox`` / ``mask`` when it has them), for each ``{name: (model, tokenizer, transform)}``:
+    ``clip``: each patch's zero-shot arg-max class and its cosine with the true class's text;
+    ``dino``: the Patch Score, its foreground (mean + std), CorLoc's predicted box and that box's
+    IoU with the reference. Images, boxes and masks come from the first model's transform."""
+    from lastvit.training.pretraining import eval_arrays
+
+    from .dense import box_iou, coarse_segmentation, foreground_boxes
+    from .zero_shot import zero_shot_patch_maps
+
+    split = split.select(range(min(num_images, len(split))))
+    shown = None
+    per_model = {}
+    for name, (model, tokenizer, transform) in models.items():
+        pixels, labels, boxes, masks = eval_arrays(split, transform)
+        tower = model.vision_model if mode == "clip" else model
+        patch_size = tuple(tower.config.patch_size_hw)
+        grid = (pixels.shape[-2] // patch_size[0], pixels.shape[-1] // patch_size[1])
+        if shown is None:
+            shown = {"pixels": pixels, "mean": transform.mean, "std": transform.std, "labels": labels}
+            shown.update(boxes=boxes, masks=masks, grid=grid, patch_size=patch_size)
+        if mode == "clip":
+            patch_labels, similarity = zero_shot_patch_maps(model, tokenizer, pixels, labels, class_names)
+            per_model[name] = {"labels": patch_labels, "similarity": similarity}
+        else:
+            scores = patch_score_maps(model, pixels)
+            foreground = coarse_segmentation(scores, grid)
+            predicted = foreground_boxes(foreground, patch_size)
+            entry = {"scores": scores, "foreground": foreground, "boxes": predicted}
+            if boxes is not None:
+                entry["box_iou"] = [box_iou(p, b) for p, b in zip(predicted, boxes)]
+            per_model[name] = entry
+    return {**shown, "mode": mode, "class_names": class_names, "models": per_model}
+
+
 def evaluate_pretrained(
-    mode: str, model_path, train_split, eval_split, baseline_path=None, seed: int = 0, knn_k: int = 20, **columns
-) -> dict:
+    mode: str,
+    model_path,
+    train_split,
+    eval_split,
+    baseline_path=None,
+    seed: int = 0,
+    knn_k: int = 20,
+    figure_images: int = FIGURE_IMAGES,
+    **columns,
+) -> tuple[dict, dict]:
     """Every measurement of `mode` for the model at `model_path`, its untrained twin and, when given,
-    a baseline folder (e.g. the same recipe with the CLS readout): ``{"models": {"trained",
-    "untrained", "baseline"?: {metric: value}}, ...}``."""
+    a baseline folder (e.g. the same recipe with the CLS readout): ``(results, maps)``, results
+    ``{"models": {"trained", "untrained", "baseline"?: {metric: value}}, ...}`` and the `figure_maps`
+    of the first `figure_images` evaluation images (``{}`` for 0)."""
     from lastvit.clip.captions import readable
-    from lastvit.data.loading import label_names
+    from lastvit.data.loading import ImageTransform, label_names
+
+    def with_transform(model, tokenizer):
+        tower = model.vision_model if mode == "clip" else model
+        return model, tokenizer, _eval_transform(tower, tower.config.image_size_hw[0], ImageTransform)
 
     model, tokenizer = load_pretrained(mode, model_path)
+    models = {"trained": with_transform(model, tokenizer)}
+    models["untrained"] = (untrained_copy(model, seed), *models["trained"][1:])
+    if baseline_path is not None:
+        models["baseline"] = with_transform(*load_pretrained(mode, baseline_path))
     label_column = columns.get("label_column", "label")
     results = {"mode": mode, "model": str(model_path), "num_images": len(eval_split)}
+    names = None
     if mode == "dino":
-        measured = evaluate_dino_backbone(model, train_split, eval_split, seed, knn_k, **columns)
-        if baseline_path is not None:
-            baseline, _ = load_pretrained(mode, baseline_path)
-            size = baseline.config.image_size_hw[0]
-            from lastvit.data.loading import ImageTransform
-
-            transform = _eval_transform(baseline, size, ImageTransform)
-            measured["baseline"] = dino_metrics(baseline, train_split, eval_split, transform, knn_k, **columns)
+        measured = {
+            name: dino_metrics(model, train_split, eval_split, transform, knn_k, **columns)
+            for name, (model, _, transform) in models.items()
+        }
     else:
         if label_column not in eval_split.column_names:
             raise ValueError(
@@ -195,25 +257,22 @@ def evaluate_pretrained(
         names = [readable(name) for name in label_names(eval_split, label_column)]
         if label_column != "label":
             eval_split = eval_split.rename_column(label_column, "label")
-        measured = {k: flat_clip(v) for k, v in evaluate_clip_model(model, tokenizer, eval_split, names, seed).items()}
-        if baseline_path is not None:
-            baseline, baseline_tokenizer = load_pretrained(mode, baseline_path)
-            from lastvit.data.loading import ImageTransform
-
-            size = baseline.config.vision_config.image_size_hw[0]
-            transform = _eval_transform(baseline.vision_model, size, ImageTransform)
-            measured["baseline"] = flat_clip(clip_metrics(baseline, baseline_tokenizer, eval_split, names, transform))
+        measured = {
+            name: flat_clip(clip_metrics(model, tokenizer, eval_split, names, transform))
+            for name, (model, tokenizer, transform) in models.items()
+        }
         results["class_names"] = names
     if baseline_path is not None:
         results["baseline"] = str(baseline_path)
     results["models"] = measured
-    return results
+    maps = figure_maps(mode, models, eval_split, names, figure_images) if figure_images > 0 else {}
+    return results, maps
 
 
-def markdown_report(results: dict, title: str) -> str:
-    """One table: a row per metric, a column per measured model (trained, untrained twin, baseline)."""
+def markdown_report(results: dict, title: str, figures: dict[str, str] | None = None) -> str:
+    """One table: a row per metric, a column per measured model (trained, untrained twin, baseline);
+    then the `figures` (``{file name beside the report: caption}``), linked and shown."""
     columns = [c for c in ("trained", "untrained", "baseline") if c in results["models"]]
-    names = {"trained": "this model", "untrained": "untrained twin", "baseline": "baseline"}
     metrics = list(results["models"]["trained"])
     lines = [
         f"# {title}",
@@ -222,7 +281,7 @@ def markdown_report(results: dict, title: str) -> str:
         "architecture freshly initialised"
         + (f"; baseline: `{results['baseline']}`." if "baseline" in results else "."),
         "",
-        "| metric | " + " | ".join(names[c] for c in columns) + " |",
+        "| metric | " + " | ".join(COLUMN_NAMES[c] for c in columns) + " |",
         "|" + "---|" * (len(columns) + 1),
     ]
     for metric in metrics:
@@ -231,18 +290,25 @@ def markdown_report(results: dict, title: str) -> str:
             value = results["models"][column].get(metric)
             cells.append("—" if value is None else f"{value:.3f}")
         lines.append(f"| {TITLES.get(metric, metric)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    if figures:
+        lines += ["", "## Figures", ""]
+        for name, caption in figures.items():
+            lines += [f"[{name}]({name}): {caption}", "", f"![{name}]({name})", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 __all__ = [
+    "FIGURE_IMAGES",
     "MODES",
     "clip_metrics",
     "dino_metrics",
     "evaluate_clip_model",
     "evaluate_dino_backbone",
     "evaluate_pretrained",
+    "figure_maps",
     "flat_clip",
     "load_pretrained",
     "markdown_report",
+    "patch_score_maps",
     "zero_shot_map_pib",
 ]

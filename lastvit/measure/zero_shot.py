@@ -10,6 +10,9 @@
   background texts are given, C + 1 classes where a patch whose best text is a background text is
   labelled background (VOC21 / Context-style).
 
+The mIoU is the local `evaluate` module ``mean_iou`` (`lastvit.measure.load_metric("mean_iou")`), which
+calls `confusion_matrix` and `mean_iou` here: one definition for the library and the module.
+
 Models need `get_image_features`, `get_text_features` and `get_patch_features`
 (`lastvit.clip.modeling_lastvit_clip.LastViTCLIPModel`).
 """
@@ -41,17 +44,50 @@ def class_text_embeddings(model, tokenizer, class_names: Sequence[str], prompts:
     return torch.nn.functional.normalize(embeds, dim=-1)
 
 
+def patch_text_cosine(patch_features: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    """``[B, N, T]`` cosine of every patch feature ``[B, N, P]`` with every unit text embedding ``[T, P]``."""
+    if patch_features.ndim != 3 or patch_features.shape[-1] != text_embeddings.shape[-1]:
+        raise ValueError(
+            f"zero-shot segmentation needs patch features [B, N, P] and text embeddings [T, P]; got "
+            f"{tuple(patch_features.shape)} and {tuple(text_embeddings.shape)}."
+        )
+    return torch.nn.functional.normalize(patch_features.float(), dim=-1) @ text_embeddings.float().t()
+
+
 def segment_patches(patch_features: torch.Tensor, text_embeddings: torch.Tensor, num_classes: int | None = None):
     """Class index per patch ``[B, N]``: arg-max cosine over the texts. Texts ``>= num_classes``
     (background texts appended after the C classes) all map to class C, the background."""
-    if patch_features.ndim != 3 or patch_features.shape[-1] != text_embeddings.shape[-1]:
-        raise ValueError(
-            f"segment_patches needs patch features [B, N, P] and text embeddings [T, P]; got "
-            f"{tuple(patch_features.shape)} and {tuple(text_embeddings.shape)}."
-        )
-    cosine = torch.nn.functional.normalize(patch_features.float(), dim=-1) @ text_embeddings.float().t()
-    labels = cosine.argmax(dim=-1)
+    labels = patch_text_cosine(patch_features, text_embeddings).argmax(dim=-1)
     return labels if num_classes is None else labels.clamp(max=num_classes)
+
+
+@torch.no_grad()
+def zero_shot_patch_maps(
+    model,
+    tokenizer,
+    pixel_values: torch.Tensor,
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    prompts: Sequence[str] = DEFAULT_PROMPTS,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(patch labels [B, N], true-class cosine [B, N])`` on CPU: each patch's arg-max class over
+    the C class texts (what the objects-only mIoU scores) and the cosine of each patch with the text
+    embedding of its image's class in `labels` (the zero-shot map that Point-in-Box scores)."""
+    if len(labels) != len(pixel_values):
+        raise ValueError(f"Got {len(labels)} labels for {len(pixel_values)} images; give one label per image.")
+    model.eval()
+    device = next(model.parameters()).device
+    texts = class_text_embeddings(model, tokenizer, class_names, prompts)
+    patch_labels, own = [], []
+    for start in range(0, len(pixel_values), batch_size):
+        cosine = patch_text_cosine(
+            model.get_patch_features(pixel_values[start : start + batch_size].to(device)), texts
+        )
+        index = torch.as_tensor(list(labels[start : start + batch_size]), device=cosine.device)
+        patch_labels.append(cosine.argmax(dim=-1).cpu())
+        own.append(cosine.gather(-1, index[:, None, None].expand(-1, cosine.shape[1], 1))[..., 0].cpu())
+    return torch.cat(patch_labels), torch.cat(own)
 
 
 def patch_labels_to_pixels(patch_labels, grid: Sequence[int], patch_size: Sequence[int]) -> np.ndarray:
@@ -74,16 +110,20 @@ def scene_targets(object_masks: np.ndarray, labels: Sequence[int], background: i
     return targets
 
 
-def confusion_matrix(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """``[K, K]`` pixel counts (rows: target, columns: prediction); target pixels equal to `IGNORE` are skipped."""
+def confusion_matrix(
+    predicted: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None = IGNORE
+) -> np.ndarray:
+    """``[K, K]`` pixel counts (rows: target, columns: prediction); target pixels equal to
+    `ignore_index` are skipped (None: every pixel is scored)."""
     predicted, target = np.asarray(predicted), np.asarray(target)
     if predicted.shape != target.shape:
         raise ValueError(f"predictions {predicted.shape} and targets {target.shape} must have one shape.")
-    keep = target != IGNORE
-    if (target[keep] >= num_classes).any() or (target[keep] < 0).any() or (predicted[keep] >= num_classes).any():
-        raise ValueError(f"labels must lie in [0, {num_classes}) (or be {IGNORE} in the target to be ignored).")
-    index = target[keep].astype(np.int64) * num_classes + predicted[keep].astype(np.int64)
-    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+    keep = np.ones(target.shape, dtype=bool) if ignore_index is None else target != ignore_index
+    target, predicted = target[keep].astype(np.int64), predicted[keep].astype(np.int64)
+    if ((target < 0) | (target >= num_classes) | (predicted < 0) | (predicted >= num_classes)).any():
+        ignored = "" if ignore_index is None else f" (or be {ignore_index} in the target to be ignored)"
+        raise ValueError(f"labels must lie in [0, {num_classes}){ignored}; raise num_classes or fix the maps.")
+    return np.bincount(target * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def mean_iou(confusion: np.ndarray) -> dict:
@@ -100,6 +140,20 @@ def mean_iou(confusion: np.ndarray) -> dict:
         "per_class_iou": iou.tolist(),
         "pixel_accuracy": float(accuracy),
     }
+
+
+def dataset_mean_iou(predictions, references, num_classes: int, ignore_index: int | None = IGNORE) -> dict:
+    """`mean_iou` of label maps summed over a whole dataset (VOC's rule): one confusion matrix over
+    every pair, so large images weigh more than small ones. Each pair must have one shape; pairs may
+    differ in size. What the ``mean_iou`` evaluate module computes."""
+    if len(predictions) != len(references):
+        raise ValueError(f"Got {len(predictions)} predicted maps for {len(references)} reference maps.")
+    if not len(predictions):
+        raise ValueError("mean IoU needs at least one pair of label maps.")
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for predicted, target in zip(predictions, references):
+        confusion += confusion_matrix(predicted, target, num_classes, ignore_index)
+    return mean_iou(confusion)
 
 
 @torch.no_grad()
@@ -167,9 +221,12 @@ __all__ = [
     "IGNORE",
     "class_text_embeddings",
     "confusion_matrix",
+    "dataset_mean_iou",
     "evaluate_zero_shot",
     "mean_iou",
     "patch_labels_to_pixels",
+    "patch_text_cosine",
     "scene_targets",
     "segment_patches",
+    "zero_shot_patch_maps",
 ]

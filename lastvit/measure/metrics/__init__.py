@@ -16,8 +16,8 @@ def metric_path(name: str) -> Path:
 
 def load_metric(name: str, **kwargs):
     """``evaluate.load`` of a metric shipped with this package (``"point_in_box"``,
-    ``"top_k_accuracy"``, ``"linear_cka"``), from its local folder: works offline, unlike Hub
-    metrics such as ``evaluate.load("accuracy")``. Needs the `evaluate` package."""
+    ``"top_k_accuracy"``, ``"linear_cka"``, ``"mean_iou"``, ``"corloc"``), from its local folder: works
+    offline, unlike Hub metrics such as ``evaluate.load("accuracy")``. Needs the `evaluate` package."""
     try:
         import evaluate
     except ImportError as error:  # pragma: no cover - depends on the environment
