@@ -245,3 +245,15 @@ def test_encode_gives_the_classifiers_own_logits_whatever_its_input_rule():
     with torch.no_grad():
         expected = model(pixel_values=pixels).logits
     torch.testing.assert_close(encode(model, pixels, device="cpu")["logits"], expected)
+
+
+def test_figure_helpers_draw_without_reference_masks_or_boxes_and_with_an_empty_foreground(tmp_path):
+    from lastvit.measure import plots as P
+
+    pixels = torch.randn(2, 3, 32, 32)
+    labels = {"this model": torch.tensor([[0, 1] * 8, [2] * 16])}
+    assert_png(P.plot_label_grid(pixels, labels, tmp_path / "labels.png", (4, 4), num_classes=3))
+    empty = {"scores": torch.zeros(2, 16), "foreground": np.zeros((2, 4, 4), dtype=bool), "boxes": [None, None]}
+    assert_png(
+        P.plot_foreground_grid(pixels, {"this model": empty, "untrained twin": empty}, tmp_path / "fg.png", (4, 4))
+    )

@@ -11,7 +11,10 @@ to the same architecture untrained (`lastvit-evaluate --mode dino|clip` and the 
 
 The untrained twin is the same class and config freshly initialised from `seed`
 (`localization.untrained_copy`); for CLIP it keeps the trained tokenizer. Dense metrics need images
-at the model's input size with ``bbox`` and ``mask`` columns (the built-in scenes have both).
+at the model's input size with ``bbox`` and ``mask`` columns (the built-in scenes have both). The
+mIoU and CorLoc rules are those of the local evaluate modules ``mean_iou`` and ``corloc`` (same
+functions). `figure_maps` gives the per-patch maps behind the numbers for a few images, which
+`evaluation_report.write_pretrained_figures` draws.
 """
 
 from __future__ import annotations
@@ -39,20 +42,6 @@ def dino_metrics(
     if boxes is not None:
         measured.update(dense_localisation(backbone, eval_pixels, boxes, masks))
     return measured
-
-
-def evaluate_dino_backbone(backbone, train_split, eval_split, seed: int = 0, knn_k: int = 20, **columns) -> dict:
-    """``{"trained": ..., "untrained": ...}``: `dino_metrics` of `backbone` and of its untrained twin."""
-    from lastvit.data.loading import ImageTransform
-
-    size = backbone.config.image_size_hw[0]
-    transform = _eval_transform(backbone, size, ImageTransform)
-    return {
-        "trained": dino_metrics(backbone, train_split, eval_split, transform, knn_k, **columns),
-        "untrained": dino_metrics(
-            untrained_copy(backbone, seed), train_split, eval_split, transform, knn_k, **columns
-        ),
-    }
 
 
 def _eval_transform(tower, size, transform_class, mean=None, std=None):
@@ -177,7 +166,9 @@ FIGURE_IMAGES = 4
 COLUMN_NAMES = {"trained": "this model", "untrained": "untrained twin", "baseline": "baseline"}
 
 
-def figure_maps(mode: str, models: dict, split, class_names=None, num_images: int = FIGURE_IMAGES) -> dict:
+def figure_maps(
+    mode: str, models: dict, split, class_names=None, num_images: int = FIGURE_IMAGES, image_column: str = "image"
+) -> dict:
     """The maps the figures show, on the first `num_images` images of `split` (at model size, with
     ``bbox`` / ``mask`` when it has them), for each ``{name: (model, tokenizer, transform)}``:
     ``clip``: each patch's zero-shot arg-max class and its cosine with the true class's text;
@@ -192,7 +183,7 @@ def figure_maps(mode: str, models: dict, split, class_names=None, num_images: in
     shown = None
     per_model = {}
     for name, (model, tokenizer, transform) in models.items():
-        pixels, labels, boxes, masks = eval_arrays(split, transform)
+        pixels, labels, boxes, masks = eval_arrays(split, transform, image_column)
         tower = model.vision_model if mode == "clip" else model
         patch_size = tuple(tower.config.patch_size_hw)
         grid = (pixels.shape[-2] // patch_size[0], pixels.shape[-1] // patch_size[1])
@@ -241,6 +232,7 @@ def evaluate_pretrained(
     if baseline_path is not None:
         models["baseline"] = with_transform(*load_pretrained(mode, baseline_path))
     label_column = columns.get("label_column", "label")
+    image_column = columns.get("image_column", "image")
     results = {"mode": mode, "model": str(model_path), "num_images": len(eval_split)}
     names = None
     if mode == "dino":
@@ -257,6 +249,9 @@ def evaluate_pretrained(
         names = [readable(name) for name in label_names(eval_split, label_column)]
         if label_column != "label":
             eval_split = eval_split.rename_column(label_column, "label")
+        if image_column != "image":  # the CLIP evaluation reads the "image" column
+            eval_split = eval_split.rename_column(image_column, "image")
+            image_column = "image"
         measured = {
             name: flat_clip(clip_metrics(model, tokenizer, eval_split, names, transform))
             for name, (model, tokenizer, transform) in models.items()
@@ -265,7 +260,7 @@ def evaluate_pretrained(
     if baseline_path is not None:
         results["baseline"] = str(baseline_path)
     results["models"] = measured
-    maps = figure_maps(mode, models, eval_split, names, figure_images) if figure_images > 0 else {}
+    maps = figure_maps(mode, models, eval_split, names, figure_images, image_column) if figure_images > 0 else {}
     return results, maps
 
 
@@ -303,7 +298,6 @@ __all__ = [
     "clip_metrics",
     "dino_metrics",
     "evaluate_clip_model",
-    "evaluate_dino_backbone",
     "evaluate_pretrained",
     "figure_maps",
     "flat_clip",
