@@ -205,3 +205,84 @@ def test_an_fsdp_config_on_cpu_is_refused_with_the_ddp_alternative(tmp_path, tin
     finally:
         del os.environ["ACCELERATE_USE_FSDP"]
         reset_accelerate()
+
+
+# CLIP
+# ------------------------------------------------------------------------------------------------
+
+CAPTIONS = [f"a photo of a {c} on {b}." for c in ("bird", "mammal", "vehicle", "fish") for b in ("sand", "pine")]
+
+
+def _tiny_clip_batch():
+    from lastvit.clip.captions import tokenize, train_word_tokenizer
+    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel
+
+    from .tiny import tiny_clip_config
+
+    tokenizer = train_word_tokenizer(CAPTIONS)
+    torch.manual_seed(0)
+    model = LastViTCLIPModel(tiny_clip_config(tokenizer))
+    batch = tokenize(tokenizer, CAPTIONS, 32)
+    batch["pixel_values"] = torch.randn(len(CAPTIONS), 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    return model, batch
+
+
+def _clip_ddp_rank(rank, world, store, out):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from lastvit.clip.contrastive import ContrastiveEmbedder, contrastive_loss
+
+    init_gloo(rank, world, store)
+    model, batch = _tiny_clip_batch()
+    mine = {k: v.chunk(world)[rank] for k, v in batch.items()}
+    embedder = DistributedDataParallel(ContrastiveEmbedder(model))
+    loss = contrastive_loss(*embedder(mine["pixel_values"], mine["input_ids"], mine["attention_mask"]))
+    loss.backward()
+    mean_loss = loss.detach().clone()
+    dist.all_reduce(mean_loss)
+    if rank == 0:
+        grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+        torch.save({"loss": mean_loss / world, "grads": grads}, out)
+    dist.destroy_process_group()
+
+
+def test_two_rank_clip_loss_and_gradients_equal_one_process_on_the_concatenated_batch(tmp_path):
+    """Each rank's 4 pairs meet the 4 of the other rank as negatives (embeddings gathered with their
+    gradients): the mean loss and the DDP-averaged gradients are those of the model's own loss on all 8."""
+    spawn(_clip_ddp_rank, tmp_path / "store", tmp_path / "ddp.pt")
+    two = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    model, batch = _tiny_clip_batch()
+    loss = model(**batch, return_loss=True).loss
+    loss.backward()
+    torch.testing.assert_close(two["loss"], loss.detach(), rtol=1e-6, atol=1e-6)
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert two["grads"].keys() == grads.keys() and "logit_scale" in grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(two["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_two_process_clip_shards_the_data_reports_once_and_matches_one_process_of_twice_the_batch(tmp_path):
+    from lastvit.clip.training import CLIPTrainingArguments, train_clip
+
+    flags = dict(scenes_train=32, scenes_test=16, image_size=32, epochs=1, progress=False)
+    two = tmp_path / "two"
+    result = torchrun(
+        "training_scripts.train_clip",
+        f"--output-dir={two}",
+        "--batch-size=8",
+        "--no-progress",
+        *[f"--{k.replace('_', '-')}={v}" for k, v in flags.items() if k != "progress"],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('"zero_shot_top1"') == 1  # printed once, by the main process
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (two / "checkpoints/last").iterdir()}
+    one = tmp_path / "one"
+    train_clip(CLIPTrainingArguments(output_dir=one, batch_size=16, **flags))
+    states = [json.loads((f / "checkpoints/last/trainer_state.json").read_text()) for f in (one, two)]
+    assert states[1]["step"] == states[0]["step"] == 2  # 32 pairs / (2 processes x batch 8)
+    # step 1's loss scores each pair against all 16 (8 per process would give a smaller loss)
+    assert states[1]["losses"] == pytest.approx(states[0]["losses"], rel=1e-5)
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4, msg=key)

@@ -4,7 +4,15 @@ Data: the built-in scenes with generated captions ("a photo of a bird on pine wo
 `captions`), or any `datasets` image-text set with a text column. The image tower is a LastViT
 (`--pooling lazystrike` or the `cls` baseline: the same code path), from scratch or from a LastViT
 folder (e.g. `lastvit-convert --from openclip` output); the text tower is transformers' CLIP text
-model, from scratch, with a word-level tokenizer trained on the captions (no download).
+model, from scratch, with a word-level tokenizer trained on the captions (no download). Or both
+towers, the temperature and the tokenizer come from a LastViT-CLIP folder (`--model-name-or-path`:
+a `lastvit-train-clip` output, or `lastvit-convert --from openclip` with its text tower), with the
+image tower's readout set by the pooling flags (e.g. a converted CLS CLIP fine-tuned with
+LazyStrike K = N/2, the paper's Tab. 8).
+
+Several processes (DDP): the loss scores every process's pairs against the pairs of all processes
+(`lastvit.clip.contrastive`), so N processes of batch B train as one process of batch N x B.
+FSDP is refused: `fully_shard` cannot shard the model's scalar `logit_scale`.
 
 The output folder loads with `AutoModel` / `pipeline("zero-shot-image-classification")`
 (`trust_remote_code=True`); `image_tower/` is the image tower alone, a LastViT folder. Zero-shot
@@ -37,18 +45,23 @@ class CLIPTrainingArguments:
     scenes_train: int = option(4000, "scenes: training images")
     scenes_test: int = option(500, "scenes: test images")
     image_size: int | None = option(None, "input size (default: the preset's, or the tower's)")
-    preset: str = option("micro", "image tower from scratch", choices=sorted(VISION_PRESETS))
+    preset: str | None = option(None, "image tower from scratch (default: micro)", choices=sorted(VISION_PRESETS))
+    model_name_or_path: str | None = option(
+        None, "start both towers, the temperature and the tokenizer from a LastViT-CLIP folder (fine-tuning)"
+    )
     vision_model_name_or_path: str | None = option(None, "start the image tower from a LastViT folder")
     pooling: str = option(
-        "lazystrike", "global readout of the image tower", choices=("cls", "mean", "max", "lazystrike")
+        "lazystrike",
+        "global readout of the image tower, also of one loaded from a folder",
+        choices=("cls", "mean", "max", "lazystrike"),
     )
     top_k: int | None = option(None, "LazyStrike K as a count")
     top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches (default: 0.5, Tab. 8's best)")
-    text_width: int = option(128, "text tower width")
-    text_layers: int = option(2, "text tower blocks")
-    text_heads: int = option(4, "text tower attention heads")
+    text_width: int | None = option(None, "text tower width (default: 128)")
+    text_layers: int | None = option(None, "text tower blocks (default: 2)")
+    text_heads: int | None = option(None, "text tower attention heads (default: 4)")
     max_text_length: int = option(32, "longest caption in tokens (longer ones are truncated)")
-    projection_dim: int = option(128, "joint embedding width")
+    projection_dim: int | None = option(None, "joint embedding width (default: 128)")
     epochs: float = option(5, "passes over the training set")
     batch_size: int = option(64, "per-device batch size (the contrastive negatives)")
     learning_rate: float = option(5e-4, "peak AdamW learning rate")
@@ -68,6 +81,75 @@ class CLIPTrainingArguments:
         self.output_dir = Path(self.output_dir)
         if self.top_k is not None and self.top_k_ratio is not None:
             raise PretrainingError("pass only one of --top-k and --top-k-ratio")
+        if self.model_name_or_path:
+            sized = [
+                flag
+                for flag, value in (
+                    ("--vision-model-name-or-path", self.vision_model_name_or_path),
+                    ("--preset", self.preset),
+                    ("--text-width", self.text_width),
+                    ("--text-layers", self.text_layers),
+                    ("--text-heads", self.text_heads),
+                    ("--projection-dim", self.projection_dim),
+                )
+                if value is not None
+            ]
+            if sized:
+                raise PretrainingError(
+                    f"--model-name-or-path brings both towers, their sizes and the tokenizer; drop {', '.join(sized)} "
+                    "(only the pooling flags change the loaded model)."
+                )
+
+    @property
+    def scenes_image_size(self) -> int:
+        return self.image_size or VISION_PRESETS[self.preset or "micro"][4]
+
+
+def _readout(args: CLIPTrainingArguments) -> dict:
+    """The image tower's readout from the pooling flags (LazyStrike default K = N/2, the best K of the
+    paper's Tab. 8 on OpenCLIP)."""
+    pooling = {"pooling": args.pooling, "lazystrike_top_k": args.top_k, "lazystrike_top_k_ratio": args.top_k_ratio}
+    if args.top_k is None and args.top_k_ratio is None:
+        pooling["lazystrike_top_k_ratio"] = 0.5
+    return pooling
+
+
+def load_clip_folder(args: CLIPTrainingArguments):
+    """``(model, tokenizer)`` from the LastViT-CLIP folder `--model-name-or-path`, every weight loaded
+    (both towers, projections, logit_scale), the image tower's readout set by the pooling flags."""
+    from transformers import AutoTokenizer
+
+    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
+
+    folder = args.model_name_or_path
+    try:
+        config = LastViTCLIPConfig.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise PretrainingError(
+            f"--model-name-or-path {folder}: not a LastViT-CLIP folder with its tokenizer ({error}); give the output "
+            "of lastvit-train-clip or of lastvit-convert --from openclip with the text tower."
+        ) from error
+    if config.model_type != "lastvit-clip":
+        raise PretrainingError(
+            f"--model-name-or-path {folder} holds a {config.model_type!r} model, not LastViT-CLIP; for an image "
+            "tower alone use --vision-model-name-or-path."
+        )
+    for key, value in _readout(args).items():
+        setattr(config.vision_config, key, value)
+    model, info = LastViTCLIPModel.from_pretrained(folder, config=config, output_loading_info=True)
+    if info["missing_keys"] or info["mismatched_keys"]:
+        raise PretrainingError(
+            f"--model-name-or-path {folder}: the weights lack {info['missing_keys'] or info['mismatched_keys']}; "
+            "give a folder LastViTCLIPModel.save_pretrained wrote."
+        )
+    positions = config.text_config.max_position_embeddings
+    if args.max_text_length > positions:
+        raise PretrainingError(
+            f"--max-text-length {args.max_text_length} exceeds the text tower's {positions} positions; "
+            f"pass --max-text-length {positions} or less."
+        )
+    return model, tokenizer
 
 
 def build_model(args: CLIPTrainingArguments, tokenizer):
@@ -77,28 +159,27 @@ def build_model(args: CLIPTrainingArguments, tokenizer):
     from lastvit.training.presets import preset_config
     from modeling_lastvit import LastViTModel
 
-    pooling = {"pooling": args.pooling, "lazystrike_top_k": args.top_k, "lazystrike_top_k_ratio": args.top_k_ratio}
-    if args.top_k is None and args.top_k_ratio is None:
-        pooling["lazystrike_top_k_ratio"] = 0.5  # K = N/2, the best K of the paper's Tab. 8 (OpenCLIP)
+    pooling = _readout(args)
     if args.vision_model_name_or_path:
         tower = LastViTModel.from_pretrained(args.vision_model_name_or_path, **pooling)
         vision_config = tower.config
     else:
-        vision_config = preset_config(args.preset, args.image_size, **pooling)
+        vision_config = preset_config(args.preset or "micro", args.image_size, **pooling)
         tower = None
+    width = args.text_width or 128
     text_config = CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=args.text_width,
-        intermediate_size=4 * args.text_width,
-        num_hidden_layers=args.text_layers,
-        num_attention_heads=args.text_heads,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=args.text_layers or 2,
+        num_attention_heads=args.text_heads or 4,
         max_position_embeddings=args.max_text_length,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
     config = LastViTCLIPConfig(
-        vision_config=vision_config, text_config=text_config, projection_dim=args.projection_dim
+        vision_config=vision_config, text_config=text_config, projection_dim=args.projection_dim or 128
     )
     model = LastViTCLIPModel(config)
     if tower is not None:
@@ -108,8 +189,9 @@ def build_model(args: CLIPTrainingArguments, tokenizer):
     return model
 
 
-def captioned_splits(args: CLIPTrainingArguments):
-    """``(train, eval, class_names or None)`` with a text column; scenes get generated captions."""
+def captioned_splits(args: CLIPTrainingArguments, image_size: int | None = None):
+    """``(train, eval, class_names or None)`` with a text column; scenes get generated captions (at
+    `image_size`, default: --image-size or the preset's)."""
     from lastvit.clip.captions import check_captions, readable, scene_captions
     from lastvit.data.loading import label_names, load_splits
 
@@ -117,7 +199,7 @@ def captioned_splits(args: CLIPTrainingArguments):
         "num_train": args.scenes_train,
         "num_test": args.scenes_test,
         "seed": args.seed,
-        "image_size": args.image_size or VISION_PRESETS[args.preset][4],
+        "image_size": image_size or args.scenes_image_size,
     }
     train, evaluation = load_splits(args.dataset, args.train_split, args.eval_split, None, scenes)
     names = label_names(train, args.label_column) if args.label_column in train.column_names else None
@@ -158,15 +240,24 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
     import torch
 
     from lastvit.clip.captions import tokenize, train_word_tokenizer
+    from lastvit.clip.contrastive import ContrastiveEmbedder, contrastive_loss
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor
-    from lastvit.training.pretraining import PretrainingLoop, start_run
+    from lastvit.training.pretraining import PretrainingLoop, mean_over_processes, start_run
     from lastvit.training.schedule import lr_lambda
 
-    accelerator = start_run(args)
-    train_split, eval_split, class_names = captioned_splits(args)
-    tokenizer = train_word_tokenizer(train_split[args.text_column], args.max_text_length)
-    model = build_model(args, tokenizer)
-    processor = build_processor(model.vision_model)
+    accelerator = start_run(
+        args, fsdp="LastViT-CLIP cannot run under FSDP: fully_shard cannot shard its scalar logit_scale."
+    )
+    if args.model_name_or_path:
+        model, tokenizer = load_clip_folder(args)
+        train_split, eval_split, class_names = captioned_splits(
+            args, args.image_size or model.config.vision_config.image_size_hw[0]
+        )
+    else:
+        train_split, eval_split, class_names = captioned_splits(args)
+        tokenizer = train_word_tokenizer(train_split[args.text_column], args.max_text_length)
+        model = build_model(args, tokenizer)
+    processor = build_processor(model.vision_model, args.model_name_or_path or args.vision_model_name_or_path)
     size = model.config.vision_config.image_size_hw[0]
     common = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "seed": args.seed}
     data = _ImageText(
@@ -191,8 +282,10 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
     )
     if len(loader) == 0:
         raise PretrainingError(f"the training split has {len(data)} pairs, fewer than one batch of {args.batch_size}.")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    embedder = ContrastiveEmbedder(model)
+    optimizer = torch.optim.AdamW(embedder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    embedder, optimizer, loader = accelerator.prepare(embedder, optimizer, loader)
+    model = accelerator.unwrap_model(embedder).clip
     total_steps = max(1, math.ceil(args.epochs * len(loader)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, args.warmup_ratio, 0.01))
     accelerator.register_for_checkpointing(scheduler)
@@ -200,32 +293,33 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
     steps = PretrainingLoop(accelerator, args, total_steps, "clip")
 
     def train_step(batch) -> float:
-        loss = model(**batch, return_loss=True).loss
+        image, text, scale = embedder(batch["pixel_values"], batch["input_ids"], batch.get("attention_mask"))
+        loss = contrastive_loss(image, text, scale)  # against the pairs of every process
         if not torch.isfinite(loss):
             raise PretrainingError(
                 f"the loss became {loss.item()} at step {steps.state['step'] + 1}; lower the learning rate."
             )
         accelerator.backward(loss)
         if args.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            accelerator.clip_grad_norm_(embedder.parameters(), args.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad()
         scheduler.step()
         with torch.no_grad():  # CLIP clamps the learned temperature at 100
-            accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
-        return loss.item()
+            model.logit_scale.clamp_(0, math.log(100))
+        return mean_over_processes(accelerator, loss)
 
-    model.train()
+    embedder.train()
     results = steps.train(loader, train_step, epoch_aware=(sampler, data))
     if "stopped_at_step" in results:
         return results
-    unwrapped = accelerator.unwrap_model(model)
-    if class_names:
-        results.update(
-            evaluate_split(unwrapped, tokenizer, eval_split, class_names, ImageTransform(train=False, **common))
-        )
     if accelerator.is_main_process:
-        write_clip_folder(args, unwrapped, tokenizer, processor, results)
+        if class_names:
+            results.update(
+                evaluate_split(model, tokenizer, eval_split, class_names, ImageTransform(train=False, **common))
+            )
+        write_clip_folder(args, model, tokenizer, processor, results)
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
 
@@ -271,10 +365,15 @@ def clip_model_card(args, model, results: dict):
     from lastvit.cards.model_card import describe_config, render_model_card
 
     text = model.config.text_config
+    tokenizer = (
+        f"the tokenizer of {args.model_name_or_path}, where both towers started"
+        if args.model_name_or_path
+        else "a word-level tokenizer trained on the training captions"
+    )
     details = describe_config(model.config.vision_config) + [
         (
             f"Text tower: transformers' CLIP text transformer, width {text.hidden_size}, {text.num_hidden_layers} blocks, "
-            f"vocabulary {text.vocab_size} (a word-level tokenizer trained on the training captions)."
+            f"vocabulary {text.vocab_size} ({tokenizer})."
         ),
         (
             f"Joint space: {model.config.projection_dim} dimensions, learned temperature (logit scale "
@@ -330,8 +429,12 @@ classify(Image.open("image.png"), candidate_labels=["bird", "vehicle"], hypothes
             (
                 "Limitations",
                 (
-                    "Trained on the data named in the command only; a toy-scale model unless stated. "
-                    "The tokenizer knows only the training captions' words (others become [UNK])."
+                    "Trained on the data named in the command only; a toy-scale model unless stated."
+                    + (
+                        ""
+                        if args.model_name_or_path
+                        else " The tokenizer knows only the training captions' words (others become [UNK])."
+                    )
                 ),
             ),
             ("Training arguments", "```json\n" + json.dumps(asdict(args), default=str, indent=2) + "\n```"),
