@@ -14,8 +14,9 @@ SOURCE_NAMES = {
     "hf": "transformers model",
     "torchvision": "torchvision VisionTransformer",
     "dino": "facebookresearch/dino ViT",
-    "openclip": "OpenAI CLIP / open_clip visual tower",
+    "openclip": "OpenAI CLIP / open_clip model",
 }
+TEXT_TOWER_SOURCES = ("openclip",)  # sources whose checkpoints hold a text tower `--with-text-tower` converts
 POOLING_TYPES = ("cls", "mean", "max", "lazystrike")  # = configuration_lastvit.POOLING_TYPES
 SCORE_RULES = ("repo", "paper")  # = configuration_lastvit.SCORE_RULES
 POOLING_CHOICES = ("source",) + POOLING_TYPES
@@ -42,6 +43,8 @@ class ConversionOptions:
     num_labels: int | None = None  # None: keep the source's head (if any); 0: drop it; N: keep or replace
     num_heads: int | None = None  # state-dict sources only (their files do not record it)
     clip_activation: str = "quick_gelu"  # openclip only: OpenAI CLIP uses QuickGELU, most open_clip models GELU
+    text_tower: bool = False  # openclip only: also convert the text tower and logit_scale (a LastViTCLIPModel)
+    text_num_heads: int | None = None  # text tower heads (None: width // 64, OpenAI's and open_clip's rule)
 
     def validate(self) -> None:
         if self.pooling not in POOLING_CHOICES:
@@ -62,3 +65,12 @@ class ConversionOptions:
             raise ConversionError(f"--num-heads must be >= 1, got {self.num_heads}.")
         if self.clip_activation not in CLIP_ACTIVATIONS:
             raise ConversionError(f"--clip-activation must be 'quick_gelu' or 'gelu', got {self.clip_activation!r}.")
+        if self.text_num_heads is not None and not self.text_tower:
+            raise ConversionError("--text-num-heads only applies with --with-text-tower.")
+        if self.text_num_heads is not None and self.text_num_heads < 1:
+            raise ConversionError(f"--text-num-heads must be >= 1, got {self.text_num_heads}.")
+        if self.text_tower and self.num_labels:
+            raise ConversionError(
+                "--with-text-tower writes a CLIP model, which classifies zero-shot from text prompts and has no "
+                "classifier head: drop --num-labels."
+            )

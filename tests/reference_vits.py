@@ -269,8 +269,9 @@ class QuickGELU(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, d_model, n_head, act=QuickGELU):
+    def __init__(self, d_model, n_head, act=QuickGELU, attn_mask=None):
         super().__init__()
+        self.attn_mask = attn_mask  # a plain attribute, as in OpenAI's model.py: not in the state dict
         self.attn = nn.MultiheadAttention(d_model, n_head)
         self.ln_1 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
@@ -286,14 +287,15 @@ class ResidualAttentionBlock(nn.Module):
 
     def forward(self, x):
         y = self.ln_1(x)
-        x = x + self.attn(y, y, y, need_weights=False)[0]
+        mask = None if self.attn_mask is None else self.attn_mask[: x.shape[0], : x.shape[0]]
+        x = x + self.attn(y, y, y, need_weights=False, attn_mask=mask)[0]
         return x + self.mlp(self.ln_2(x))
 
 
 class ClipTransformer(nn.Module):
-    def __init__(self, width, layers, heads, act=QuickGELU):
+    def __init__(self, width, layers, heads, act=QuickGELU, attn_mask=None):
         super().__init__()
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, act) for _ in range(layers)])
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, act, attn_mask) for _ in range(layers)])
 
     def forward(self, x):
         return self.resblocks(x)
@@ -331,22 +333,42 @@ class ClipVisionTransformer(nn.Module):
         return pooled @ self.proj
 
 
-class ClipStub(nn.Module):
-    """A whole CLIP model's key layout: the visual tower plus text-tower tensors and OpenAI's
-    bookkeeping buffers, which the converter must drop. `forward` is `encode_image`."""
+def causal_mask(context_length: int) -> torch.Tensor:
+    """OpenAI's `build_attention_mask`: -inf above the diagonal (a token sees itself and what precedes it)."""
+    return torch.empty(context_length, context_length).fill_(float("-inf")).triu_(1)
 
-    def __init__(self, act=QuickGELU, **visual):
+
+class ClipStub(nn.Module):
+    """A whole OpenAI CLIP model (`model.py`'s `CLIP`): the visual tower, the causal text transformer,
+    `text_projection`, `logit_scale`, and OpenAI's bookkeeping buffers. `forward` is `encode_image`;
+    `encode_text` pools at the arg-max of the ids (the end-of-text id is the largest); `logits` is
+    `CLIP.forward`'s `logits_per_image`. The default text tower (vocabulary 50, context 8) keeps the
+    image-tower tests' key layout."""
+
+    def __init__(self, act=QuickGELU, vocab_size=50, context_length=8, text_width=16, text_heads=2, **visual):
         super().__init__()
         self.visual = ClipVisionTransformer(act=act, **visual)
-        self.transformer = ClipTransformer(16, 1, 2, act)
-        self.token_embedding = nn.Embedding(50, 16)
-        self.positional_embedding = nn.Parameter(torch.randn(8, 16))
-        self.ln_final = nn.LayerNorm(16)
-        self.text_projection = nn.Parameter(torch.randn(16, visual.get("output_dim", 16)))
+        self.transformer = ClipTransformer(text_width, 1, text_heads, act, attn_mask=causal_mask(context_length))
+        self.token_embedding = nn.Embedding(vocab_size, text_width)
+        self.positional_embedding = nn.Parameter(torch.randn(context_length, text_width))
+        self.ln_final = nn.LayerNorm(text_width)
+        self.text_projection = nn.Parameter(torch.randn(text_width, visual.get("output_dim", 16)))
         self.logit_scale = nn.Parameter(torch.tensor(4.6))
         self.register_buffer("input_resolution", torch.tensor(visual.get("input_resolution", 32)))
-        self.register_buffer("context_length", torch.tensor(8))
-        self.register_buffer("vocab_size", torch.tensor(50))
+        self.register_buffer("context_length", torch.tensor(context_length))
+        self.register_buffer("vocab_size", torch.tensor(vocab_size))
 
     def forward(self, image):
         return self.visual(image)
+
+    def encode_text(self, text):
+        """`text`: [B, context_length] ids, start + tokens + end-of-text, zero-padded (OpenAI's `tokenize`)."""
+        x = self.token_embedding(text) + self.positional_embedding
+        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+        x = self.ln_final(x)
+        return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection
+
+    def logits(self, image, text):
+        image_features = F.normalize(self.visual(image), dim=-1)
+        text_features = F.normalize(self.encode_text(text), dim=-1)
+        return self.logit_scale.exp() * image_features @ text_features.t()

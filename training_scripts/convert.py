@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--pooling lazystrike\n"
             "  lastvit-convert --from torchvision --input ViT_190k.pth --output lastvit-vit-b16-supervised "
             "--pooling lazystrike --top-k 1\n"
+            "  lastvit-convert --from openclip --input openai_b_16.pt --output lastvit-clip-b16 --with-text-tower "
+            "--tokenizer bpe_simple_vocab_16e6.txt.gz --pooling lazystrike --top-k 1\n"
             "Loading never runs code from the file unless --trust-pickle is given."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -108,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="openclip MLP activation: quick_gelu for OpenAI CLIP weights (default), gelu for "
         "open_clip models trained with nn.GELU",
     )
+    parser.add_argument(
+        "--with-text-tower",
+        action="store_true",
+        help="openclip: convert the whole CLIP model (image tower, text tower, logit_scale) into a LastViTCLIPModel "
+        "folder with its tokenizer, for the zero-shot-image-classification pipeline and as a start for "
+        "fine-tuning. A flag rather than another --from, because the source file and the image tower's "
+        "conversion (and every readout option) are the same; only what is kept grows",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="with --with-text-tower: OpenAI's / open_clip's bpe_simple_vocab_16e6.txt.gz, or a transformers "
+        "tokenizer folder (e.g. a saved CLIPTokenizer); default: open_clip's bundled BPE when open_clip is installed",
+    )
+    parser.add_argument(
+        "--text-num-heads",
+        type=int,
+        help="with --with-text-tower: text-tower attention heads (default: width // 64, OpenAI's and open_clip's rule)",
+    )
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the saved weights")
     parser.add_argument(
         "--released",
@@ -139,21 +160,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_labels=args.num_labels,
         num_heads=args.num_heads,
         clip_activation=args.clip_activation,
+        text_tower=args.with_text_tower,
+        text_num_heads=args.text_num_heads,
     )
+    if args.with_text_tower and args.released:
+        parser.error("--released writes the card of an image-tower checkpoint; it does not go with --with-text-tower.")
     command = "lastvit-convert " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     import torch
 
+    from lastvit.cards.converted import converted_clip_model_card
     from lastvit.cards.model_card import converted_model_card
     from lastvit.conversion_options import ConversionError
     from modeling_lastvit import LastViTForImageClassification
     from modeling_lastvit.conversion.checkpoint_loading import CheckpointLoadError
     from modeling_lastvit.conversion.sources import convert_checkpoint
-    from modeling_lastvit.conversion.writer import write_folder
+    from modeling_lastvit.conversion.writer import write_clip_folder, write_folder
 
     try:
         options.validate()
         print(f"Converting {args.input} (--from {args.source}) ...")
-        result, parity = convert_checkpoint(args.source, args.input, options, args.checkpoint_key, args.trust_pickle)
+        result, parity = convert_checkpoint(
+            args.source, args.input, options, args.checkpoint_key, args.trust_pickle, tokenizer=args.tokenizer
+        )
+        name = args.model_name or args.output.name
+        if options.text_tower:
+            round_trip = write_clip_folder(
+                result,
+                args.output,
+                lambda diffs: converted_clip_model_card(result, command, name, diffs).content,
+                overwrite=args.overwrite,
+                dtype=getattr(torch, args.dtype),
+            )
+            return _report_clip(result, round_trip, args.output)
         config = result.model.config
         if args.released and (config.hidden_size, config.num_hidden_layers, config.patch_size_hw) != (
             768,
@@ -165,7 +203,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{config.num_hidden_layers} blocks, patch {config.patch_size_hw[0]}: the card's details do not "
                 "fit it."
             )
-        name = args.model_name or args.output.name
 
         def card(round_trip: float) -> str:
             return converted_model_card(
@@ -193,6 +230,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  parity     : max |diff| {output} = {value:.2e}")
     print(f"  round trip : max |diff| after reloading the folder = {round_trip:.2e}")
     print(f"Wrote {args.output}")
+    return 0
+
+
+def _report_clip(result, round_trip: dict[str, float], output: Path) -> int:
+    config = result.model.config
+    print(f"  source     : {result.description}")
+    print(
+        f"  model      : LastViTCLIPModel, image readout {config.vision_config.pooling}, joint space "
+        f"{config.projection_dim}, tokenizer {type(result.tokenizer).__name__} ({len(result.tokenizer)} tokens)"
+    )
+    for reason, count in result.dropped.items():
+        print(f"  dropped    : {count} tensors ({reason})")
+    for note in result.notes:
+        print(f"  note       : {note}")
+    for name, value in round_trip.items():
+        print(f"  round trip : max |diff| {name} after reloading the folder = {value:.2e}")
+    print(f"Wrote {output}")
     return 0
 
 

@@ -61,3 +61,95 @@ def converted_model_card(
         sections=sections,
         pipeline_tag="image-classification" if classifier else "image-feature-extraction",
     )
+
+
+def converted_clip_model_card(result, command: str, model_name: str, round_trip: dict[str, float]) -> ModelCard:
+    """The card of a whole CLIP model converted with `lastvit-convert --from openclip --with-text-tower`."""
+    model = result.model
+    vision, text = model.config.vision_config, model.config.text_config
+    same_readout = vision.pooling == "cls" and "pooling lazystrike" not in command
+    source_text = (
+        f"Converted from an OpenAI CLIP / open_clip checkpoint ({result.description}) with `lastvit-convert "
+        "--from openclip --with-text-tower`: the image tower (a LastViT with `visual_projection`), the text tower "
+        "(transformers' `CLIPTextModelWithProjection`), `logit_scale` and the tokenizer. "
+        + (
+            "The image readout is the source's (final CLS token), so the embeddings and logits are the source's."
+            if same_readout
+            else "The image readout was changed, so the image embeddings and logits differ from the source's, "
+            "whose weights were not trained for it unless the source was a LaSt-ViT CLIP."
+        )
+    )
+    notes = "".join(f"- {note}\n" for note in result.notes)
+    dropped = "".join(f"- Dropped {count} source tensors: {reason}.\n" for reason, count in result.dropped.items())
+    check = "\n".join(
+        [
+            (
+                "Max abs differences measured by `lastvit-convert` while writing this folder: the saved folder (model "
+                "and tokenizer) reloaded against the converted model, fp32, random images and three prompts:"
+            ),
+            "",
+            "| Output | Max abs diff |",
+            "|---|---|",
+            *(f"| {name} | {value:.2e} |" for name, value in round_trip.items()),
+            "",
+            (
+                "This folder's weights were not run against their source's own forward here. The key map is tested "
+                "against plain-torch re-implementations of OpenAI CLIP's and open_clip's forward on tiny random models "
+                "with these key layouts (`tests/test_conversion_openclip_text.py`: text embeddings, image embeddings "
+                "and logits per image agree within 1e-5 in fp32, logits compared as cosines), and the tokenizer "
+                "against a re-implementation of open_clip's `SimpleTokenizer` on a small BPE file."
+            ),
+        ]
+    )
+    usage = """```python
+from PIL import Image
+from transformers import pipeline
+
+classify = pipeline("zero-shot-image-classification", model="<this folder>", trust_remote_code=True)
+classify(Image.open("image.png"), candidate_labels=["dog", "cat"], hypothesis_template="a photo of a {}.")
+```
+
+`AutoModel.from_pretrained(folder, trust_remote_code=True)` gives the `LastViTCLIPModel`
+(`get_image_features`, `get_text_features`, `get_patch_features` for zero-shot segmentation);
+`model.vision_model` is the image tower (a `LastViTModel`, `save_image_tower` writes it alone).
+The folder is exactly what `save_pretrained` of the model, the tokenizer and the image processor write,
+so fine-tuning starts from it as from any saved `LastViTCLIPModel`."""
+    details = describe_config(vision) + [
+        (
+            f"Text tower: transformers' CLIP text transformer, width {text.hidden_size}, {text.num_hidden_layers} "
+            f"blocks, {text.num_attention_heads} heads, {text.hidden_act}, causal, vocabulary {text.vocab_size}, "
+            f"context {text.max_position_embeddings} tokens, pooled at the end-of-text token (id {text.eos_token_id})."
+        ),
+        (
+            f"Joint space: {model.config.projection_dim} dimensions; logit scale {model.logit_scale.item():.4f} "
+            f"(logits = {model.logit_scale.exp().item():.2f} x cosine)."
+        ),
+        f"Tokenizer: {type(result.tokenizer).__name__}, {len(result.tokenizer)} tokens.",
+    ]
+    sections = [
+        ("Source", source_text + ("\n\n" + notes + dropped if notes or dropped else "")),
+        ("Conversion check", check),
+        ("How to use", usage),
+        (
+            "Limitations",
+            (
+                "- The weights, their training data and their biases are the source's; this card does not describe "
+                "them.\n"
+                "- This package has not evaluated this checkpoint on any benchmark.\n"
+                "- Text cleaning: OpenAI's / open_clip's tokenizer also runs `ftfy` and unescapes HTML; this one "
+                "applies NFC, collapses whitespace and lower-cases, so texts that need those fixes can tokenize "
+                "differently."
+            ),
+        ),
+        ("Licence", "The licence of the source weights applies; check it before redistributing."),
+    ]
+    return render_model_card(
+        title=model_name,
+        summary=f"A LastViT-CLIP model (LaSt-ViT model package for Transformers, after {PAPER}): image and text "
+        "towers of a converted CLIP checkpoint in one joint space.",
+        details=details,
+        command=command,
+        sections=sections,
+        pipeline_tag="zero-shot-image-classification",
+        tags=["clip", "zero-shot-image-classification"],
+    )

@@ -26,8 +26,12 @@ from transformers.models.clip.modeling_clip import CLIPOutput
 try:  # as remote code, the LastViT files sit beside this one
     from .configuration_lastvit import LastViTConfig
     from .modeling_lastvit import LastViTModel
+
+    _IN_PACKAGE = False
 except ImportError:  # inside the installed `lastvit` package
     from modeling_lastvit import LastViTConfig, LastViTModel
+
+    _IN_PACKAGE = True
 
 AUTO_MAP = {
     "AutoConfig": "modeling_lastvit_clip.LastViTCLIPConfig",
@@ -177,3 +181,11 @@ def symmetric_contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
         nn.functional.cross_entropy(logits_per_image, targets)
         + nn.functional.cross_entropy(logits_per_image.t(), targets)
     ) / 2
+
+
+if _IN_PACKAGE:  # the installed package registers the Auto classes (remote code: transformers does it on load)
+    from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification
+
+    AutoConfig.register(LastViTCLIPConfig.model_type, LastViTCLIPConfig, exist_ok=True)
+    AutoModel.register(LastViTCLIPConfig, LastViTCLIPModel, exist_ok=True)
+    AutoModelForZeroShotImageClassification.register(LastViTCLIPConfig, LastViTCLIPModel, exist_ok=True)

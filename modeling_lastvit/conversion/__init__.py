@@ -10,10 +10,13 @@ One module per source format (`--from`), over the shared `key_plan`:
 - `hf`: transformers ViT, DeiT, DINOv2 (+ registers) and CLIP vision models (`convert_hf_model`).
 - `torchvision_vit`: torchvision `VisionTransformer` state dicts (`convert_torchvision_state_dict`).
 - `dino`: facebookresearch/dino ViT checkpoints (`convert_dino_state_dict`).
-- `openclip`: OpenAI CLIP / open_clip visual towers (`convert_openclip_state_dict`).
+- `openclip`: OpenAI CLIP / open_clip visual towers (`convert_openclip_state_dict`); with
+  `openclip_text` the whole model, text tower and `logit_scale` included, as a `LastViTCLIPModel`
+  (`convert_openclip_clip_state_dict`, `--with-text-tower`), its tokenizer built by `clip_tokenizer`
+  from CLIP's BPE file (`load_clip_tokenizer`).
 
 `sources.convert_checkpoint` loads what `--input` names and picks the converter; `writer.write_folder`
-writes the folder atomically; `cli` is the command line. Loading is safe by default
+(`write_clip_folder` for a CLIP model) writes the folder atomically; `cli` is the command line. Loading is safe by default
 (`checkpoint_loading`): `torch.load(..., weights_only=True)` (with `argparse.Namespace` allowed, which
 DINO checkpoints hold), and TorchScript archives are read by a restricted unpickler that only rebuilds
 tensors. `--trust-pickle` opts in to full unpickling / `torch.jit.load`, which can run arbitrary code
@@ -40,6 +43,11 @@ _EXPORTS = {
     "convert_torchvision_state_dict": "torchvision_vit",
     "convert_dino_state_dict": "dino",
     "convert_openclip_state_dict": "openclip",
+    "CLIPConversionResult": "openclip_text",
+    "convert_openclip_clip_state_dict": "openclip_text",
+    "clip_tokenizer_from_bpe": "clip_tokenizer",
+    "load_clip_tokenizer": "clip_tokenizer",
+    "write_clip_folder": "writer",
     "convert_checkpoint": "sources",
     "write_folder": "writer",
     "build_parser": "cli",
@@ -49,22 +57,27 @@ _EXPORTS = {
 __all__ = [
     "HF_ARCHITECTURES",
     "SOURCES",
+    "CLIPConversionResult",
     "CheckpointLoadError",
     "ConversionError",
     "ConversionOptions",
     "ConversionResult",
     "build_parser",
+    "clip_tokenizer_from_bpe",
     "compare_with_hf_source",
     "convert_checkpoint",
     "convert_dino_state_dict",
     "convert_hf_model",
+    "convert_openclip_clip_state_dict",
     "convert_openclip_state_dict",
     "convert_torchvision_state_dict",
     "extract_state_dict",
     "load_checkpoint",
+    "load_clip_tokenizer",
     "load_hf_model",
     "main",
     "read_torchscript_tensors",
+    "write_clip_folder",
     "write_folder",
 ]
 

@@ -1,7 +1,8 @@
 """OpenAI CLIP / open_clip visual towers (`--from openclip`), including the authors' `openai_b_16.pt`.
 
 Layout: `visual.conv1`, `visual.class_embedding`, `visual.positional_embedding`, `visual.ln_pre`,
-`visual.transformer.resblocks.{i}...`, `visual.ln_post`, `visual.proj`; the text tower is dropped.
+`visual.transformer.resblocks.{i}...`, `visual.ln_post`, `visual.proj`; the text tower is dropped here
+(`openclip_text` converts the whole model, `--with-text-tower`).
 Pickled dicts and TorchScript archives both load (see `checkpoint_loading`). OpenAI CLIP cannot run
 at other input sizes itself; LastViT's resize is used there (bicubic to the grid, as transformers'
 CLIP does).

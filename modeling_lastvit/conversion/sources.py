@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lastvit.conversion_options import SOURCES, ConversionError, ConversionOptions
+from lastvit.conversion_options import SOURCES, TEXT_TOWER_SOURCES, ConversionError, ConversionOptions
 
 from .checkpoint_loading import load_checkpoint
 from .dino import convert_dino_state_dict
@@ -27,9 +27,19 @@ def convert_checkpoint(
     options: ConversionOptions,
     checkpoint_key: str | None = None,
     trust_pickle: bool = False,
+    tokenizer: str | None = None,
 ) -> tuple[ConversionResult, dict[str, float] | None]:
     """Convert `input_path` from `source`; for transformers sources also return the parity check
-    against the source's own forward on a random batch at the native resolution."""
+    against the source's own forward on a random batch at the native resolution. With
+    `options.text_tower` (openclip) the result is the whole CLIP model (`CLIPConversionResult`), its
+    tokenizer read from `tokenizer` (see `clip_tokenizer.load_clip_tokenizer`)."""
+    options.validate()
+    if options.text_tower and source not in TEXT_TOWER_SOURCES:
+        raise ConversionError(
+            f"--with-text-tower converts {', '.join(TEXT_TOWER_SOURCES)} checkpoints (--from {source} has no text tower)."
+        )
+    if tokenizer is not None and not options.text_tower:
+        raise ConversionError("--tokenizer only applies with --with-text-tower.")
     if source == "hf":
         source_model = load_hf_model(input_path)
         try:
@@ -48,7 +58,12 @@ def convert_checkpoint(
     if source == "dino" and checkpoint_key is None and isinstance(checkpoint, dict) and "teacher" in checkpoint:
         checkpoint_key = "teacher"
     state_dict = extract_state_dict(checkpoint, checkpoint_key)
-    result = STATE_DICT_CONVERTERS[source](state_dict, options)
+    if options.text_tower:
+        from .openclip_text import convert_openclip_clip_state_dict
+
+        result = convert_openclip_clip_state_dict(state_dict, options, tokenizer)
+    else:
+        result = STATE_DICT_CONVERTERS[source](state_dict, options)
     if checkpoint_key:
         result.notes.append(f"Weights taken from the checkpoint's {checkpoint_key!r} entry.")
     return result, None
