@@ -311,14 +311,28 @@ def test_cli_writes_what_save_pretrained_writes_and_a_card(converted_clip):
     assert "--with-text-tower" in card and "| logits_per_image | 0.00e+00 |" in card
 
 
-def test_auto_classes_load_the_folder_in_process_without_remote_code(converted_clip):
-    from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification
+def test_auto_classes_and_the_pipeline_load_the_folder_in_process_without_remote_code(converted_clip, monkeypatch):
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForZeroShotImageClassification,
+        dynamic_module_utils,
+        pipeline,
+    )
 
     from lastvit.clip import LastViTCLIPConfig, LastViTCLIPModel
 
     assert type(AutoConfig.from_pretrained(converted_clip)) is LastViTCLIPConfig
     for auto_class in (AutoModel, AutoModelForZeroShotImageClassification):
         assert type(auto_class.from_pretrained(converted_clip)) is LastViTCLIPModel
+    # Image pipelines also look for an optional AutoVideoProcessor in the processor's auto_map; a 0 s
+    # timeout turns transformers' stdin prompt for it into an immediate "no" (as in
+    # test_saving_and_remote_code's no_remote_code_prompt).
+    monkeypatch.setattr(dynamic_module_utils, "TIME_OUT_REMOTE_CODE", 0)
+    classify = pipeline("zero-shot-image-classification", model=str(converted_clip))
+    assert type(classify.model) is LastViTCLIPModel
+    scores = classify(random_image(*NATIVE), candidate_labels=LABELS)
+    assert sorted(p["label"] for p in scores) == sorted(LABELS)
 
 
 def test_converted_folder_runs_the_zero_shot_pipeline_in_a_fresh_process_without_the_package(converted_clip, tmp_path):
