@@ -6,6 +6,7 @@ GPUs, so the FSDP2 path is checked with torch's `fully_shard` itself and the tra
 
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -171,6 +172,7 @@ def _fsdp2_rank(rank, world, store, out):
     _dino_step(student, teacher, loss_fn, [c.chunk(world)[rank] for c in _crops()], reduce=mean)
     if rank == 0:
         torch.save({"teacher": teacher.state_dict(), "center": loss_fn.center}, out)
+    dist.barrier()  # no rank tears down while another still talks
     dist.destroy_process_group()
 
 
@@ -244,6 +246,7 @@ def _clip_ddp_rank(rank, world, store, out):
     if rank == 0:
         grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
         torch.save({"loss": mean_loss / world, "grads": grads}, out)
+    dist.barrier()  # no rank tears down while another still talks
     dist.destroy_process_group()
 
 
@@ -286,3 +289,31 @@ def test_two_process_clip_shards_the_data_reports_once_and_matches_one_process_o
     a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4, msg=key)
+
+
+# Mixed precision
+# ------------------------------------------------------------------------------------------------
+
+
+def test_both_trainers_run_with_bf16_autocast_on_the_cpu(tmp_path, tiny_backbone):
+    from lastvit.clip.training import CLIPTrainingArguments, train_clip
+    from lastvit.training.loop import reset_accelerate
+
+    small = dict(scenes_train=8, scenes_test=4, image_size=32, epochs=1, progress=False, mixed_precision="bf16")
+    reset_accelerate()  # this process's earlier runs set up accelerate without mixed precision
+    try:
+        clip = train_clip(CLIPTrainingArguments(output_dir=tmp_path / "clip", batch_size=8, **small))
+        reset_accelerate()
+        dino = train_dino(
+            DINOTrainingArguments(
+                output_dir=tmp_path / "dino",
+                model_name_or_path=str(tiny_backbone),
+                batch_size=4,
+                **{**DINO_FLAGS, **small, "knn_k": 2},
+            )
+        )
+    finally:
+        reset_accelerate()
+    for results, folder in ((clip, "clip"), (dino, "dino")):
+        assert results["step"] >= 1 and math.isfinite(results["final_loss"]), folder
+        assert "bf16" in (tmp_path / folder / "README.md").read_text()  # the card's training arguments

@@ -9,6 +9,11 @@ continues a killed run exactly.
     lastvit-train-dino --output-dir runs/dino-cls --pooling cls
     accelerate launch --config_file training_scripts/accelerate_configs/multi_gpu.yaml \\
         -m training_scripts.train_dino --dataset imagefolder --data-dir data/ --preset small --output-dir runs/dino
+    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m training_scripts.train_dino --output-dir runs/dino-ddp
+
+Several processes (DDP, or FSDP version 2 with accelerate_configs/fsdp.yaml on GPUs) each take every
+N-th batch; the teacher stays whole on every process (never wrapped), the centre averages the teacher
+outputs of all processes: N processes of --batch-size B train as one process of batch N x B.
 
 The output folder is the teacher backbone (`AutoModel.from_pretrained(DIR, trust_remote_code=True)`),
 its image processor and card, the DINO head (`dino_head.safetensors`) and `eval_results.json`

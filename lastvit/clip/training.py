@@ -123,20 +123,27 @@ def load_clip_folder(args: CLIPTrainingArguments):
 
     folder = args.model_name_or_path
     try:
-        config = LastViTCLIPConfig.from_pretrained(folder)
+        model_type = LastViTCLIPConfig.get_config_dict(folder)[0].get("model_type")
+    except OSError as error:
+        raise PretrainingError(f"--model-name-or-path {folder}: no model config there ({error}).") from error
+    if model_type != "lastvit-clip":
+        raise PretrainingError(
+            f"--model-name-or-path {folder} holds a {model_type!r} model, not LastViT-CLIP; for an image tower "
+            "alone use --vision-model-name-or-path."
+        )
+    config = LastViTCLIPConfig.from_pretrained(folder)
+    try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as error:
         raise PretrainingError(
-            f"--model-name-or-path {folder}: not a LastViT-CLIP folder with its tokenizer ({error}); give the output "
-            "of lastvit-train-clip or of lastvit-convert --from openclip with the text tower."
+            f"--model-name-or-path {folder}: no tokenizer beside the model ({error}); save the tokenizer of its text "
+            "tower there (lastvit-train-clip and lastvit-convert --from openclip do)."
         ) from error
-    if config.model_type != "lastvit-clip":
-        raise PretrainingError(
-            f"--model-name-or-path {folder} holds a {config.model_type!r} model, not LastViT-CLIP; for an image "
-            "tower alone use --vision-model-name-or-path."
-        )
-    for key, value in _readout(args).items():
-        setattr(config.vision_config, key, value)
+    vision = config.vision_config
+    try:
+        config.vision_config = type(vision).from_dict({**vision.to_dict(), **_readout(args)})
+    except ValueError as error:
+        raise PretrainingError(f"the pooling flags do not fit the image tower of {folder}: {error}") from error
     model, info = LastViTCLIPModel.from_pretrained(folder, config=config, output_loading_info=True)
     if info["missing_keys"] or info["mismatched_keys"]:
         raise PretrainingError(

@@ -46,9 +46,9 @@ def start_run(args, fsdp: str | None = None):
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         if accelerator.distributed_type != DistributedType.FSDP:
             raise PretrainingError(
-                f"the accelerate config asks for FSDP, but accelerate runs {accelerator.distributed_type.value} here: "
-                "it shards only on GPUs. On CPUs launch plain DDP (e.g. ACCELERATE_USE_CPU=1 torchrun "
-                "--nproc_per_node N -m training_scripts...), or use a GPU machine."
+                "the accelerate config asks for FSDP, but accelerate shards only on GPUs and would run "
+                f"{accelerator.distributed_type.value} here without sharding. On CPUs launch plain DDP (e.g. "
+                "ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m training_scripts...), or use a GPU machine."
             )
         if fsdp is not None:
             raise PretrainingError(f"{fsdp} Launch with the DDP config (accelerate_configs/multi_gpu.yaml) instead.")
