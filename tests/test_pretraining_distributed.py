@@ -317,3 +317,26 @@ def test_both_trainers_run_with_bf16_autocast_on_the_cpu(tmp_path, tiny_backbone
     for results, folder in ((clip, "clip"), (dino, "dino")):
         assert results["step"] >= 1 and math.isfinite(results["final_loss"]), folder
         assert "bf16" in (tmp_path / folder / "README.md").read_text()  # the card's training arguments
+
+
+def test_a_killed_and_resumed_two_process_dino_run_ends_where_the_uninterrupted_one_does(
+    dino_two_processes, tiny_backbone, tmp_path
+):
+    full, _ = dino_two_processes
+    out = tmp_path / "resumed"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in DINO_FLAGS.items() if k != "progress"]
+    common = [
+        f"--output-dir={out}",
+        f"--model-name-or-path={tiny_backbone}",
+        "--batch-size=6",
+        "--no-progress",
+        *flags,
+    ]
+    for extra in (["--save-every=1", "--stop-after=1"], ["--resume"]):
+        result = torchrun("training_scripts.train_dino", *common, *extra)
+        assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("model.safetensors", "dino_head.safetensors"):
+        a, b = load_file(full / name), load_file(out / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    states = [json.loads((f / "checkpoints/last/trainer_state.json").read_text()) for f in (full, out)]
+    assert states[0]["losses"] == states[1]["losses"]
