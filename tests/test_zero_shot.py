@@ -25,7 +25,7 @@ TEXTS = {"a photo of a cat.": E[0], "a photo of a dog.": E[1], "a photo of grass
 
 
 class StandInTokenizer:
-    def __call__(self, texts, padding=True, return_tensors="pt"):
+    def __call__(self, texts, padding=True, return_tensors="pt", **truncation):
         ids = torch.tensor([[list(TEXTS).index(text)] for text in texts])
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
@@ -36,7 +36,10 @@ class StandInCLIP(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
-        self.config = SimpleNamespace(vision_config=SimpleNamespace(patch_size_hw=(2, 2)))
+        self.config = SimpleNamespace(
+            vision_config=SimpleNamespace(patch_size_hw=(2, 2)),
+            text_config=SimpleNamespace(max_position_embeddings=77),
+        )
 
     def get_text_features(self, input_ids, attention_mask=None):
         return SimpleNamespace(pooler_output=torch.stack([list(TEXTS.values())[i] for i in input_ids[:, 0]]))
@@ -88,6 +91,25 @@ def test_class_embeddings_average_the_prompts_and_are_unit_vectors():
     torch.testing.assert_close(embeds, torch.tensor([[0.5**0.5, 0.5**0.5, 0.0]]))
     with pytest.raises(ValueError, match="placeholder"):
         class_text_embeddings(StandInCLIP(), StandInTokenizer(), ["cat"], ["no slot"])
+
+
+def test_prompts_longer_than_the_text_towers_context_are_truncated_like_clips_77_tokens():
+    """A converted tower may have a short context; a long prompt is cut to it, [EOS] kept last."""
+    from lastvit.clip.captions import train_word_tokenizer
+    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel
+    from tests.tiny import tiny_clip_config
+
+    tokenizer = train_word_tokenizer(["a photo of a very very small cat on grass ."])
+    config = tiny_clip_config(tokenizer)
+    config.text_config.max_position_embeddings = 4
+    torch.manual_seed(0)
+    model = LastViTCLIPModel(config).eval()
+    long_prompt = "a photo of a very very small {} on grass."
+    embeds = class_text_embeddings(model, tokenizer, ["cat"], [long_prompt])
+    cut = tokenizer([long_prompt.format("cat")], truncation=True, max_length=4, return_tensors="pt")
+    assert cut["input_ids"].shape[1] == 4 and cut["input_ids"][0, -1] == tokenizer.eos_token_id
+    expected = model.get_text_features(**cut).pooler_output
+    torch.testing.assert_close(embeds, torch.nn.functional.normalize(expected, dim=-1))
 
 
 def test_zero_shot_segmentation_miou_on_a_hand_built_scene():

@@ -28,6 +28,17 @@ IGNORE = 255
 DEFAULT_PROMPTS = ("a photo of a {}.",)
 
 
+def _text_features(model, tokenizer, texts: list[str]) -> torch.Tensor:
+    """Projected text features ``[T, P]`` (fp32); texts longer than the text tower's positions are truncated,
+    as CLIP truncates its 77-token context (a converted tower may have a shorter one)."""
+    device = next(model.parameters()).device
+    max_length = model.config.text_config.max_position_embeddings
+    encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    inputs = {k: v.to(device) for k, v in encoded.items()}
+    features = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    return features.pooler_output.float()
+
+
 @torch.no_grad()
 def class_text_embeddings(model, tokenizer, class_names: Sequence[str], prompts: Sequence[str] = DEFAULT_PROMPTS):
     """``[C, P]`` unit vectors, one per class name, averaged over `prompts` (each with one ``{}``)."""
@@ -35,11 +46,8 @@ def class_text_embeddings(model, tokenizer, class_names: Sequence[str], prompts:
         raise ValueError("class_text_embeddings needs at least one class name.")
     if any("{}" not in prompt for prompt in prompts):
         raise ValueError(f"every prompt needs a '{{}}' placeholder for the class name; got {list(prompts)}.")
-    device = next(model.parameters()).device
     texts = [prompt.format(name) for name in class_names for prompt in prompts]
-    inputs = {k: v.to(device) for k, v in tokenizer(texts, padding=True, return_tensors="pt").items()}
-    embeds = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-    embeds = torch.nn.functional.normalize(embeds.pooler_output.float(), dim=-1)
+    embeds = torch.nn.functional.normalize(_text_features(model, tokenizer, texts), dim=-1)
     embeds = embeds.reshape(len(class_names), len(prompts), -1).mean(dim=1)
     return torch.nn.functional.normalize(embeds, dim=-1)
 
@@ -175,11 +183,8 @@ def evaluate_zero_shot(
     device = next(model.parameters()).device
     texts = class_text_embeddings(model, tokenizer, class_names, prompts)
     if background_texts:
-        inputs = {
-            k: v.to(device) for k, v in tokenizer(list(background_texts), padding=True, return_tensors="pt").items()
-        }
-        extra = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        texts_bg = torch.cat([texts, torch.nn.functional.normalize(extra.pooler_output.float(), dim=-1)])
+        extra = _text_features(model, tokenizer, list(background_texts))
+        texts_bg = torch.cat([texts, torch.nn.functional.normalize(extra, dim=-1)])
     num_classes = len(class_names)
     height, width = pixel_values.shape[-2:]
     patch_size = model.config.vision_config.patch_size_hw
