@@ -77,6 +77,19 @@ def test_scene_captions_name_the_class_and_the_background_reproducibly():
     )
 
 
+def test_a_background_rate_below_one_names_the_background_in_that_share_of_captions_only():
+    labels, backgrounds = [0] * 2000, ["mate/Dune.jpg"] * 2000
+    always = scene_captions(labels, backgrounds, ["bird"], seed=3)
+    assert scene_captions(labels, backgrounds, ["bird"], seed=3, background_rate=1.0) == always
+    assert all("dune" in caption for caption in always)
+    assert not any("dune" in c for c in scene_captions(labels, backgrounds, ["bird"], seed=3, background_rate=0.0))
+    some = scene_captions(labels, backgrounds, ["bird"], seed=3, background_rate=0.3)
+    assert all("bird" in caption for caption in some)
+    assert 0.25 < sum("dune" in caption for caption in some) / len(some) < 0.35
+    with pytest.raises(CaptionError, match="background_rate"):
+        scene_captions(labels, backgrounds, ["bird"], seed=3, background_rate=1.5)
+
+
 def test_mismatched_batch_of_captions_raises_a_clear_error():
     tokenizer = train_word_tokenizer(CAPTIONS)
     model = tiny_clip(tokenizer)

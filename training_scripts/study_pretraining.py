@@ -9,7 +9,7 @@ Differences from the CLS readout are tested over seeds (paired t-test). Writes r
 report.json and one figure per family.
 
     lastvit-study-pretraining --output-dir outputs/study_pretraining --overwrite
-    lastvit-study-pretraining --families clip --seeds 0 1 2 3 4 --num-train 2000 --clip-epochs 10
+    lastvit-study-pretraining --families clip --seeds 0 1 2 3 4 --background-caption-rate 0
 """
 
 import argparse
@@ -25,12 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     p.add_argument("--families", nargs="+", choices=("dino", "clip"), default=["dino", "clip"], help="what to train")
-    p.add_argument("--num-train", type=int, default=512, help="training scenes (default: 512)")
-    p.add_argument("--num-test", type=int, default=128, help="test scenes (default: 128)")
+    p.add_argument("--num-train", type=int, default=8000, help="training scenes (default: 8000)")
+    p.add_argument("--num-test", type=int, default=1000, help="test scenes (default: 1000)")
     p.add_argument("--image-size", type=int, default=32, help="image side in pixels (default: 32)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated scenes (default: 0)")
+    p.add_argument(
+        "--background-caption-rate",
+        type=float,
+        default=0.3,
+        help="share of CLIP captions that also name the background, a shortcut past the object (default: 0.3)",
+    )
     p.add_argument("--preset", choices=("micro", "tiny", "small", "base"), default="micro", help="backbone size")
-    p.add_argument("--batch-size", type=int, default=32, help="per-step batch of every run (default: 32)")
+    p.add_argument("--batch-size", type=int, default=64, help="per-step batch of every run (default: 64)")
     p.add_argument("--dino-epochs", type=float, default=4, help="DINO epochs (default: 4)")
     p.add_argument("--clip-epochs", type=float, default=4, help="CLIP epochs (default: 4)")
     p.add_argument("--dino-learning-rate", type=float, default=4e-3, help="DINO lr at batch 256 (default: 4e-3)")
@@ -58,6 +64,7 @@ def main(argv=None) -> int:
             num_test=args.num_test,
             image_size=args.image_size,
             data_seed=args.data_seed,
+            background_caption_rate=args.background_caption_rate,
             preset=args.preset,
             batch_size=args.batch_size,
             dino_epochs=args.dino_epochs,

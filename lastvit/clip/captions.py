@@ -1,7 +1,10 @@
 """Captions and a download-free tokenizer for image-text training on the scenes benchmark.
 
-A scene's caption names its class and its background ("a photo of a bird on pine wood"), from a few
-templates picked by a seeded generator, so a run is reproducible. The tokenizer is a word-level
+A scene's caption names its class and, by default, its background ("a photo of a bird on pine wood"),
+from a few templates picked by a seeded generator, so a run is reproducible. With
+``background_rate < 1`` only that share of captions names the background (the rest name the object
+alone), as web alt-text sometimes names the setting: the background words are then a shortcut that
+matches image and text without the object, the lazy aggregation LazyStrike is meant to avoid. The tokenizer is a word-level
 vocabulary trained on those captions (plus the zero-shot prompts) with the `tokenizers` library and
 wrapped as a `PreTrainedTokenizerFast`, saved in the model folder; real image-text data brings its
 own text column and may bring any transformers tokenizer.
@@ -21,6 +24,7 @@ TEMPLATES = (
     "a picture of a {cls} over {background}.",
     "a small {cls} on a {background} background.",
 )
+OBJECT_TEMPLATES = ("a photo of a {cls}.", "a {cls}.", "a picture of a {cls}.")
 # Prompts for zero-shot classification; "This is a photo of {}." is the pipeline's default.
 PROMPTS = ("a photo of a {}.", "This is a photo of {}.")
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
@@ -38,14 +42,26 @@ def readable(name: str) -> str:
 
 
 def scene_captions(
-    labels: Sequence[int], background_ids: Sequence[str], class_names: Sequence[str], seed: int
+    labels: Sequence[int],
+    background_ids: Sequence[str],
+    class_names: Sequence[str],
+    seed: int,
+    background_rate: float = 1.0,
 ) -> list[str]:
-    """One caption per scene: a seeded template with the class name and the background's name."""
+    """One caption per scene: a seeded template with the class name and, for a `background_rate`
+    share of scenes, the background's name (`TEMPLATES`; the others use `OBJECT_TEMPLATES`)."""
+    if not 0.0 <= background_rate <= 1.0:
+        raise CaptionError(f"background_rate is the share of captions naming the background; got {background_rate}.")
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(TEMPLATES), size=len(labels))
+    templates = [TEMPLATES[pick] for pick in picks]
+    if background_rate < 1:  # drawn after `picks`, so background_rate=1 gives the captions it always gave
+        object_only = rng.random(len(labels)) >= background_rate
+        object_picks = rng.integers(0, len(OBJECT_TEMPLATES), size=len(labels))
+        templates = [OBJECT_TEMPLATES[o] if only else t for t, only, o in zip(templates, object_only, object_picks)]
     return [
-        TEMPLATES[pick].format(cls=readable(class_names[label]), background=readable(background))
-        for pick, label, background in zip(picks, labels, background_ids)
+        template.format(cls=readable(class_names[label]), background=readable(background))
+        for template, label, background in zip(templates, labels, background_ids)
     ]
 
 

@@ -19,6 +19,7 @@ Differences from the CLS readout of the same family are tested over seeds (paire
 from __future__ import annotations
 
 import json
+import math
 import platform
 import shutil
 import tempfile
@@ -69,18 +70,24 @@ class PretrainingStudyConfig:
     overwrite: bool = False
     seeds: tuple[int, ...] = (0, 1, 2)
     families: tuple[str, ...] = ("dino", "clip")
-    num_train: int = 512
-    num_test: int = 128
+    # the main study's learnable benchmark (Fashion-MNIST items, 0.5-0.8 of the side, held-out backgrounds)
+    data_variant: str = "fashion"
+    num_train: int = 8000
+    num_test: int = 1000
     image_size: int = 32
+    scale_range: tuple[float, float] = (0.5, 0.8)
+    opacity: float = 1.0
     data_seed: int = 0
+    # share of captions that also name the background (the rest name the object only): the shortcut
+    background_caption_rate: float = 0.3
     preset: str = "micro"
-    batch_size: int = 32
+    batch_size: int = 64
     dino_epochs: float = 4
     clip_epochs: float = 4
     dino_out_dim: int = 256
-    # DINO's 0.996 suits 100k+ steps; over the tens of steps of a CPU run it leaves the teacher at its init
+    # DINO's 0.996 suits 100k+ steps; over the hundreds of steps of a CPU run it leaves the teacher at its init
     momentum_teacher: float = 0.9
-    # lr at batch 256 (DINO's linear rule): 4e-3 gives 5e-4 at batch 32, CLIP's peak lr here
+    # lr at batch 256 (DINO's linear rule): 4e-3 gives 1e-3 at batch 64
     dino_learning_rate: float = 4e-3
     num_local_crops: int = 2
     progress: bool = False
@@ -89,6 +96,7 @@ class PretrainingStudyConfig:
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
         self.seeds = tuple(self.seeds)
+        self.scale_range = tuple(self.scale_range)
         unknown = set(self.families) - set(BASELINE)
         if unknown or not self.families:
             raise PretrainingStudyError(f"families must be among {sorted(BASELINE)}; got {list(self.families)}.")
@@ -106,11 +114,24 @@ def build_data(config: PretrainingStudyConfig):
     from lastvit.clip.captions import scene_captions
     from lastvit.data.scenes import build_scenes
 
-    data = build_scenes(config.num_train, config.num_test, image_size=config.image_size, seed=config.data_seed)
+    data = build_scenes(
+        config.num_train,
+        config.num_test,
+        image_size=config.image_size,
+        seed=config.data_seed,
+        variant=config.data_variant,
+        scale_range=config.scale_range,
+        opacity=config.opacity,
+        progress=config.progress,
+    )
     names = data["train"].features["label"].names
     for offset, split in enumerate(("train", "test")):
         captions = scene_captions(
-            data[split]["label"], data[split]["background_id"], names, seed=config.data_seed * 7 + offset
+            data[split]["label"],
+            data[split]["background_id"],
+            names,
+            seed=config.data_seed * 7 + offset,
+            background_rate=config.background_caption_rate,
         )
         data[split] = data[split].add_column("text", captions)
     return data
@@ -307,8 +328,11 @@ def markdown(config: PretrainingStudyConfig, results: dict, figures: list[str]) 
         "# LazyStrike in self-supervised (DINO) and image-text (CLIP) training",
         "",
         (
-            f"Scenes: {config.num_train} training / {config.num_test} test images at {config.image_size} px "
-            f"(data seed {config.data_seed}); `{config.preset}` backbones, batch {config.batch_size}; "
+            f"Scenes ({config.data_variant}, objects {config.scale_range[0]}-{config.scale_range[1]} of the side, "
+            f"held-out backgrounds): {config.num_train} training / {config.num_test} test images at "
+            f"{config.image_size} px (data seed {config.data_seed}); CLIP captions always name the object and, in "
+            f"{config.background_caption_rate:.0%} of them, the background. `{config.preset}` backbones, batch "
+            f"{config.batch_size}; "
             f"DINO {config.dino_epochs} epochs (lr {config.dino_learning_rate} at batch 256, teacher momentum "
             f"{config.momentum_teacher} -> 1), CLIP {config.clip_epochs} epochs; seeds {list(config.seeds)}. "
             f"Every variant of a family gets the same steps. Chance = {results['chance']:.3f}. "
@@ -340,6 +364,18 @@ def markdown(config: PretrainingStudyConfig, results: dict, figures: list[str]) 
             lines.append(
                 f"| {title}, untrained | " + " | ".join(_cell(summary[n]["untrained"][metric]) for n in names) + " |"
             )
+        per_seed = results.get("per_seed", {})
+        losses = [[r["final_loss"] for r in per_seed.get(n, ()) if r.get("final_loss") is not None] for n in names]
+        if all(losses):
+            lines.append("| final training loss | " + " | ".join(_cell(mean_std(v)) for v in losses) + " |")
+            if family == "dino":
+                lines += [
+                    "",
+                    (
+                        f"A DINO loss near ln({config.dino_out_dim}) = {math.log(config.dino_out_dim):.2f} means the "
+                        "student still spreads its prediction over every prototype: that run has not started to learn."
+                    ),
+                ]
         lines += ["", "Paired t-tests over seeds: mean difference (p; 'real' when p < 0.05).", "", *header]
         for metric in metrics:
             for key, what in rows:
