@@ -390,3 +390,37 @@ def test_cli_documents_the_text_tower_flags_and_refuses_misuse_in_one_line(tmp_p
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("lastvit-convert: error: ") and expected in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+def test_a_converted_clip_fine_tunes_with_lazystrike_and_the_result_loads_with_the_auto_classes(
+    converted_clip, tmp_path
+):
+    """Tab. 8's route: an OpenAI CLIP (CLS readout) converted whole, then fine-tuned with LazyStrike K = N/2
+    on image-text pairs; its tokenizer (CLIP's BPE) and 16-token context carry over."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from lastvit.clip.training import CLIPTrainingArguments, train_clip
+
+    out = tmp_path / "fine-tuned"
+    results = train_clip(
+        CLIPTrainingArguments(
+            output_dir=out,
+            model_name_or_path=str(converted_clip),
+            pooling="lazystrike",
+            top_k_ratio=0.5,
+            max_text_length=CONTEXT,
+            scenes_train=16,
+            scenes_test=8,
+            batch_size=8,
+            epochs=1,
+            progress=False,
+        )
+    )
+    assert results["step"] == 2 and 0.0 <= results["zero_shot_top1"] <= 1.0
+    tuned, source = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(converted_clip)
+    assert tuned.get_vocab() == source.get_vocab() and tuned("a photo of a dog.") == source("a photo of a dog.")
+    model = AutoModel.from_pretrained(out)
+    assert type(model).__name__ == "LastViTCLIPModel"
+    assert model.config.vision_config.pooling == "lazystrike"
+    assert model.config.vision_config.lazystrike_top_k_ratio == 0.5
+    assert model.config.text_config.max_position_embeddings == CONTEXT
