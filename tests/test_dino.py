@@ -3,6 +3,7 @@ schedules, multi-crop, the readout switch, an exact resume, and the exported tea
 fresh process where this package cannot be imported."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -217,3 +218,26 @@ def test_missing_image_column_names_the_columns_there_are(tmp_path, tiny_backbon
     datasets.DatasetDict(train=split, test=split).save_to_disk(tmp_path / "data")
     with pytest.raises(PretrainingError, match=r"no column 'image'.*\['picture'\].*--image-column"):
         train_dino(run_args(tmp_path / "run", tiny_backbone, dataset=str(tmp_path / "data")))
+
+
+class _FeaturesAreInputs(torch.nn.Module):
+    """A stand-in backbone whose global feature is its input vector."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, pixel_values):
+        return SimpleNamespace(pooler_output=pixel_values)
+
+
+def test_knn_votes_are_weighted_by_exp_cosine_over_temperature_not_counted():
+    """DINO's k-NN: one very close neighbour of class 1 outvotes two distant ones of class 0."""
+    from lastvit.measure.pretrained_eval import knn_accuracy
+
+    train = torch.tensor([[0.0, 1.0], [1.0, 0.2], [1.0, 0.3]])
+    train_labels = [1, 0, 0]
+    test = torch.tensor([[0.0, 1.0], [1.0, 0.25]])
+    assert knn_accuracy(_FeaturesAreInputs(), train, train_labels, test, [1, 0], k=3) == 1.0
+    # a majority vote (every weight equal: an infinite temperature) gets the first image wrong
+    assert knn_accuracy(_FeaturesAreInputs(), train, train_labels, test, [1, 0], k=3, temperature=1e9) == 0.5

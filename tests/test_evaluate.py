@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -206,7 +207,10 @@ class _OneHotTexts(torch.nn.Module):
         super().__init__()
         self.patches = patches
         self.anchor = torch.nn.Parameter(torch.zeros(1))
-        self.config = type("C", (), {"vision_config": type("V", (), {"patch_size_hw": (8, 8)})()})()
+        self.config = SimpleNamespace(
+            vision_config=SimpleNamespace(patch_size_hw=(8, 8)),
+            text_config=SimpleNamespace(max_position_embeddings=77),
+        )
 
     def get_text_features(self, input_ids, attention_mask=None):
         from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -217,7 +221,7 @@ class _OneHotTexts(torch.nn.Module):
         return self.patches[: len(pixel_values)]
 
 
-def _class_index_tokenizer(texts, padding=True, return_tensors="pt"):
+def _class_index_tokenizer(texts, padding=True, return_tensors="pt", **truncation):
     index = [["alpha", "beta", "gamma"].index(text.split()[-1].rstrip(".")) for text in texts]
     return {"input_ids": torch.tensor(index)[:, None], "attention_mask": torch.ones(len(texts), 1, dtype=torch.long)}
 

@@ -31,17 +31,62 @@ def dino_metrics(
 ):
     """k-NN top-1 (when both splits are labelled) and Patch-Score PiB / CorLoc / coarse segmentation
     (when the evaluation split has boxes at model size) of one LastViT backbone."""
-    from lastvit.training.dino_trainer import dense_localisation, knn_accuracy
     from lastvit.training.pretraining import eval_arrays
 
-    train_pixels, train_labels, _, _ = eval_arrays(train_split, transform, image_column, label_column)
-    eval_pixels, eval_labels, boxes, masks = eval_arrays(eval_split, transform, image_column, label_column)
+    train = eval_arrays(train_split, transform, image_column, label_column)
+    evaluation = eval_arrays(eval_split, transform, image_column, label_column)
+    return dino_metrics_on_arrays(backbone, train, evaluation, knn_k)
+
+
+def dino_metrics_on_arrays(backbone, train, evaluation, knn_k: int = 20) -> dict:
+    """`dino_metrics` on splits already transformed: ``(pixels, labels, boxes, masks)`` each."""
+    train_pixels, train_labels, _, _ = train
+    eval_pixels, eval_labels, boxes, masks = evaluation
     measured = {}
     if train_labels is not None and eval_labels is not None:
         measured["knn_top1"] = knn_accuracy(backbone, train_pixels, train_labels, eval_pixels, eval_labels, knn_k)
     if boxes is not None:
         measured.update(dense_localisation(backbone, eval_pixels, boxes, masks))
     return measured
+
+
+@torch.no_grad()
+def global_features(backbone, pixel_values, batch_size: int = 128) -> torch.Tensor:
+    """``[B, D]`` pooled global features (`pooler_output`, fp32, on CPU) of a LastViT backbone."""
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    return torch.cat(
+        [
+            backbone(pixel_values=pixel_values[start : start + batch_size].to(device)).pooler_output.float().cpu()
+            for start in range(0, len(pixel_values), batch_size)
+        ]
+    )
+
+
+def knn_accuracy(model, train_pixels, train_labels, eval_pixels, eval_labels, k: int = 20, temperature: float = 0.07):
+    """DINO's weighted k-NN classifier on L2-normalised global features: each of the k nearest
+    training images votes for its class with weight exp(cos / T); top-1 accuracy."""
+    train = torch.nn.functional.normalize(global_features(model, train_pixels), dim=-1)
+    test = torch.nn.functional.normalize(global_features(model, eval_pixels), dim=-1)
+    labels = torch.as_tensor(train_labels)
+    num_classes = int(max(max(train_labels), max(eval_labels))) + 1
+    similarity, index = (test @ train.t()).topk(min(k, len(train)), dim=-1)
+    votes = torch.zeros(len(test), num_classes).scatter_add_(1, labels[index], (similarity / temperature).exp())
+    return float((votes.argmax(dim=-1) == torch.as_tensor(eval_labels)).float().mean())
+
+
+def dense_localisation(backbone, pixel_values, boxes, masks=None) -> dict:
+    """Patch Score (`patch_score_maps`) -> Point-in-Box, CorLoc and coarse-segmentation IoU
+    (`lastvit.measure.dense`)."""
+    from .dense import dense_metrics
+
+    scores = patch_score_maps(backbone, pixel_values)
+    height, width = pixel_values.shape[-2:]
+    grid = backbone.patch_grid(height, width)
+    patch_size = backbone.config.patch_size_hw
+    metrics = dense_metrics(scores, grid, patch_size, boxes, masks)
+    hits = point_in_box(scores, boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
+    return {"point_in_box": float(hits.mean()), **metrics}
 
 
 def _eval_transform(tower, size, transform_class, mean=None, std=None):
@@ -86,7 +131,6 @@ def clip_metrics(model, tokenizer, split, class_names, transform, background_nam
     """Zero-shot top-1 and segmentation mIoU, the zero-shot map's PiB and the image tower's
     Patch-Score PiB / CorLoc / coarse segmentation of one `LastViTCLIPModel`."""
     from lastvit.clip.training import evaluate_split
-    from lastvit.training.dino_trainer import dense_localisation
     from lastvit.training.pretraining import eval_arrays
 
     measured = evaluate_split(model, tokenizer, split, class_names, transform, background_names)

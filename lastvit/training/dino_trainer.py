@@ -245,67 +245,17 @@ def train_dino(args: DINOTrainingArguments) -> dict:
 
 
 def evaluate_backbone(backbone, untrained, train_split, eval_split, transform, args) -> dict:
-    """k-NN top-1 (if labelled) and, on data with boxes/masks at model size, Patch-Score PiB, CorLoc and
-    coarse-segmentation IoU, for the trained backbone and its untrained start."""
+    """`lastvit.measure.pretrained_eval.dino_metrics` of the trained backbone and of its untrained start,
+    on one transform of the splits."""
+    from lastvit.measure.pretrained_eval import dino_metrics_on_arrays
     from lastvit.training.pretraining import eval_arrays
 
-    train_pixels, train_labels, _, _ = eval_arrays(train_split, transform, args.image_column, args.label_column)
-    eval_pixels, eval_labels, boxes, masks = eval_arrays(eval_split, transform, args.image_column, args.label_column)
-    results = {}
-    for name, model in (("teacher", backbone), ("untrained", untrained)):
-        measured = {}
-        if train_labels is not None and eval_labels is not None:
-            measured["knn_top1"] = knn_accuracy(
-                model, train_pixels, train_labels, eval_pixels, eval_labels, args.knn_k
-            )
-        if boxes is not None:
-            measured.update(dense_localisation(model, eval_pixels, boxes, masks))
-        results[name] = measured
-    return results
-
-
-def _encode(model, pixels, batch_size: int = 128):
-    import torch
-
-    model.eval()
-    device = next(model.parameters()).device
-    pooled, patches = [], []
-    with torch.no_grad():
-        for start in range(0, len(pixels), batch_size):
-            out = model(pixel_values=pixels[start : start + batch_size].to(device))
-            pooled.append(out.pooler_output.float().cpu())
-            patches.append(model.split_tokens(out.last_hidden_state).patches.float().cpu())
-    return torch.cat(pooled), torch.cat(patches)
-
-
-def knn_accuracy(model, train_pixels, train_labels, eval_pixels, eval_labels, k: int = 20, temperature: float = 0.07):
-    """DINO's weighted k-NN classifier on L2-normalised global features: each of the k nearest
-    training images votes for its class with weight exp(cos / T); top-1 accuracy."""
-    import torch
-
-    train = torch.nn.functional.normalize(_encode(model, train_pixels)[0], dim=-1)
-    test = torch.nn.functional.normalize(_encode(model, eval_pixels)[0], dim=-1)
-    labels = torch.as_tensor(train_labels)
-    num_classes = int(max(max(train_labels), max(eval_labels))) + 1
-    similarity, index = (test @ train.t()).topk(min(k, len(train)), dim=-1)
-    votes = torch.zeros(len(test), num_classes).scatter_add_(1, labels[index], (similarity / temperature).exp())
-    return float((votes.argmax(dim=-1) == torch.as_tensor(eval_labels)).float().mean())
-
-
-def dense_localisation(model, pixels, boxes, masks=None) -> dict:
-    """Patch Score (cosine of each patch with the global feature) -> Point-in-Box, CorLoc and coarse
-    segmentation IoU (`lastvit.measure.dense`)."""
-    from lastvit.measure.dense import dense_metrics
-    from lastvit.measure.localization import patch_scores, point_in_box
-
-    pooled, patches = _encode(model, pixels)
-    scores = patch_scores(patches, pooled)
-    height, width = pixels.shape[-2:]
-    grid = model.patch_grid(height, width)
-    patch_size = model.config.patch_size_hw
-    metrics = dense_metrics(scores, grid, patch_size, boxes, masks)
-    hits = point_in_box(scores, boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
-    return {"point_in_box": float(hits.mean()), **metrics}
+    train = eval_arrays(train_split, transform, args.image_column, args.label_column)
+    evaluation = eval_arrays(eval_split, transform, args.image_column, args.label_column)
+    return {
+        name: dino_metrics_on_arrays(model, train, evaluation, args.knn_k)
+        for name, model in (("teacher", backbone), ("untrained", untrained))
+    }
 
 
 def write_dino_folder(args, teacher, processor, results: dict) -> None:
