@@ -383,10 +383,20 @@ def markdown(config: PretrainingStudyConfig, results: dict, figures: list[str]) 
                 lines.append(f"| {METRICS[family][metric]}: {what} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"![{name}]({name})" for name in figures]
+    tests = sum(
+        1
+        for entry in summary.values()
+        for key in ("vs_untrained", "vs_cls", "init_vs_cls", "gain_vs_cls")
+        for test in entry[key].values()
+        if test["n"] >= 2 and test["p"] == test["p"]
+    )
     lines += [
         "",
         (
-            "With 3 seeds only large, consistent differences reach p < 0.05, and 'no difference the seeds "
+            f"This report runs {tests} paired tests: if no readout and no training made any difference, about "
+            f"{tests * ALPHA:.0f} of them would still read 'real' at p < {ALPHA}, so weigh a single 'real' "
+            "lightly and look for differences that agree across metrics. "
+            f"With {len(config.seeds)} seeds only large, consistent differences reach p < 0.05, and 'no difference the seeds "
             "support' is not evidence of no effect. Patch-Score maps compare each patch with the global "
             "feature, so the readout (CLS vs LazyStrike) changes them even in an untrained model; the "
             "'untrained vs untrained CLS' and 'gain' rows separate that from what training did."
