@@ -5,7 +5,7 @@ from __future__ import annotations
 from huggingface_hub import ModelCard
 
 from .released import released_model_card
-from .template import PAPER, common_tail, describe_config, render_model_card
+from .template import PAPER, clip_usage_text, common_tail, describe_config, render_model_card
 
 
 def converted_model_card(
@@ -101,19 +101,12 @@ def converted_clip_model_card(result, command: str, model_name: str, round_trip:
             ),
         ]
     )
-    usage = """```python
-from PIL import Image
-from transformers import pipeline
-
-classify = pipeline("zero-shot-image-classification", model="<this folder>", trust_remote_code=True)
-classify(Image.open("image.png"), candidate_labels=["dog", "cat"], hypothesis_template="a photo of a {}.")
-```
-
-`AutoModel.from_pretrained(folder, trust_remote_code=True)` gives the `LastViTCLIPModel`
-(`get_image_features`, `get_text_features`, `get_patch_features` for zero-shot segmentation);
-`model.vision_model` is the image tower (a `LastViTModel`, `save_image_tower` writes it alone).
-The folder is exactly what `save_pretrained` of the model, the tokenizer and the image processor write,
-so fine-tuning starts from it as from any saved `LastViTCLIPModel`."""
+    usage = clip_usage_text(
+        ("dog", "cat"),
+        "`model.vision_model` is the image tower (a `LastViTModel`, `save_image_tower` writes it alone).\n"
+        "The folder is exactly what `save_pretrained` of the model, the tokenizer and the image processor write,\n"
+        "so fine-tuning starts from it as from any saved `LastViTCLIPModel`.",
+    )
     details = describe_config(vision) + [
         (
             f"Text tower: transformers' CLIP text transformer, width {text.hidden_size}, {text.num_hidden_layers} "

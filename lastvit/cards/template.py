@@ -8,6 +8,8 @@ is written only for results this package measured (pass them as `eval_results`).
 
 from __future__ import annotations
 
+import json
+
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from modeling_lastvit import LastViTConfig
@@ -147,6 +149,21 @@ The folder carries its own code (`trust_remote_code=True`); with this package in
 (`import modeling_lastvit`) the Auto classes resolve `model_type="lastvit"` directly. LazyStrike has no
 parameters, so K can be changed when loading, e.g.
 `from_pretrained(path, trust_remote_code=True, lazystrike_top_k=None, lazystrike_top_k_ratio=0.5)`."""
+
+
+def clip_usage_text(labels: tuple[str, str], tower_note: str) -> str:
+    """The zero-shot pipeline snippet of a LastViT-CLIP card; `tower_note` says where its image tower is."""
+    return f"""```python
+from PIL import Image
+from transformers import pipeline
+
+classify = pipeline("zero-shot-image-classification", model="<this folder>", trust_remote_code=True)
+classify(Image.open("image.png"), candidate_labels={json.dumps(list(labels))}, hypothesis_template="a photo of a {{}}.")
+```
+
+`AutoModel.from_pretrained(folder, trust_remote_code=True)` gives the `LastViTCLIPModel`
+(`get_image_features`, `get_text_features`, `get_patch_features` for zero-shot segmentation);
+{tower_note}"""
 
 
 def common_tail(folder: str, classifier: bool, limitations: str, licence: str) -> list[tuple[str, str]]:

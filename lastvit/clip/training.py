@@ -370,6 +370,7 @@ def clip_model_card(args, model, results: dict):
     from huggingface_hub import EvalResult
 
     from lastvit.cards.model_card import describe_config, render_model_card
+    from lastvit.cards.template import clip_usage_text
 
     text = model.config.text_config
     tokenizer = (
@@ -410,17 +411,10 @@ def clip_model_card(args, model, results: dict):
                 metric_value=float(results["segmentation_ignore_background"]["miou"]),
             )
         )
-    usage = """```python
-from PIL import Image
-from transformers import pipeline
-
-classify = pipeline("zero-shot-image-classification", model="<this folder>", trust_remote_code=True)
-classify(Image.open("image.png"), candidate_labels=["bird", "vehicle"], hypothesis_template="a photo of a {}.")
-```
-
-`AutoModel.from_pretrained(folder, trust_remote_code=True)` gives the `LastViTCLIPModel`
-(`get_image_features`, `get_text_features`, `get_patch_features` for zero-shot segmentation);
-`image_tower/` is the image tower alone, a LastViT folder (`image_embeds` = the CLIP image embedding)."""
+    usage = clip_usage_text(
+        ("bird", "vehicle"),
+        "`image_tower/` is the image tower alone, a LastViT folder (`image_embeds` = the CLIP image embedding).",
+    )
     summary = (
         "A LaSt-ViT image-text (CLIP) model trained with `lastvit-train-clip`: symmetric InfoNCE with a learned "
         "temperature between the LastViT image tower's projected global feature and a CLIP text tower."
