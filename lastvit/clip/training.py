@@ -388,29 +388,27 @@ def clip_model_card(args, model, results: dict):
             f"{model.logit_scale.exp().item():.2f} at the end)."
         ),
     ]
-    evals = []
-    if "zero_shot_top1" in results:
-        evals.append(
-            EvalResult(
-                task_type="zero-shot-image-classification",
-                dataset_type=args.dataset,
-                dataset_name=args.dataset,
-                metric_type="accuracy",
-                metric_name="zero-shot top-1",
-                metric_value=float(results["zero_shot_top1"]),
-            )
+    measured = [  # (task, metric type, metric name, value) of what this run measured
+        ("zero-shot-image-classification", "accuracy", "zero-shot top-1", results.get("zero_shot_top1")),
+        (
+            "image-segmentation",
+            "mean_iou",
+            "zero-shot segmentation mIoU (objects only)",
+            results.get("segmentation_ignore_background", {}).get("miou"),
+        ),
+    ]
+    evals = [
+        EvalResult(
+            task_type=task,
+            dataset_type=args.dataset,
+            dataset_name=args.dataset,
+            metric_type=metric_type,
+            metric_name=name,
+            metric_value=float(value),
         )
-    if "segmentation_ignore_background" in results:
-        evals.append(
-            EvalResult(
-                task_type="image-segmentation",
-                dataset_type=args.dataset,
-                dataset_name=args.dataset,
-                metric_type="mean_iou",
-                metric_name="zero-shot segmentation mIoU (objects only)",
-                metric_value=float(results["segmentation_ignore_background"]["miou"]),
-            )
-        )
+        for task, metric_type, name, value in measured
+        if value is not None
+    ]
     usage = clip_usage_text(
         ("bird", "vehicle"),
         "`image_tower/` is the image tower alone, a LastViT folder (`image_embeds` = the CLIP image embedding).",
