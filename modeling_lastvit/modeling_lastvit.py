@@ -411,6 +411,8 @@ class LastViTPreTrainedModel(PreTrainedModel):
                 init.trunc_normal_(module.register_tokens, mean=0.0, std=std)
         elif isinstance(module, LastViTLayerScale):
             init.constant_(module.lambda1, self.config.layerscale_value)
+        elif isinstance(module, LazyStrikePooler):  # a non-persistent buffer: rebuilt, never loaded
+            init.copy_(module.highpass, module.build_highpass(module.highpass.device, module.highpass.dtype))
 
     def split_tokens(self, hidden_states: torch.Tensor) -> LastViTTokens:
         """Split a token sequence [B, 1 + R + N, D] into (CLS or None, registers [B, R, D], patches [B, N, D])."""
