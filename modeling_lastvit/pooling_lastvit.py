@@ -99,6 +99,8 @@ def stability_score(
 def resolve_top_k(num_patches: int, top_k: int | None = None, top_k_ratio: float | None = None) -> int:
     """Number of patches each channel averages: ``top_k``, or ``round(top_k_ratio * N)`` (at least 1)."""
     if top_k_ratio is not None:
+        if isinstance(num_patches, torch.SymInt):  # a dynamic token count: the same rounding in graph-safe ops
+            return torch.sym_max(1, _round_half_even(top_k_ratio * num_patches))
         return max(1, round(top_k_ratio * num_patches))
     if top_k is None:
         raise ValueError("LazyStrike needs `top_k` (a count) or `top_k_ratio` (a fraction of the patches).")
@@ -108,6 +110,13 @@ def resolve_top_k(num_patches: int, top_k: int | None = None, top_k_ratio: float
             "a smaller `lazystrike_top_k`, or `lazystrike_top_k_ratio` to scale K with the patch count."
         )
     return top_k
+
+
+def _round_half_even(value):
+    """Python's `round` (halves to even) of a positive symbolic float, in ops a saved torch.export program keeps."""
+    whole = math.trunc(value)
+    fraction = value - whole
+    return whole + torch.sym_ite(fraction > 0.5, 1, 0) + torch.sym_ite(fraction == 0.5, 1, 0) * (whole % 2)
 
 
 class PooledFeatures(NamedTuple):
