@@ -20,7 +20,7 @@ from lastvit.data.arguments import DataArguments, add_data_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lastvit.export import DATA_FLAGS, ExportOptions
+    from lastvit.export_options import DATA_FLAGS, ExportOptions
 
     parser = argparse.ArgumentParser(
         prog="lastvit-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from lastvit.data.loading import DataError
-    from lastvit.export import ExportError, ExportOptions, run_export
+    from lastvit.export import ExportError, run_export
+    from lastvit.export_options import ExportOptions
     from lastvit.files import ModelPathError
 
     options = from_args(ExportOptions, args, data=DataArguments.from_args(args))
