@@ -69,6 +69,108 @@ def _lowpass_cells(tokens, highpass, window) -> dict:
     }
 
 
+RUNTIMES = ("eager", "eager matmul", "compile", "ort fp32", "ort int8")
+SHAPE_ROUNDS = {"S/16": {1: 9, 16: 3}, "B/16": {1: 5, 16: 2}, "tiny": {1: 2, 2: 2}}
+
+
+def _models(shape, workdir: Path) -> dict:
+    """Per pooling, the callables that are timed: eager (CPU default low-pass: the FFT), eager with the matmul
+    low-pass, torch.compile (inductor, dynamic=True: one graph for both batch sizes), ONNX Runtime fp32 and int8
+    (dynamic quantisation). All share one set of random weights."""
+    from lastvit.export import export_onnx, onnx_session, quantize_int8, run_onnx
+    from modeling_lastvit import LastViTConfig, LastViTForImageClassification
+
+    common = dict(
+        image_size=shape.image_size,
+        patch_size=shape.patch_size,
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        intermediate_size=shape.mlp_size,
+        num_labels=1000,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    base = LastViTForImageClassification(LastViTConfig(pooling="cls", **common)).eval()
+    weights = base.state_dict()
+    threads = torch.get_num_threads()
+    cells = {}
+    for pooling in ("cls", "lazystrike"):
+        example = torch.randn(2, 3, shape.image_size, shape.image_size)
+        variants = {"eager": "auto", "eager matmul": "matmul"} if pooling == "lazystrike" else {"eager": "auto"}
+        for name, lowpass in variants.items():
+            model = LastViTForImageClassification(LastViTConfig(pooling=pooling, lazystrike_lowpass=lowpass, **common))
+            model.load_state_dict(weights, assign=True)  # the same tensors: no second copy of the weights
+            cells[(pooling, name)] = model.eval()
+        model = cells[(pooling, "eager")]
+        cells[(pooling, "compile")] = torch.compile(model, dynamic=True)
+        fp32 = export_onnx(model, workdir / f"{pooling}.onnx", example)
+        int8 = quantize_int8(fp32, workdir / f"{pooling}.int8.onnx")
+        for name, path in (("ort fp32", fp32), ("ort int8", int8)):
+            session = onnx_session(path, threads=threads)
+            cells[(pooling, name)] = lambda pixels, session=session: run_onnx(session, pixels)["logits"]
+    return cells
+
+
+def _cell(call, pixels):
+    return lambda: _logits(call, pixels)
+
+
+def _logits(call, pixels):
+    output = call(pixels)
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+def runtimes_section(shape_names: list[str], batches: list[int], rounds: dict | None = None) -> list[dict]:
+    """Batch-1 latency and batch-16 throughput of every runtime, CLS and LazyStrike, one group per shape and batch
+    (interleaved rounds); plus each runtime's largest logit difference from eager at batch 2."""
+    import tempfile
+
+    from .contenders import SHAPES
+
+    groups = []
+    for shape_name in shape_names:
+        shape = SHAPES[shape_name]
+        with tempfile.TemporaryDirectory() as workdir, torch.inference_mode():
+            started = time.perf_counter()
+            models = _models(shape, Path(workdir))
+            check = torch.randn(2, 3, shape.image_size, shape.image_size)
+            reference = {p: _logits(models[(p, "eager")], check) for p in ("cls", "lazystrike")}
+            differences = {
+                f"{pooling} {name}": (_logits(call, check) - reference[pooling]).abs().max().item()
+                for (pooling, name), call in models.items()
+            }
+            setup_s = time.perf_counter() - started
+            for batch in batches:
+                pixels = torch.randn(batch, 3, shape.image_size, shape.image_size)
+                cells = {f"{p} {n}": _cell(call, pixels) for (p, n), call in models.items()}
+                repeats = (rounds or SHAPE_ROUNDS.get(shape_name, {})).get(batch, 3)
+                times = round_robin(cells, warmup=1, repeats=repeats)
+                groups.append(
+                    {
+                        "shape": shape_name,
+                        "batch": batch,
+                        "rounds": repeats,
+                        "setup_s": setup_s,
+                        "max_abs_logit_difference": differences,
+                        "ms": {key: ms(values) for key, values in times.items()},
+                        "speedup_vs_eager": {
+                            key: paired_ratio(times, f"{key.split()[0]} eager", key)
+                            for key in times
+                            if key.split(" ", 1)[1] != "eager"
+                        },
+                        "lazystrike_over_cls": {
+                            "eager (FFT)": paired_ratio(times, "lazystrike eager", "cls eager"),
+                            "eager matmul": paired_ratio(times, "lazystrike eager matmul", "cls eager"),
+                            "compile": paired_ratio(times, "lazystrike compile", "cls compile"),
+                            "ort fp32": paired_ratio(times, "lazystrike ort fp32", "cls ort fp32"),
+                        },
+                    }
+                )
+            del models
+    return groups
+
+
 def _commit() -> str:
     try:
         return subprocess.run(
@@ -121,6 +223,54 @@ def build_report(results: dict) -> str:
                 f"{row['fft_ms']:.2f} | {row['matmul_ms']:.2f} | {r['median']:.2f} [{r['low']:.2f}, {r['high']:.2f}] |"
             )
         out.append("")
+    if results.get("runtimes"):
+        out += [
+            "## Runtimes: eager vs torch.compile vs ONNX Runtime (fp32, int8), 224 px",
+            "",
+            (
+                "Batch 1: latency (ms per call); larger batches: throughput (images/s). Speed-up = the eager time of "
+                "the same pooling / this runtime's, per round (> 1: faster than eager). Eager LazyStrike uses the CPU "
+                "default low-pass (FFT); `eager matmul` the FFT-free one. torch.compile: inductor, `dynamic=True`. "
+                "ONNX: the dynamo exporter; int8: onnxruntime dynamic quantisation (weights int8). "
+                "|Δ logits| is the largest difference from eager at batch 2 (random weights)."
+            ),
+            "",
+            "| model | batch | runtime | CLS | speed-up | LazyStrike K=1 | speed-up | |Δ logits| CLS / LazyStrike |",
+            "|---|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for group in results["runtimes"]:
+            batch = group["batch"]
+            for runtime in RUNTIMES:
+                cells = []
+                for pooling in ("cls", "lazystrike"):
+                    key = f"{pooling} {runtime}"
+                    if key not in group["ms"]:
+                        cells += ["–", "–"]
+                        continue
+                    value = group["ms"][key]
+                    cells.append(f"{value:.1f} ms" if batch == 1 else f"{1e3 * batch / value:.1f} img/s")
+                    r = group["speedup_vs_eager"].get(key)
+                    cells.append(f"{r['median']:.2f} [{r['low']:.2f}, {r['high']:.2f}]" if r else "1")
+                diff = group["max_abs_logit_difference"]
+                diffs = " / ".join(
+                    f"{diff[f'{p} {runtime}']:.1e}" if f"{p} {runtime}" in diff else "–" for p in ("cls", "lazystrike")
+                )
+                out.append(f"| {group['shape']} | {batch} | {runtime} | " + " | ".join(cells) + f" | {diffs} |")
+        out += [
+            "",
+            "LazyStrike's cost: time with LazyStrike / time with CLS, same runtime (1.02 = +2%).",
+            "",
+            "| model | batch | eager (FFT) | eager matmul | compile | ORT fp32 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for group in results["runtimes"]:
+            ratios = group["lazystrike_over_cls"]
+            out.append(
+                f"| {group['shape']} | {group['batch']} | "
+                + " | ".join(f"{r['median']:.3f} [{r['low']:.2f}, {r['high']:.2f}]" for r in ratios.values())
+                + " |"
+            )
+        out.append("")
     return "\n".join(out) + "\n"
 
 
@@ -128,7 +278,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {SECTIONS}")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run: small widths, 2 rounds")
-    parser.add_argument("--repeats", type=int, default=None, help="rounds per cell (default: 15 lowpass)")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds per lowpass cell (default: 15)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch and onnxruntime threads (default 1: stable on a shared machine)"
+    )
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "RESULTS_EXPORT.md"))
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -140,6 +293,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     results = {
         "commit": _commit(),
@@ -151,6 +305,9 @@ def main(argv=None) -> int:
     if "lowpass" in args.sections:
         widths, patches, batch = ([32, 64], 16, 2) if args.quick else ([384, 768, 1024], 196, 16)
         results["lowpass"] = lowpass_section(widths, patches, batch, args.repeats or (2 if args.quick else 15))
+    if "runtimes" in args.sections:
+        shapes, batches = (["tiny"], [1, 2]) if args.quick else (["S/16", "B/16"], [1, 16])
+        results["runtimes"] = runtimes_section(shapes, batches)
     results["elapsed_s"] = time.perf_counter() - start
     out = Path(args.out)
     write_text(out, build_report(results))
