@@ -54,6 +54,7 @@ class ExportableLastViT(nn.Module):
         super().__init__()
         self.model = model
         self.output_names = output_names(model)
+        self.train(model.training)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = self.model(pixel_values=pixel_values)

@@ -150,13 +150,21 @@ def is_tracing() -> bool:
         torch.compiler.is_compiling()
         or torch.jit.is_tracing()
         or torch.jit.is_scripting()
-        or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+        or _is_fx_symbolic_tracing()
     )
 
 
+# torch >= 2.6 tells torch.fx.symbolic_trace apart from torch.export; older versions have only `is_fx_tracing`.
+_is_fx_symbolic_tracing = getattr(
+    torch.fx._symbolic_trace, "is_fx_symbolic_tracing", torch.fx._symbolic_trace.is_fx_tracing
+)
+
+
 def resolve_lowpass(lowpass: str, device: torch.device) -> str:
-    """``"auto"``: the FFT in CPU eager mode (3-17x cheaper there, benchmarks/export_cpu.py), the matmul on other
-    devices and in every traced graph (it exports to any runtime and runs on tensor cores)."""
+    """``"auto"``: the FFT in CPU eager mode (cheaper there, benchmarks/RESULTS_EXPORT.md), the matmul on other
+    devices and in every traced graph (it exports to any runtime and runs on tensor cores). On CUDA with TF32
+    matmuls allowed (``torch.backends.cuda.matmul.allow_tf32`` or ``set_float32_matmul_precision("high")``) the
+    matmul rounds to TF32; pick ``"fft"`` there for the fp32 scores."""
     if lowpass not in LOWPASS_PATHS:
         raise ValueError(f"Unknown LazyStrike low-pass {lowpass!r}; use one of {LOWPASS_PATHS}.")
     if lowpass != "auto":

@@ -3,27 +3,15 @@
 import json
 
 import datasets
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from lastvit.export import onnx_session, run_onnx
 from modeling_lastvit import LastViTForImageClassification, LastViTImageProcessor
 from training_scripts import export as export_cli
 from training_scripts import train
 
-
-def colour_split(n, seed):
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for i in range(n):
-        array = rng.integers(0, 120, (40, 40, 3), dtype=np.uint8)
-        array[..., i % 3] = 220
-        images.append(Image.fromarray(array))
-        labels.append(i % 3)
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["r", "g", "b"])})
-    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+from .test_training import colour_split
 
 
 @pytest.fixture(scope="module")
