@@ -73,7 +73,7 @@ RUNTIMES = ("eager", "eager matmul", "compile", "ort fp32", "ort int8")
 SHAPE_ROUNDS = {"S/16": {1: 9, 16: 3}, "B/16": {1: 5, 16: 2}, "tiny": {1: 2, 2: 2}}
 
 
-def _models(shape, workdir: Path) -> dict:
+def _models(shape, workdir: Path, compile: bool = True) -> dict:
     """Per pooling, the callables that are timed: eager (CPU default low-pass: the FFT), eager with the matmul
     low-pass, torch.compile (inductor, dynamic=True: one graph for both batch sizes), ONNX Runtime fp32 and int8
     (dynamic quantisation). All share one set of random weights."""
@@ -103,7 +103,8 @@ def _models(shape, workdir: Path) -> dict:
             model.load_state_dict(weights, assign=True)  # the same tensors: no second copy of the weights
             cells[(pooling, name)] = model.eval()
         model = cells[(pooling, "eager")]
-        cells[(pooling, "compile")] = torch.compile(model, dynamic=True)
+        if compile:
+            cells[(pooling, "compile")] = torch.compile(model, dynamic=True)
         fp32 = export_onnx(model, workdir / f"{pooling}.onnx", example)
         int8 = quantize_int8(fp32, workdir / f"{pooling}.int8.onnx")
         for name, path in (("ort fp32", fp32), ("ort int8", int8)):
@@ -121,9 +122,16 @@ def _logits(call, pixels):
     return output if isinstance(output, torch.Tensor) else output.logits
 
 
-def runtimes_section(shape_names: list[str], batches: list[int], rounds: dict | None = None) -> list[dict]:
+def runtimes_section(
+    shape_names: list[str],
+    batches: dict[str, list[int]],
+    rounds: dict | None = None,
+    compile_shapes: tuple[str, ...] = (),
+    on_group=None,
+) -> list[dict]:
     """Batch-1 latency and batch-16 throughput of every runtime, CLS and LazyStrike, one group per shape and batch
-    (interleaved rounds); plus each runtime's largest logit difference from eager at batch 2."""
+    (interleaved rounds); plus each runtime's largest logit difference from eager at batch 2. `on_group(groups)` is
+    called after each group (the report is rewritten as it grows)."""
     import tempfile
 
     from .contenders import SHAPES
@@ -133,7 +141,7 @@ def runtimes_section(shape_names: list[str], batches: list[int], rounds: dict | 
         shape = SHAPES[shape_name]
         with tempfile.TemporaryDirectory() as workdir, torch.inference_mode():
             started = time.perf_counter()
-            models = _models(shape, Path(workdir))
+            models = _models(shape, Path(workdir), compile=shape_name in compile_shapes)
             check = torch.randn(2, 3, shape.image_size, shape.image_size)
             reference = {p: _logits(models[(p, "eager")], check) for p in ("cls", "lazystrike")}
             differences = {
@@ -141,7 +149,7 @@ def runtimes_section(shape_names: list[str], batches: list[int], rounds: dict | 
                 for (pooling, name), call in models.items()
             }
             setup_s = time.perf_counter() - started
-            for batch in batches:
+            for batch in batches[shape_name]:
                 pixels = torch.randn(batch, 3, shape.image_size, shape.image_size)
                 cells = {f"{p} {n}": _cell(call, pixels) for (p, n), call in models.items()}
                 repeats = (rounds or SHAPE_ROUNDS.get(shape_name, {})).get(batch, 3)
@@ -160,13 +168,19 @@ def runtimes_section(shape_names: list[str], batches: list[int], rounds: dict | 
                             if key.split(" ", 1)[1] != "eager"
                         },
                         "lazystrike_over_cls": {
-                            "eager (FFT)": paired_ratio(times, "lazystrike eager", "cls eager"),
-                            "eager matmul": paired_ratio(times, "lazystrike eager matmul", "cls eager"),
-                            "compile": paired_ratio(times, "lazystrike compile", "cls compile"),
-                            "ort fp32": paired_ratio(times, "lazystrike ort fp32", "cls ort fp32"),
+                            label: paired_ratio(times, f"lazystrike {a}", f"cls {b}")
+                            for label, a, b in (
+                                ("eager (FFT)", "eager", "eager"),
+                                ("eager matmul", "eager matmul", "eager"),
+                                ("compile", "compile", "compile"),
+                                ("ort fp32", "ort fp32", "ort fp32"),
+                            )
+                            if f"cls {b}" in times
                         },
                     }
                 )
+                if on_group:
+                    on_group(groups)
             del models
     return groups
 
@@ -265,9 +279,10 @@ def build_report(results: dict) -> str:
         ]
         for group in results["runtimes"]:
             ratios = group["lazystrike_over_cls"]
+            cells = [ratios.get(k) for k in ("eager (FFT)", "eager matmul", "compile", "ort fp32")]
             out.append(
                 f"| {group['shape']} | {group['batch']} | "
-                + " | ".join(f"{r['median']:.3f} [{r['low']:.2f}, {r['high']:.2f}]" for r in ratios.values())
+                + " | ".join(f"{r['median']:.3f} [{r['low']:.2f}, {r['high']:.2f}]" if r else "–" for r in cells)
                 + " |"
             )
         out.append("")
@@ -278,13 +293,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {SECTIONS}")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run: small widths, 2 rounds")
-    parser.add_argument("--repeats", type=int, default=None, help="rounds per lowpass cell (default: 15)")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds per lowpass cell (default: 9)")
+    parser.add_argument("--shapes", default="S/16,B/16", help="runtimes: comma-separated shapes (default S/16,B/16)")
+    parser.add_argument("--batches", default="1,16", help="runtimes: batch sizes (default 1,16)")
+    parser.add_argument(
+        "--batch1-only", default="", help="runtimes: shapes timed at batch 1 only (a short run on a slow machine)"
+    )
+    parser.add_argument(
+        "--compile-shapes", default="S/16,B/16", help="runtimes: shapes that also time torch.compile (default: all)"
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch and onnxruntime threads (default 1: stable on a shared machine)"
     )
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "RESULTS_EXPORT.md"))
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    args.shapes, args.batch1_only, args.compile_shapes = (
+        [s.strip() for s in text.split(",") if s.strip()]
+        for text in (args.shapes, args.batch1_only, args.compile_shapes)
+    )
+    args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:
         parser.error(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
@@ -304,14 +332,29 @@ def main(argv=None) -> int:
     }
     if "lowpass" in args.sections:
         widths, patches, batch = ([32, 64], 16, 2) if args.quick else ([384, 768, 1024], 196, 16)
-        results["lowpass"] = lowpass_section(widths, patches, batch, args.repeats or (2 if args.quick else 15))
-    if "runtimes" in args.sections:
-        shapes, batches = (["tiny"], [1, 2]) if args.quick else (["S/16", "B/16"], [1, 16])
-        results["runtimes"] = runtimes_section(shapes, batches)
-    results["elapsed_s"] = time.perf_counter() - start
+        results["lowpass"] = lowpass_section(widths, patches, batch, args.repeats or (2 if args.quick else 9))
     out = Path(args.out)
-    write_text(out, build_report(results))
-    write_text(out.with_suffix(".json"), json.dumps(results, indent=2) + "\n")
+
+    def save(groups=None):
+        if groups is not None:
+            results["runtimes"] = groups
+        results["elapsed_s"] = time.perf_counter() - start
+        write_text(out, build_report(results))
+        write_text(out.with_suffix(".json"), json.dumps(results, indent=2) + "\n")
+
+    save()
+    if "runtimes" in args.sections:
+        if args.quick:
+            shapes, batches, compile_shapes = ["tiny"], {"tiny": [1, 2]}, ["tiny"]
+        else:
+            shapes = args.shapes
+            batches = {shape: args.batches for shape in shapes}
+            for shape in args.batch1_only:
+                batches[shape] = [1]
+            compile_shapes = args.compile_shapes
+        results["compile_shapes"] = list(compile_shapes)
+        runtimes_section(shapes, batches, compile_shapes=tuple(compile_shapes), on_group=save)
+    save()
     print(out.read_text())
     return 0
 
