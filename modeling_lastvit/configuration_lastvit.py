@@ -81,11 +81,12 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         lazystrike_fft_in_fp32 (`bool`, defaults to `True`): run the score path in fp32 when the
             model runs in fp16/bf16 (the selection is sensitive to rounding).
         lazystrike_lowpass (`str`, defaults to `"auto"`): how the channel low-pass is computed; both are the
-            same function (scores agree to 1e-6 in fp32; tests/test_lowpass_matmul.py). `"fft"`: a real FFT,
-            as the authors; `"matmul"`: one product with the fixed [D, D] high-pass matrix C - I (exports to
-            ONNX/TorchScript, runs on tensor cores); `"auto"`: `"fft"` in CPU eager mode, where it measured
-            3-17x cheaper than the matmul (D = 384/768/1024, N = 196, batch 16; benchmarks/export_cpu.py),
-            `"matmul"` on every other device and inside torch.compile / torch.export / ONNX graphs.
+            same function (tests/test_lowpass_matmul.py). `"fft"`: a real FFT, as the authors; `"matmul"`: one
+            product with the fixed [D, D] high-pass matrix C - I (exports to ONNX/TorchScript, runs on tensor
+            cores); `"auto"`: `"fft"` in CPU eager mode, where the matmul measured 1.3x / 2.0x / 2.2x the FFT's
+            cost for the whole pooling (the filter alone 1.4x / 3.0x / 6.0x) at D = 384 / 768 / 1024, N = 196,
+            batch 16, one thread (benchmarks/RESULTS_EXPORT.md); `"matmul"` on every other device and inside
+            torch.compile / torch.export / ONNX graphs.
         pooler_dense_act (`str`, *optional*): if set, `pooler_output` is `act(dense(pooled))`: a linear
             layer on the pooled feature followed by this activation (a key of `ACT2FN`). `"tanh"`
             reproduces the `pooler` of transformers' `ViTModel` / `DeiTModel` (on the CLS token) and
