@@ -3,9 +3,9 @@ copies of the config's choices stay equal to the config's."""
 
 import pytest
 
-from lastvit import conversion_options
+from lastvit.conversion import ConversionError, ConversionOptions
+from lastvit.conversion import options as conversion_options
 from modeling_lastvit import configuration_lastvit
-from modeling_lastvit.conversion import ConversionError, ConversionOptions
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
-"""`lastvit-convert`: the command line over the converters in `modeling_lastvit.conversion`.
+"""`lastvit-convert`: the command line over the converters in `lastvit.conversion`.
 
-Only argparse and the torch-free `lastvit.conversion_options` are imported at the top, so `--help` starts fast; the
+Only argparse and the torch-free `lastvit.conversion.options` are imported at the top, so `--help` starts fast; the
 converters, torch and transformers are imported when a conversion runs.
 """
 
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lastvit.conversion_options import (
+from lastvit.conversion.options import (
     CLIP_ACTIVATIONS,
     POOLING_CHOICES,
     SCORE_RULES,
@@ -168,13 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "lastvit-convert " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     import torch
 
-    from lastvit.cards.converted import converted_clip_model_card
-    from lastvit.cards.model_card import converted_model_card
-    from lastvit.conversion_options import ConversionError
+    from lastvit.conversion.cards import converted_clip_model_card, converted_model_card
+    from lastvit.conversion.checkpoint_loading import CheckpointLoadError
+    from lastvit.conversion.options import ConversionError
+    from lastvit.conversion.sources import convert_checkpoint
+    from lastvit.conversion.writer import write_clip_folder, write_folder
     from modeling_lastvit import LastViTForImageClassification
-    from modeling_lastvit.conversion.checkpoint_loading import CheckpointLoadError
-    from modeling_lastvit.conversion.sources import convert_checkpoint
-    from modeling_lastvit.conversion.writer import write_clip_folder, write_folder
 
     try:
         options.validate()

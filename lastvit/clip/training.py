@@ -119,7 +119,7 @@ def load_clip_folder(args: CLIPTrainingArguments):
     (both towers, projections, logit_scale), the image tower's readout set by the pooling flags."""
     from transformers import AutoTokenizer
 
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel
 
     folder = args.model_name_or_path
     try:
@@ -162,9 +162,8 @@ def load_clip_folder(args: CLIPTrainingArguments):
 def build_model(args: CLIPTrainingArguments, tokenizer):
     from transformers import CLIPTextConfig
 
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
     from lastvit.training.presets import preset_config
-    from modeling_lastvit import LastViTModel
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel, LastViTModel
 
     pooling = _readout(args)
     if args.vision_model_name_or_path:
