@@ -21,7 +21,7 @@ Args:
 Returns:
     top{k}_accuracy (`float`): accuracy in [0, 1] for every k (only `top1_accuracy` for class-index predictions).
 Examples:
-    >>> metric = evaluate.load("modeling_lastvit/metrics/top_k_accuracy")
+    >>> metric = evaluate.load("lastvit/measure/metrics/top_k_accuracy")
     >>> metric.compute(predictions=[[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], references=[2, 0], k=[1, 2])
     {'top1_accuracy': 0.5, 'top2_accuracy': 1.0}
 """
