@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-SCORE_RULES = ("repo", "paper")
+from .configuration_lastvit import SCORE_RULES
 
 
 def gaussian_channel_window(dim: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
