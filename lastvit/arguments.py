@@ -29,7 +29,7 @@ def option(
     **argparse_kwargs,
 ):
     """A dataclass field that is also a flag. `flag` renames it (e.g. ``--no-progress`` for
-    ``progress: bool = True``); `argparse_kwargs` (choices, metavar, nargs, ...) go to `add_argument`;
+    ``progress: bool = True``; a name without dashes, the field's own, makes it positional); `argparse_kwargs` (choices, metavar, nargs, ...) go to `add_argument`;
     ``cli=False`` keeps a field out of the parser (e.g. an in-memory dataset)."""
     metadata = {"help": help, "flag": flag, "cli": cli, "argparse": argparse_kwargs}
     if isinstance(default, (list, dict, set)):
@@ -85,6 +85,10 @@ def add_arguments(
             kwargs.setdefault("type", base if base in (int, float, Path) else str)
             if count:
                 kwargs.setdefault("nargs", count)
+        if not flag.startswith("-"):  # a positional argument: argparse names it by `flag` and requires it
+            del kwargs["dest"]
+            parser.add_argument(flag, **kwargs)
+            continue
         if default is dataclasses.MISSING or field.name in required:
             kwargs["required"] = True
         else:

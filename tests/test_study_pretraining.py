@@ -86,14 +86,3 @@ def test_cli_refuses_to_overwrite_a_folder_without_overwrite(tmp_path, capsys):
     assert study_pretraining.main(["--output-dir", str(tmp_path / "study"), "--seeds", "0"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "study" / "keep.txt").exists()
-
-
-def test_the_cli_defaults_are_the_study_configs_defaults():
-    """The CLI repeats the defaults (its --help imports no torch); they must not drift apart."""
-    args = vars(study_pretraining.build_parser().parse_args([]))
-    config = PretrainingStudyConfig(output_dir=args["output_dir"])
-    shared = {name for name in args if hasattr(config, name)}
-    assert {"num_train", "background_caption_rate", "batch_size", "dino_epochs", "momentum_teacher"} <= shared
-    for name in shared - {"seeds", "families"}:
-        assert args[name] == getattr(config, name), name
-    assert tuple(args["seeds"]) == config.seeds and tuple(args["families"]) == config.families
