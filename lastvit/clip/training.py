@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lastvit.arguments import option, to_argv
-from lastvit.training.config import PRESETS as VISION_PRESETS  # name: (hidden, layers, heads, mlp, image, patch)
+from lastvit.model_choices import POOLING_TYPES
+from lastvit.training.config import PRESETS as VISION_PRESETS
 from lastvit.training.pretraining import PretrainingError
 
 
@@ -53,7 +54,7 @@ class CLIPTrainingArguments:
     pooling: str = option(
         "lazystrike",
         "global readout of the image tower, also of one loaded from a folder",
-        choices=("cls", "mean", "max", "lazystrike"),
+        choices=POOLING_TYPES,
     )
     top_k: int | None = option(None, "LazyStrike K as a count")
     top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches (default: 0.5, Tab. 8's best)")
@@ -102,7 +103,7 @@ class CLIPTrainingArguments:
 
     @property
     def scenes_image_size(self) -> int:
-        return self.image_size or VISION_PRESETS[self.preset or "micro"][4]
+        return self.image_size or VISION_PRESETS[self.preset or "micro"].image_size
 
 
 def _readout(args: CLIPTrainingArguments) -> dict:
