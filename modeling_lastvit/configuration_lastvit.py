@@ -137,7 +137,9 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        self._validate()
+        # The same check `validate()` runs (with transformers' own validators) after construction and before
+        # every save; run first here so that a bad argument fails with its one-line ValueError.
+        self.validate_lastvit_options()
         self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, self.num_hidden_layers + 1)]
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
@@ -171,7 +173,10 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         """Tokens before the patch tokens: the CLS token (if any) and the registers."""
         return int(self.use_cls_token) + self.num_register_tokens
 
-    def _validate(self):
+    def validate_lastvit_options(self):
+        """A `@strict` class validator: `config.validate()` (which transformers also runs before saving) checks
+        every option, including values assigned after construction. Raises one-line `ValueError`s."""
+
         def fail(message):
             raise ValueError(f"Invalid LastViTConfig: {message}")
 

@@ -1,6 +1,7 @@
 """LastViTConfig: defaults, serialisation, and clear errors for invalid settings."""
 
 import pytest
+from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from modeling_lastvit import LastViTConfig
 
@@ -83,3 +84,20 @@ def test_configs_saved_with_the_removed_options_still_load():
     old_keys = {"position_embedding_interpolation": "bicubic", "lazystrike_eps": 1e-6, "lazystrike_fft_in_fp32": True}
     config = LastViTConfig.from_dict({**tiny_config().to_dict(), **old_keys})
     assert config.to_diff_dict() == {**tiny_config().to_diff_dict(), **old_keys}
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("pooling", "bogus", "unknown `pooling` 'bogus'"),
+        ("lazystrike_score", "median", "unknown `lazystrike_score`"),
+        ("num_attention_heads", 3, "must be divisible by `num_attention_heads`"),
+    ],
+)
+def test_validate_catches_a_bad_value_set_after_construction(name, value, message, tmp_path):
+    config = tiny_config()
+    setattr(config, name, value)
+    with pytest.raises(StrictDataclassClassValidationError, match=message):
+        config.validate()
+    with pytest.raises(StrictDataclassClassValidationError, match=message):
+        config.save_pretrained(tmp_path)  # transformers validates before it writes
