@@ -13,8 +13,9 @@ import io
 
 import numpy as np
 
-FINGERPRINT_COLUMNS = ("image", "label", "bbox", "mask", "object_id", "background_id")
-"""The columns a fingerprint covers, in the order each row is hashed (missing ones are skipped)."""
+FINGERPRINT_COLUMNS = ("image", "label", "bbox", "mask", "object_id", "background_id", "text")
+"""The columns a fingerprint covers, in the order each row is hashed (missing ones are skipped;
+``text`` is the CLIP captions of the pretraining study)."""
 
 
 def _pixels(value) -> np.ndarray:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lastvit.data.fingerprint import scenes_fingerprint
+from lastvit.provenance import environment
 from lastvit.training.loop import reset_accelerate
 
 from .statistics import ALPHA, mean_std, paired_test
@@ -428,19 +429,6 @@ def write_figures(folder: Path, config: PretrainingStudyConfig, per_seed: dict) 
     return names
 
 
-def environment() -> dict:
-    import torch
-    import transformers
-
-    return {
-        "device": "cpu",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-
-
 def write_report(out: Path, config: PretrainingStudyConfig, results: dict) -> dict:
     """Summary, sentences, report.md, report.json and figures from ``results["per_seed"]``, written whole."""
     from lastvit.files import write_folder
@@ -484,6 +472,7 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
     try:
         _log(start, f"building {config.num_train} + {config.num_test} scenes at {config.image_size} px ...")
         data = build_data(config)
+        data_fingerprint = scenes_fingerprint(data)
         data_path = work / "data"
         data.save_to_disk(str(data_path))
         per_seed = {name: [] for name in config.variants}
@@ -500,7 +489,8 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
             "class_names": data["test"].features["label"].names,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "variants": {name: VARIANTS[name] for name in config.variants},
-            "environment": environment(),
+            "environment": environment("cpu"),
+            "data_fingerprint": data_fingerprint,
             "per_seed": per_seed,
             "minutes": (time.time() - start) / 60,
         }
