@@ -11,6 +11,7 @@ report.md, report.json, figures and the trained LaSt-ViT (K = N/2) as a loadable
 
     lastvit-study --overwrite                       # CPU scale: 3 seeds, about 15 minutes on 2 cores
     lastvit-study --scale gpu --overwrite           # GPU scale (picked by default on a CUDA machine)
+    lastvit-study --check docs/study/report.json    # does seed 0 of a committed report reproduce here?
 """
 
 import argparse
@@ -54,12 +55,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated images (default: 0)")
     p.add_argument("--probe-images", type=int, default=500, help="test images in the masking probe (default: 500)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    check = p.add_argument_group("reproduction check")
+    check.add_argument(
+        "--check",
+        type=Path,
+        metavar="REPORT.json",
+        help="re-run one seed of this report with the config it records and say whether it matches, naming the "
+        "first difference (data hash, package version, metric); exit code 1 when it does not (other options "
+        "are ignored)",
+    )
+    check.add_argument("--check-seed", type=int, default=0, help="the seed --check re-runs (default: 0)")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from lastvit.study import StudyConfig, StudyError, run_study
+
+    if args.check is not None:
+        from lastvit.study.check import check_report
+
+        try:
+            result = check_report(args.check, args.check_seed, progress=not args.no_progress)
+        except (StudyError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(result.summary())
+        return 0 if result.matches else 1
 
     overrides = {
         k: getattr(args, k)
