@@ -20,7 +20,9 @@ mask's bounding box), ``mask`` (a mode-"L" PNG with values 0/255) and ``object_i
 like a Hub dataset. :func:`generate_scenes` gives numpy arrays without ``datasets``.
 
 This file is not part of the model's remote code: it needs numpy and Pillow (``datasets`` for
-the ``DatasetDict`` builders) and does not import the model.
+the ``DatasetDict`` builders) and does not import the model. Pillow only decodes files: every
+resize is :mod:`lastvit.data.resample`'s exact integer code, so a seed gives the same pixels with
+any Pillow (:func:`lastvit.data.fingerprint.scenes_fingerprint` hashes them).
 """
 
 from __future__ import annotations
