@@ -18,6 +18,8 @@ So the same uint8 input gives the same uint8 output with any numpy, Pillow or CP
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image
 
@@ -40,6 +42,7 @@ def _kernel(name: str, x: np.ndarray) -> np.ndarray:
     return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
 
 
+@lru_cache(maxsize=4096)
 def _weights(in_size: int, out_size: int, start: float, stop: float, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Integer weights [out, taps] and the input index of each tap [out, taps] (clamped; a
     clamped tap has weight 0) for resampling [start, stop) of an axis of ``in_size`` pixels."""
@@ -104,9 +107,11 @@ def resize_array(
         return pixels.copy()
     weights_x, index_x = _weights(width, out_width, x0, x1, filter)
     weights_y, index_y = _weights(height, out_height, y0, y1, filter)
-    rows = _filter_axis(pixels.astype(np.int64), weights_x, index_x, axis=1)
+    top, left = int(index_y.min()), int(index_x.min())  # filter only the region the taps read
+    region = pixels[top : int(index_y.max()) + 1, left : int(index_x.max()) + 1].astype(np.int64)
+    rows = _filter_axis(region, weights_x, index_x - left, axis=1)
     rows = _shift_round(rows, WEIGHT_BITS - INTERMEDIATE_BITS)
-    result = _shift_round(_filter_axis(rows, weights_y, index_y, axis=0), WEIGHT_BITS + INTERMEDIATE_BITS)
+    result = _shift_round(_filter_axis(rows, weights_y, index_y - top, axis=0), WEIGHT_BITS + INTERMEDIATE_BITS)
     return np.clip(result, 0, 255).astype(np.uint8)
 
 
