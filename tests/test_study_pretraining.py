@@ -30,6 +30,8 @@ def test_tiny_study_trains_every_variant_and_writes_the_report_with_untrained_tw
         assert len(runs) == 1 and runs[0]["steps"] == 2  # 32 images, batch 16, one epoch
         assert set(metrics) <= set(runs[0]["trained"]) and set(metrics) <= set(runs[0]["untrained"])
     assert json.loads((out / "report.json").read_text())["verdict"] == results["verdict"]
+    assert set(results["data_fingerprint"]) == {"train", "test"}
+    assert {"pillow", "numpy", "datasets", "torch"} <= set(results["environment"]["packages"])
     report = (out / "report.md").read_text()
     assert "DINO-LazyStrike K=N/2" in report and "zero-shot seg. mIoU, untrained" in report
     assert (out / "dino.png").exists() and (out / "clip.png").exists()

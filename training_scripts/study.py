@@ -11,6 +11,7 @@ report.md, report.json, figures and the trained LaSt-ViT (K = N/2) as a loadable
 
     lastvit-study --overwrite                       # CPU scale: 3 seeds, about 15 minutes on 2 cores
     lastvit-study --scale gpu --overwrite           # GPU scale (picked by default on a CUDA machine)
+    lastvit-study --check docs/study/report.json    # does seed 0 of a committed report reproduce here?
 """
 
 import argparse
@@ -18,9 +19,9 @@ import sys
 from dataclasses import fields
 
 from lastvit.arguments import add_arguments, from_args
-from lastvit.study.config import SCALE_FIELDS, StudyConfig
+from lastvit.study.config import SCALE_FIELDS, CheckOptions, StudyConfig
 
-OPTIONS = (StudyConfig,)
+OPTIONS = (StudyConfig, CheckOptions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,12 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(parser, StudyConfig, include=[f.name for f in fields(StudyConfig) if f.name not in SCALE_FIELDS])
     scale = parser.add_argument_group("overrides of the scale's defaults (see lastvit.study.config.SCALES)")
     add_arguments(scale, StudyConfig, include=SCALE_FIELDS)
+    add_arguments(parser.add_argument_group("reproduction check"), CheckOptions)
     return parser
 
 
 def main(argv=None) -> int:
-    config = from_args(StudyConfig, build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    config = from_args(StudyConfig, args)
     from lastvit.study import StudyError, run_study
+
+    check = from_args(CheckOptions, args)
+    if check.check is not None:
+        from lastvit.study.check import check_report
+
+        try:
+            result = check_report(check.check, check.check_seed, progress=config.progress)
+        except (StudyError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(result.summary())
+        return 0 if result.matches else 1
 
     try:
         run_study(config)

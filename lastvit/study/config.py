@@ -140,3 +140,16 @@ SCALES = {
         "mixed_precision": "bf16",
     },
 }
+
+
+@dataclass(kw_only=True)
+class CheckOptions:
+    """The flags of ``lastvit-study --check``."""
+
+    check: Path | None = option(
+        None,
+        "re-run one seed of this report with the config it records and say whether it matches, naming the first "
+        "difference (data hash, package version, metric); exit code 1 when it does not (other options are ignored)",
+        metavar="REPORT.json",
+    )
+    check_seed: int = option(0, "the seed --check re-runs (default: 0)")

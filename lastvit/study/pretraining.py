@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import shutil
 import tempfile
 import time
@@ -28,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lastvit.arguments import option
+from lastvit.data.fingerprint import scenes_fingerprint
+from lastvit.provenance import environment
 from lastvit.training.config import PRESETS
 from lastvit.training.loop import reset_accelerate
 
@@ -433,19 +434,6 @@ def write_figures(folder: Path, config: PretrainingStudyConfig, per_seed: dict) 
     return names
 
 
-def environment() -> dict:
-    import torch
-    import transformers
-
-    return {
-        "device": "cpu",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-
-
 def write_report(out: Path, config: PretrainingStudyConfig, results: dict) -> dict:
     """Summary, sentences, report.md, report.json and figures from ``results["per_seed"]``, written whole."""
     from lastvit.files import write_folder
@@ -489,6 +477,7 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
     try:
         _log(start, f"building {config.num_train} + {config.num_test} scenes at {config.image_size} px ...")
         data = build_data(config)
+        data_fingerprint = scenes_fingerprint(data)
         data_path = work / "data"
         data.save_to_disk(str(data_path))
         per_seed = {name: [] for name in config.variants}
@@ -505,7 +494,8 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
             "class_names": data["test"].features["label"].names,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "variants": {name: VARIANTS[name] for name in config.variants},
-            "environment": environment(),
+            "environment": environment("cpu"),
+            "data_fingerprint": data_fingerprint,
             "per_seed": per_seed,
             "minutes": (time.time() - start) / 60,
         }
