@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lastvit.errors import LastViTUserError
+
 SOURCES = ("hf", "torchvision", "dino", "openclip")
 SOURCE_NAMES = {
     "hf": "transformers model",
@@ -27,7 +29,7 @@ CLIP_ACTIVATIONS = ("quick_gelu", "gelu")
 STANDARD_NUM_HEADS = {192: 3, 384: 6, 512: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
 
 
-class ConversionError(ValueError):
+class ConversionError(LastViTUserError):
     """The source does not have the layout the chosen converter expects, or the options do not fit it."""
 
 

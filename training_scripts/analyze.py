@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", required=True, help="a LastViT checkpoint folder (LastViTModel or ...ForImageClassification)"
     )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the Python code a non-LastViT model folder carries (LastViT folders load with this package's code)",
+    )
     p.add_argument("--output-dir", type=Path, required=True, help="folder for analysis.json, analysis.md and the PNGs")
     p.add_argument("--overwrite", action="store_true", help="replace an --output-dir that already holds files")
 
@@ -284,8 +289,8 @@ def run(args) -> dict:
 
     check_args(args)
     progress = not args.no_progress
-    model = load_model(args.model, resolve_device(args.device))
-    transform = eval_transform(build_processor(model, args.model), model.config)
+    model = load_model(args.model, resolve_device(args.device), args.trust_remote_code)
+    transform = eval_transform(build_processor(model, args.model, args.trust_remote_code), model.config)
     size, mean, std = transform.size, transform.mean, transform.std
     one_shot = None
     if args.random_images is not None:
@@ -335,14 +340,13 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from lastvit.data.loading import DataError
-    from lastvit.measure.decoupling import AnalysisError, json_ready
+    from lastvit.errors import report_user_errors
+    from lastvit.measure.decoupling import json_ready
 
-    try:
-        numbers = run(args)
-    except (DataError, AnalysisError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    numbers = {}
+    code = report_user_errors(lambda: numbers.update(run(args)))
+    if code:
+        return code
     sections = ("attention_share", "cka", "cka_after_projection", "one_shot", "token_norms", "readout")
     print(json.dumps(json_ready({key: numbers[key] for key in sections if key in numbers}), indent=2))
     print(f"report: {args.output_dir / MARKDOWN_NAME}")

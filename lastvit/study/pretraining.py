@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lastvit.errors import LastViTUserError
 from lastvit.training.loop import reset_accelerate
 
 from .statistics import ALPHA, mean_std, paired_test
@@ -58,7 +59,7 @@ METRICS = {
 }
 
 
-class PretrainingStudyError(ValueError):
+class PretrainingStudyError(LastViTUserError):
     """The study cannot run as asked; the message says what to change."""
 
 

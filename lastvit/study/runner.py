@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from lastvit.errors import LastViTUserError
 from lastvit.files import is_nonempty_dir, swap_in
 from lastvit.training.loop import reset_accelerate
 
@@ -27,7 +28,7 @@ TEST_SPLIT_NOTES = {
 }
 
 
-class StudyError(ValueError):
+class StudyError(LastViTUserError):
     """The study cannot run as asked; the message says what to change."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lastvit.arguments import option
 from lastvit.data.arguments import DataArguments
+from lastvit.errors import LastViTUserError
 
 PRESETS = {
     # name: (hidden, layers, heads, mlp, image, patch); micro and tiny are sized for 64 px scenes on a CPU
@@ -25,7 +26,7 @@ POOLINGS = ("cls", "mean", "max", "lazystrike")
 REPORT_TO = ("none", "tensorboard", "wandb", "all")
 
 
-class ConfigError(ValueError):
+class ConfigError(LastViTUserError):
     """Options that contradict each other or name nothing known; the message says which."""
 
 
@@ -47,6 +48,11 @@ class ModelArguments:
     registers: int = option(0, "number of register tokens (default: 0)")
     drop_path: float = option(0.0, "stochastic depth rate (default: 0)")
     attn_implementation: str = option("sdpa", "sdpa (default), eager, flash_attention_2, ...")
+    trust_remote_code: bool = option(
+        False,
+        "run the Python code a non-LastViT model folder or Hub repo carries (LastViT folders always load with "
+        "this package's own code)",
+    )
 
 
 @dataclass(kw_only=True)

@@ -123,7 +123,15 @@ class _Views:
 
 
 def train_dino(args: DINOTrainingArguments) -> dict:
-    """Run the DINO training `args` describe; returns the final evaluation (or the stop step)."""
+    """Run the DINO training `args` describe; returns the final evaluation (or the stop step). The
+    output folder is claimed only once the inputs are read (an --overwrite'n run comes back on failure)."""
+    from lastvit.training.pretraining import output_folder
+
+    with output_folder(args) as output:
+        return _train_dino(args, output)
+
+
+def _train_dino(args: DINOTrainingArguments, output) -> dict:
     import torch
 
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor, load_splits
@@ -137,7 +145,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         teacher_temperature,
         update_teacher,
     )
-    from lastvit.training.pretraining import PretrainingLoop, cosine_schedule, mean_over_processes, start_run
+    from lastvit.training.pretraining import PretrainingLoop, claim, cosine_schedule, mean_over_processes, start_run
 
     accelerator = start_run(args)
     scenes = {
@@ -200,7 +208,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         size=size, mean=tuple(processor.image_mean), std=tuple(processor.image_std), train=False
     )
 
-    steps = PretrainingLoop(accelerator, args, total_steps, "dino")
+    steps = PretrainingLoop(accelerator, args, total_steps, "dino", resume=claim(accelerator, output, args))
 
     def train_step(batch) -> float:
         step = steps.state["step"]

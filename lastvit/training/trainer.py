@@ -31,7 +31,8 @@ from lastvit.data.loading import (
     label_names,
     load_splits,
 )
-from lastvit.files import check_model_path, write_folder
+from lastvit.errors import LastViTUserError
+from lastvit.files import check_model_path, load_pretrained, model_source, write_folder
 
 from . import loop
 from .config import ConfigError, TrainConfig
@@ -40,7 +41,7 @@ from .presets import preset_config
 from .schedule import lr_lambda
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(LastViTUserError):
     """Training cannot go on (e.g. a non-finite loss); the message says where the last good state is."""
 
 
@@ -58,14 +59,15 @@ def build_model(config: TrainConfig, labels: list[str]):
     elif config.top_k is not None:
         pooling.update(lazystrike_top_k=config.top_k, lazystrike_top_k_ratio=None)
     if config.model_name_or_path:
-        return AutoModelForImageClassification.from_pretrained(
-            config.model_name_or_path,
+        return load_pretrained(
+            AutoModelForImageClassification,
+            model_source(config.model_name_or_path),
+            trust_remote_code=config.trust_remote_code,
             num_labels=len(labels),
             id2label=id2label,
             label2id=label2id,
             ignore_mismatched_sizes=True,
             attn_implementation=config.attn_implementation,
-            trust_remote_code=True,
             **pooling,
         )
     pooling.setdefault("pooling", "lazystrike")
@@ -93,10 +95,6 @@ def load_data(config: TrainConfig):
         "clutter": config.scenes_clutter,
     }
     return load_splits(config.dataset, config.train_split, config.eval_split, config.data_dir, scenes_kwargs)
-
-
-def prepare_output_dir(config: TrainConfig) -> None:
-    loop.prepare_output_dir(config.output_dir, config.resume, config.overwrite, DataError)
 
 
 @torch.no_grad()
@@ -140,7 +138,7 @@ def save_final(model, save_model, config: TrainConfig, accelerator, results: dic
         "command": command_line(config, adapter),
         "dataset": config.dataset_name,
         "results": results,
-        "base": config.model_name_or_path,
+        "base": config.model_name_or_path and model_source(config.model_name_or_path),
     }
     staging = out / ".final.staging"
     if accelerator.is_main_process:
@@ -173,7 +171,22 @@ def save_final(model, save_model, config: TrainConfig, accelerator, results: dic
 def train(config: TrainConfig, adapter=None) -> dict:
     """Run the training `config` describes and return its results (the last evaluation, steps, best
     top-1). `adapter` (`lastvit.training.peft.PeftArguments`) trains a PEFT adapter on the
-    `model_name_or_path` base instead of the full model."""
+    `model_name_or_path` base instead of the full model. Every input (flags, model, data, a resumed
+    run's settings) is checked before the output folder is touched; with ``overwrite`` the old run
+    is put back unchanged if this one fails."""
+    with loop.OutputFolder(config.output_dir, config.resume, config.overwrite, DataError) as output:
+        return _train(config, adapter, output)
+
+
+def run_settings(config: TrainConfig, adapter=None) -> dict:
+    """What a resumed run must share with the checkpointed one (`loop.check_resume_settings`)."""
+    settings = loop.run_settings(config, loop.HARMLESS_SETTINGS)
+    if adapter is not None:
+        settings.update({f"peft_{k}": v for k, v in loop.run_settings(adapter, set()).items()})
+    return settings
+
+
+def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -182,18 +195,16 @@ def train(config: TrainConfig, adapter=None) -> dict:
     if config.model_name_or_path:
         check_model_path(config.model_name_or_path, "--model-name-or-path")
     if config.push_to_hub:
-        from lastvit.hub import check_hub_access
+        from lastvit.hub import check_hub_access, check_repo_id
 
-        check_hub_access()  # before hours of training, not after
+        check_repo_id(config.push_to_hub, "--push-to-hub")
+        check_hub_access(for_flag="--push-to-hub")  # before hours of training, not after
 
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=None if config.report_to == "none" else config.report_to,
         project_dir=str(config.output_dir),
     )
-    if accelerator.is_main_process:
-        prepare_output_dir(config)
-    accelerator.wait_for_everyone()
     set_seed(config.seed)
 
     train_split, eval_split = load_data(config)
@@ -202,13 +213,23 @@ def train(config: TrainConfig, adapter=None) -> dict:
     labels = label_names(train_split, config.label_column)
     model = build_model(config, labels)
     num_labels = model.config.num_labels
-    processor = build_processor(model, config.model_name_or_path)
+    processor = build_processor(model, config.model_name_or_path, config.trust_remote_code)
     if adapter is not None:
         from .peft import add_adapter
 
         model = add_adapter(model, adapter)
     check_labels(train_split, config.label_column, num_labels, "training")
     check_labels(eval_split, config.label_column, num_labels, "evaluation")
+    resume = config.resume and not output.fresh_in_place
+    settings = run_settings(config, adapter)
+    if resume:
+        loop.check_resume_settings(config.output_dir / "checkpoints" / "last", settings)
+    elif config.resume:
+        accelerator.print(f"{config.output_dir} holds no complete checkpoint: starting the run again from step 0")
+    # every input is good: only now is the output folder claimed (an --overwrite'n run moved aside)
+    if accelerator.is_main_process:
+        output.take()
+    accelerator.wait_for_everyone()
 
     size = processor.crop_size["height"]
     transform = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std)}
@@ -254,20 +275,28 @@ def train(config: TrainConfig, adapter=None) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     accelerator.register_for_checkpointing(scheduler)
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_top1": None, "best_step": None, "skipped_images": 0}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "best_top1": None,
+        "best_step": None,
+        "skipped_images": 0,
+        "settings": settings,
+    }
     last_dir = config.output_dir / "checkpoints" / "last"
     steps = StepLoop(
         accelerator,
         last_dir,
         state,
         total_steps,
-        resume=config.resume,
+        resume=resume,
         save_every=config.save_every,
         stop_after=config.stop_after,
         progress=config.progress,
     )
     state = steps.state
-    if config.resume:
+    if resume:
         accelerator.print(
             f"resuming from step {state['step']} (epoch {state['epoch']}, batch {state['batch_in_epoch']})"
         )
@@ -365,6 +394,6 @@ def train(config: TrainConfig, adapter=None) -> dict:
         if config.push_to_hub:
             from lastvit.hub import publish
 
-            publish(config.output_dir, config.push_to_hub)
+            publish(config.output_dir, config.push_to_hub, for_flag="--push-to-hub")
     accelerator.end_training()
     return results

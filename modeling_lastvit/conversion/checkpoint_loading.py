@@ -27,8 +27,10 @@ from typing import Any
 
 import torch
 
+from lastvit.errors import LastViTUserError
 
-class CheckpointLoadError(ValueError):
+
+class CheckpointLoadError(LastViTUserError):
     """The checkpoint file cannot be read safely (or at all)."""
 
 
