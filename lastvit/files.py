@@ -136,10 +136,17 @@ def load_pretrained(auto_class, path, trust_remote_code: bool = False, **kwargs)
     import modeling_lastvit  # noqa: F401 (registers LastViT with the Auto classes: its code wins over a folder's)
     from lastvit.clip import modeling_lastvit_clip  # noqa: F401 (the same for LastViT-CLIP)
 
+    import pickle
+
     try:
         return auto_class.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
+    except (pickle.UnpicklingError, EOFError):  # torch.load(weights_only=True) refused a pickle
+        raise ModelPathError(
+            f"the weights in {path} are a pickle that torch's weights-only loader refuses (nothing in it ran); use "
+            "safetensors weights, or convert a file you trust with lastvit-convert --trust-pickle."
+        ) from None
     except (ValueError, OSError) as error:  # transformers' answers to a folder it cannot read
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        first = _first_line(error)
         if "trust_remote_code" in str(error):
             raise ModelPathError(
                 f"{path} needs its own Python code to load (it is no LastViT folder this package knows); pass "
@@ -148,3 +155,7 @@ def load_pretrained(auto_class, path, trust_remote_code: bool = False, **kwargs)
         raise ModelPathError(
             f"cannot load {path} ({first}); check its config.json, or save the model again."
         ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

@@ -148,6 +148,29 @@ def match_labels(dataset_names: list[str], id2label: dict, by_index: bool = Fals
     )
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB of any image: high-bit-depth grayscale (16-bit PNGs open as ``I;16``/``I``, float
+    as ``F``) is scaled to 0..255, not clipped (Pillow's ``convert`` would turn most of it white);
+    palette, grayscale, CMYK and alpha images convert as Pillow converts them."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        finite = array[np.isfinite(array)]
+        top = float(finite.max()) if finite.size else 0.0
+        if image.mode == "F" and top <= 1.0:
+            scale = 255.0  # floats in 0..1
+        elif image.mode.startswith("I;16") or 255 < top <= 65535:
+            scale = 255.0 / 65535.0  # 16-bit samples
+        elif top > 65535:
+            scale = 255.0 / top
+        else:
+            scale = 1.0  # already in 0..255
+        array = np.clip(np.nan_to_num(array * scale), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(array, mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
 @dataclass
 class ImageTransform:
     """Random-resized crop + horizontal flip (train) or resize + centre crop (eval), then normalise."""
@@ -161,7 +184,7 @@ class ImageTransform:
     resize_ratio: float = 256 / 224
 
     def __call__(self, image: Image.Image, index: int, epoch: int) -> torch.Tensor:
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if self.train:
             rng = np.random.default_rng([self.seed, epoch, index])
             image = self._random_resized_crop(image, rng)
