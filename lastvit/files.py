@@ -133,10 +133,10 @@ def load_pretrained(auto_class, path, trust_remote_code: bool = False, **kwargs)
     and LastViT-CLIP folders (registered first), so the Python files a folder carries never run; any
     other folder's own code runs only with `trust_remote_code` (the user's ``--trust-remote-code``).
     A folder that needs its own code, or a config.json transformers cannot read, is one line."""
+    import pickle
+
     import modeling_lastvit  # noqa: F401 (registers LastViT with the Auto classes: its code wins over a folder's)
     from lastvit.clip import modeling_lastvit_clip  # noqa: F401 (the same for LastViT-CLIP)
-
-    import pickle
 
     try:
         return auto_class.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
