@@ -70,7 +70,11 @@ class CLIPTrainingArguments:
     crop_scale_min: float = option(0.6, "smallest area fraction of the random crop")
     max_grad_norm: float | None = option(1.0, "clip gradients to this norm")
     seed: int = option(0, "seed of weights, captions, order and augmentation")
-    mixed_precision: str | None = option(None, "no / fp16 / bf16 (default: the accelerate config's)")
+    mixed_precision: str = option(
+        "auto",
+        "auto (default): bf16 where every GPU supports it, else fp16 with loss scaling, fp32 on CPUs; or no / fp16 / bf16",
+        choices=("auto", "no", "fp16", "bf16"),
+    )
     overwrite: bool = option(False, "replace an output folder that holds another run")
     resume: bool = option(False, "continue the run in --output-dir from its last checkpoint")
     save_every: int = option(0, "save a resume checkpoint every N steps (0: each epoch)")

@@ -4,7 +4,6 @@ evaluate each trained model next to its untrained twin, and write the report fol
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import time
@@ -71,6 +70,7 @@ def train_variant(config: StudyConfig, name: str, seed: int, data, out: Path) ->
             top_k=spec.get("top_k"),
             top_k_ratio=spec.get("top_k_ratio"),
             epochs=config.epochs,
+            mixed_precision=config.mixed_precision or "auto",
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
             weight_decay=config.weight_decay,
@@ -119,8 +119,6 @@ def run_study(config: StudyConfig) -> dict:
     work = out.with_name(f".{out.name}.work")
     shutil.rmtree(work, ignore_errors=True)
     (work / "runs").mkdir(parents=True)
-    if config.mixed_precision and config.mixed_precision != "no":
-        os.environ["ACCELERATE_MIXED_PRECISION"] = config.mixed_precision
     timings = {"data": 0.0, "training": {}, "evaluation": {}}
 
     _log(

@@ -85,6 +85,12 @@ class RunArguments:
         "stop after N optimiser steps of this invocation without a final save, as a killed job would "
         "(for time-boxed jobs; continue with --resume)",
     )
+    mixed_precision: str = option(
+        "auto",
+        "auto (default): bf16 where every GPU supports it, else fp16 with loss scaling, fp32 on CPUs; or no / fp16 / "
+        "bf16 (this flag decides, not the accelerate config)",
+        choices=("auto", "no", "fp16", "bf16"),
+    )
     report_to: str = option("none", "experiment tracker (default: none)", choices=REPORT_TO)
     push_to_hub: str | None = option(None, "publish the final folder to this Hub repository", metavar="REPO_ID")
     progress: bool = option(True, "hide progress bars", flag="--no-progress")

@@ -171,6 +171,7 @@ HARMLESS_SETTINGS = {
     "on_bad_image",
     "attn_implementation",
     "trust_remote_code",
+    "mixed_precision",  # e.g. a run continued on other GPUs
 }
 
 

@@ -60,7 +60,9 @@ def start_run(args, fsdp: str | None = None):
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, set_seed
 
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    from .precision import resolve_mixed_precision
+
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision))
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         if accelerator.distributed_type != DistributedType.FSDP:
             raise PretrainingError(
@@ -89,7 +91,7 @@ class PretrainingLoop(StepLoop):
     step's loss (``losses``), so a resumed run reports the uninterrupted run's."""
 
     def __init__(self, accelerator, args, total_steps: int, desc: str, resume: bool | None = None):
-        settings = loop.run_settings(args, loop.HARMLESS_SETTINGS | {"mixed_precision"})
+        settings = loop.run_settings(args, loop.HARMLESS_SETTINGS)
         super().__init__(
             accelerator,
             Path(args.output_dir) / "checkpoints" / "last",

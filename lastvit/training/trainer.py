@@ -200,7 +200,10 @@ def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
         check_repo_id(config.push_to_hub, "--push-to-hub")
         check_hub_access(for_flag="--push-to-hub")  # before hours of training, not after
 
+    from .precision import resolve_mixed_precision
+
     accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=None if config.report_to == "none" else config.report_to,
         project_dir=str(config.output_dir),
