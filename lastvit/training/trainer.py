@@ -124,6 +124,33 @@ def command_line(config: TrainConfig, adapter=None) -> str:
     return to_argv(named, "lastvit-finetune-peft", skip=skip) + to_argv(adapter, "", skip=("merge",))
 
 
+def card_facts(config: TrainConfig, adapter, results: dict) -> dict:
+    """What a run's cards say besides the model: the command, data, results and base."""
+    return {
+        "command": command_line(config, adapter),
+        "dataset": config.dataset_name,
+        "results": results,
+        "base": config.model_name_or_path and model_source(config.model_name_or_path),
+    }
+
+
+def write_card(folder: Path, name_folder: Path, unwrapped, config: TrainConfig, adapter, results: dict) -> None:
+    """The results, the card (titled after `name_folder`) and, for an adapter, its labels, into `folder`
+    beside a saved model: the final folder and `best/` alike (PEFT's own README template is replaced)."""
+    from lastvit.cards.trained import trained_model_card
+
+    is_adapter = hasattr(unwrapped, "peft_config")
+    model_config = (unwrapped.get_base_model() if is_adapter else unwrapped).config
+    (folder / "eval_results.json").write_text(json.dumps(results, indent=2))
+    peft_dict = unwrapped.peft_config["default"].to_dict() if is_adapter else None
+    if is_adapter:
+        from .peft import save_labels
+
+        save_labels(folder, model_config)
+    card = card_facts(config, adapter, results)
+    trained_model_card(name_folder, model_config, adapter=peft_dict, **card).save(folder / "README.md")
+
+
 def save_final(model, save_model, config: TrainConfig, accelerator, results: dict, adapter=None) -> None:
     """Write the final model (or PEFT adapter with its labels), processor, results and card at the top
     of the output folder (beside checkpoints/ and best/), each file moved in only once complete. A PEFT
@@ -133,13 +160,7 @@ def save_final(model, save_model, config: TrainConfig, accelerator, results: dic
     out = config.output_dir
     unwrapped = accelerator.unwrap_model(model)
     is_adapter = hasattr(unwrapped, "peft_config")
-    model_config = (unwrapped.get_base_model() if is_adapter else unwrapped).config
-    card = {
-        "command": command_line(config, adapter),
-        "dataset": config.dataset_name,
-        "results": results,
-        "base": config.model_name_or_path and model_source(config.model_name_or_path),
-    }
+    card = card_facts(config, adapter, results)
     staging = out / ".final.staging"
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
@@ -147,13 +168,7 @@ def save_final(model, save_model, config: TrainConfig, accelerator, results: dic
     accelerator.wait_for_everyone()
     save_model(staging)
     if accelerator.is_main_process:
-        (staging / "eval_results.json").write_text(json.dumps(results, indent=2))
-        peft_dict = unwrapped.peft_config["default"].to_dict() if is_adapter else None
-        if is_adapter:
-            from .peft import save_labels
-
-            save_labels(staging, model_config)
-        trained_model_card(out, model_config, adapter=peft_dict, **card).save(staging / "README.md")
+        write_card(staging, out, unwrapped, config, adapter, results)
         for path in staging.iterdir():
             os.replace(path, out / path.name)
         staging.rmdir()
@@ -325,7 +340,15 @@ def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
         if state["best_top1"] is None or metrics["top1"] > state["best_top1"]:
             state.update(best_top1=metrics["top1"], best_step=state["step"])
             if accelerator.is_main_process:
-                write_folder(config.output_dir / "best", save_model)
+                best = {**metrics, "step": state["step"]}
+
+                def save_best(folder: Path):
+                    save_model(folder)
+                    write_card(
+                        folder, config.output_dir / "best", accelerator.unwrap_model(model), config, adapter, best
+                    )
+
+                write_folder(config.output_dir / "best", save_best)
             else:
                 save_model(None)  # joins the collective state-dict gather
         return metrics
