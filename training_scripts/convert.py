@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model-name", help="title of the model card (default: the output folder's name)")
     parser.add_argument(
+        "--license",
+        help="the source weights' licence for the card (a Hub licence id, e.g. apache-2.0; default: the one a "
+        "local source folder's README.md declares; lastvit-publish needs one)",
+    )
+    parser.add_argument(
         "--trust-pickle",
         action="store_true",
         help="allow full unpickling / torch.jit.load for files a weights-only load refuses. "
@@ -168,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "lastvit-convert " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     import torch
 
-    from lastvit.cards.converted import converted_clip_model_card
+    from lastvit.cards.converted import converted_clip_model_card, source_license
     from lastvit.cards.model_card import converted_model_card
     from lastvit.conversion_options import ConversionError
     from modeling_lastvit import LastViTForImageClassification
@@ -183,11 +188,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.source, args.input, options, args.checkpoint_key, args.trust_pickle, tokenizer=args.tokenizer
         )
         name = args.model_name or args.output.name
+        licence = args.license or source_license(args.input)
+        if licence is None and not args.released:
+            print(
+                "  note       : no licence known for this source, so the card names none and lastvit-publish will "
+                "refuse it; pass --license ID (the source weights' licence, e.g. apache-2.0)."
+            )
         if options.text_tower:
             round_trip = write_clip_folder(
                 result,
                 args.output,
-                lambda diffs: converted_clip_model_card(result, command, name, diffs).content,
+                lambda diffs: converted_clip_model_card(result, command, name, diffs, license=licence).content,
                 overwrite=args.overwrite,
                 dtype=getattr(torch, args.dtype),
             )
@@ -206,7 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def card(round_trip: float) -> str:
             return converted_model_card(
-                result, command=command, model_name=name, parity=parity, round_trip=round_trip, released=args.released
+                result,
+                command=command,
+                model_name=name,
+                parity=parity,
+                round_trip=round_trip,
+                released=args.released,
+                license=licence,
             ).content
 
         round_trip = write_folder(
