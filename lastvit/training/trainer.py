@@ -213,6 +213,12 @@ def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
         from lastvit.hub import check_hub_access, check_repo_id
 
         check_repo_id(config.push_to_hub, "--push-to-hub")
+        if adapter is not None and Path(config.model_name_or_path).expanduser().exists():
+            raise ConfigError(
+                f"--push-to-hub: this adapter's base {config.model_name_or_path} is a local folder no Hub user can "
+                "load; train without --push-to-hub, then run lastvit-publish OUTPUT_DIR --repo-id ... "
+                "--base-model-id ORG/BASE (the base's Hub id)."
+            )
         check_hub_access(for_flag="--push-to-hub")  # before hours of training, not after
 
     from .precision import resolve_mixed_precision
