@@ -249,6 +249,21 @@ def test_other_classes_stop_naming_both_sides(change, named_model, tmp_path, cap
     assert not (tmp_path / "e").exists()
 
 
+def test_fine_tuning_a_classifier_follows_the_class_names(run, capsys):
+    from lastvit.training.config import TrainConfig
+    from lastvit.training.trainer import build_model
+
+    base = LastViTForImageClassification.from_pretrained(run).classifier
+    config = TrainConfig(model_name_or_path=str(run), output_dir="unused")
+    permuted = build_model(config, ["red", "blue", "green"]).classifier  # the base's are blue, green, red
+    assert "matched by name" in capsys.readouterr().out
+    torch.testing.assert_close(permuted.weight, base.weight[[2, 0, 1]])
+    torch.testing.assert_close(permuted.bias, base.bias[[2, 0, 1]])
+    other = build_model(config, ["cat", "dog", "fox"]).classifier
+    assert "starts afresh" in capsys.readouterr().out
+    assert not torch.allclose(other.weight, base.weight)
+
+
 # --------------------------------------------------------------------------- 3. no code from a folder
 
 
@@ -708,6 +723,9 @@ def test_a_distributed_run_gathers_every_process_choice(monkeypatch):
 
     class TwoProcesses:
         num_processes, is_main_process = 2, True
+
+        def __init__(self, **kwargs):
+            pass
 
     monkeypatch.setattr(precision, "device_precision", lambda: "bf16")  # this process: an A100
     monkeypatch.setattr("accelerate.PartialState", TwoProcesses)

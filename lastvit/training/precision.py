@@ -16,8 +16,9 @@ def device_precision() -> str:
     """What this process's device supports best: ``bf16`` (CUDA capability >= 8.0), ``fp16`` (older
     CUDA cards) or ``no`` (no GPU)."""
     import torch
+    from accelerate.utils import parse_flag_from_env
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"):
         return "no"
     major, _ = torch.cuda.get_device_capability()
     return "bf16" if major >= 8 and torch.cuda.is_bf16_supported() else "fp16"
@@ -35,8 +36,9 @@ def resolve_mixed_precision(requested: str | None, say=print) -> str:
     if requested not in (None, "auto"):
         return requested
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator() will start it
     choice = device_precision()
     if state.num_processes > 1:
         from accelerate.utils import gather_object

@@ -59,9 +59,13 @@ def build_model(config: TrainConfig, labels: list[str]):
     elif config.top_k is not None:
         pooling.update(lazystrike_top_k=config.top_k, lazystrike_top_k_ratio=None)
     if config.model_name_or_path:
-        return load_pretrained(
+        from transformers import AutoConfig
+
+        source = model_source(config.model_name_or_path)
+        base_config = load_pretrained(AutoConfig, source, trust_remote_code=config.trust_remote_code)
+        model = load_pretrained(
             AutoModelForImageClassification,
-            model_source(config.model_name_or_path),
+            source,
             trust_remote_code=config.trust_remote_code,
             num_labels=len(labels),
             id2label=id2label,
@@ -70,6 +74,9 @@ def build_model(config: TrainConfig, labels: list[str]):
             attn_implementation=config.attn_implementation,
             **pooling,
         )
+        if getattr(base_config, "num_labels", 0) == len(labels):
+            match_classifier(model, getattr(base_config, "id2label", {}), labels)
+        return model
     pooling.setdefault("pooling", "lazystrike")
     model_config = preset_config(
         config.preset,
@@ -84,6 +91,28 @@ def build_model(config: TrainConfig, labels: list[str]):
         **pooling,
     )
     return LastViTForImageClassification(model_config)
+
+
+def match_classifier(model, base_id2label: dict, labels: list[str]) -> None:
+    """Fine-tuning a classifier on data with as many classes: its rows follow the data's class names
+    (`lastvit.data.loading.match_labels`): the same names in another order are re-ordered, other names get
+    a fresh classifier (the base's rows meant other classes), each said in one line."""
+    import torch
+
+    from lastvit.data.loading import match_labels
+
+    try:
+        mapping = match_labels(labels, base_id2label)
+    except DataError:
+        print(f"the data's classes {labels} are not the base's: the classifier starts afresh")
+        with torch.no_grad():
+            torch.nn.init.trunc_normal_(model.classifier.weight, std=model.config.initializer_range)
+            torch.nn.init.zeros_(model.classifier.bias)
+        return
+    if mapping is not None:
+        with torch.no_grad():
+            model.classifier.weight.copy_(model.classifier.weight[mapping].clone())
+            model.classifier.bias.copy_(model.classifier.bias[mapping].clone())
 
 
 def load_data(config: TrainConfig):
