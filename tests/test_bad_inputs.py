@@ -640,21 +640,20 @@ def test_every_card_a_run_writes_is_a_real_card(run, adapter):
     assert json.loads((adapter / "best" / "labels.json").read_text())["num_labels"] == 3
 
 
-@pytest.mark.parametrize("licence", ["apache-2.0", None])
-def test_converted_cards_carry_the_source_licence(licence, tmp_path, capsys):
+def vit_source(tmp_path: Path) -> Path:
+    """A tiny transformers ViT folder for `lastvit-convert --from hf`."""
     from transformers import ViTConfig, ViTModel
 
-    source = tmp_path / "vit"
-    ViTModel(
-        ViTConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
-        )
-    ).save_pretrained(source)
+    config = ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
+    ViTModel(config).save_pretrained(tmp_path / "vit")
+    return tmp_path / "vit"
+
+
+@pytest.mark.parametrize("licence", ["apache-2.0", None])
+def test_converted_cards_carry_the_source_licence(licence, tmp_path, capsys):
+    source = vit_source(tmp_path)
     (source / "README.md").write_text("---\nlicense: bsd-3-clause\n---\n# a ViT\n")
     args = ["--from", "hf", "--input", str(source), "--output", str(tmp_path / "out")]
     assert convert.main([*args, *(["--license", licence] if licence else [])]) == 0
@@ -665,19 +664,7 @@ def test_converted_cards_carry_the_source_licence(licence, tmp_path, capsys):
 
 
 def test_a_conversion_without_a_known_licence_says_publish_will_refuse_it(tmp_path, capsys):
-    from transformers import ViTConfig, ViTModel
-
-    source = tmp_path / "vit"
-    ViTModel(
-        ViTConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
-        )
-    ).save_pretrained(source)
+    source = vit_source(tmp_path)
     assert convert.main(["--from", "hf", "--input", str(source), "--output", str(tmp_path / "out")]) == 0
     assert "pass --license" in capsys.readouterr().out
     with pytest.raises(hub.PublishError, match="license"):
