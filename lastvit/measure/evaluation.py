@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lastvit.errors import LastViTUserError
+
 from . import dense
 from . import localization as L
 
@@ -238,7 +240,7 @@ def masking_grid(num_patches: int, steps: int = PROBE_STEPS) -> list[int]:
 def input_size(model) -> int:
     height, width = model.config.image_size_hw
     if height != width:
-        raise ValueError(f"evaluation crops square inputs; this model's image_size is {height}x{width}.")
+        raise LastViTUserError(f"evaluation crops square inputs; this model's image_size is {height}x{width}.")
     return height
 
 

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import torch
 
+from lastvit.errors import LastViTUserError
+
 from .localization import point_in_box, untrained_copy
 
 
@@ -192,17 +194,17 @@ def load_pretrained(mode: str, path, trust_remote_code: bool = False):
     from lastvit.files import load_pretrained as load_folder
 
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
+        raise LastViTUserError(f"mode must be one of {MODES}; got {mode!r}.")
     model = load_folder(AutoModel, path, trust_remote_code=trust_remote_code).eval()
     if mode == "clip":
         if not hasattr(model, "get_patch_features"):
-            raise ValueError(
+            raise LastViTUserError(
                 f"{path} holds a {type(model).__name__}, not a LastViT-CLIP model (a lastvit-train-clip output); "
                 "use --mode dino for a backbone or --mode classifier for a classifier."
             )
         return model, load_folder(AutoTokenizer, path, trust_remote_code=trust_remote_code)
     if not hasattr(model, "split_tokens"):
-        raise ValueError(
+        raise LastViTUserError(
             f"{path} holds a {type(model).__name__}, not a LastViT backbone (e.g. a lastvit-train-dino output); "
             "use --mode clip for a LastViT-CLIP folder."
         )
@@ -290,7 +292,7 @@ def evaluate_pretrained(
         }
     else:
         if label_column not in eval_split.column_names:
-            raise ValueError(
+            raise LastViTUserError(
                 f"zero-shot evaluation needs class labels; the split has no column {label_column!r} "
                 f"(its columns: {eval_split.column_names}); set --label-column."
             )
