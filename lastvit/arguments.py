@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -71,6 +72,8 @@ def add_arguments(
         kwargs = dict(dest=field.name, help=help.get(field.name, meta.get("help")), **meta.get("argparse", {}))
         if field.name in defaults:
             default = defaults[field.name]
+            if kwargs["help"]:  # the help shows this CLI's default, not the dataclass's
+                kwargs["help"] = re.sub(r"\(default: [^)]*\)", f"(default: {default})", kwargs["help"])
         elif field.default is not dataclasses.MISSING:
             default = field.default
         elif field.default_factory is not dataclasses.MISSING:

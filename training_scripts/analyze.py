@@ -41,6 +41,10 @@ class AnalysisArguments:
     """The flags of lastvit-analysis besides the shared data flags (`DataArguments`)."""
 
     model: str = option(help="a LastViT checkpoint folder (LastViTModel or ...ForImageClassification)")
+    trust_remote_code: bool = option(
+        False,
+        "run the Python code a non-LastViT model folder carries (LastViT folders load with this package's code)",
+    )
     output_dir: Path = option(help="folder for analysis.json, analysis.md and the PNGs")
     overwrite: bool = option(False, "replace an --output-dir that already holds files")
     # images
@@ -84,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lastvit-analysis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_arguments(p, AnalysisArguments, include=("model", "output_dir", "overwrite"))
+    add_arguments(p, AnalysisArguments, include=("model", "trust_remote_code", "output_dir", "overwrite"))
 
     data = p.add_argument_group("images (the trainer's data flags, or --random-images)")
     add_data_arguments(
@@ -296,8 +300,8 @@ def run(args) -> dict:
 
     check_args(args)
     progress = args.progress
-    model = load_model(args.model, resolve_device(args.device))
-    transform = eval_transform(build_processor(model, args.model), model.config)
+    model = load_model(args.model, resolve_device(args.device), args.trust_remote_code)
+    transform = eval_transform(build_processor(model, args.model, args.trust_remote_code), model.config)
     size, mean, std = transform.size, transform.mean, transform.std
     one_shot = None
     if args.random_images is not None:
@@ -347,14 +351,13 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from lastvit.data.loading import DataError
-    from lastvit.measure.decoupling import AnalysisError, json_ready
+    from lastvit.errors import report_user_errors
+    from lastvit.measure.decoupling import json_ready
 
-    try:
-        numbers = run(args)
-    except (DataError, AnalysisError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    numbers = {}
+    code = report_user_errors(lambda: numbers.update(run(args)))
+    if code:
+        return code
     sections = ("attention_share", "cka", "cka_after_projection", "one_shot", "token_norms", "readout")
     print(json.dumps(json_ready({key: numbers[key] for key in sections if key in numbers}), indent=2))
     print(f"report: {args.output_dir / MARKDOWN_NAME}")

@@ -71,7 +71,11 @@ class CLIPTrainingArguments:
     crop_scale_min: float = option(0.6, "smallest area fraction of the random crop")
     max_grad_norm: float | None = option(1.0, "clip gradients to this norm")
     seed: int = option(0, "seed of weights, captions, order and augmentation")
-    mixed_precision: str | None = option(None, "no / fp16 / bf16 (default: the accelerate config's)")
+    mixed_precision: str = option(
+        "auto",
+        "auto (default): bf16 where every GPU supports it, else fp16 with loss scaling, fp32 on CPUs; or no / fp16 / bf16",
+        choices=("auto", "no", "fp16", "bf16"),
+    )
     overwrite: bool = option(False, "replace an output folder that holds another run")
     resume: bool = option(False, "continue the run in --output-dir from its last checkpoint")
     save_every: int = option(0, "save a resume checkpoint every N steps (0: each epoch)")
@@ -243,13 +247,21 @@ class _ImageText:
 
 
 def train_clip(args: CLIPTrainingArguments) -> dict:
-    """Run the training `args` describe; returns the final evaluation (or where a --stop-after run stopped)."""
+    """Run the training `args` describe; returns the final evaluation (or where a --stop-after run stopped).
+    The output folder is claimed only once the inputs are read (an --overwrite'n run comes back on failure)."""
+    from lastvit.training.pretraining import output_folder
+
+    with output_folder(args) as output:
+        return _train_clip(args, output)
+
+
+def _train_clip(args: CLIPTrainingArguments, output) -> dict:
     import torch
 
     from lastvit.clip.captions import tokenize, train_word_tokenizer
     from lastvit.clip.contrastive import ContrastiveEmbedder, contrastive_loss
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor
-    from lastvit.training.pretraining import PretrainingLoop, mean_over_processes, start_run
+    from lastvit.training.pretraining import PretrainingLoop, claim, mean_over_processes, start_run
     from lastvit.training.schedule import lr_lambda
 
     accelerator = start_run(
@@ -297,7 +309,7 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, args.warmup_ratio, 0.01))
     accelerator.register_for_checkpointing(scheduler)
 
-    steps = PretrainingLoop(accelerator, args, total_steps, "clip")
+    steps = PretrainingLoop(accelerator, args, total_steps, "clip", resume=claim(accelerator, output, args))
 
     def train_step(batch) -> float:
         image, text, scale = embedder(batch["pixel_values"], batch["input_ids"], batch.get("attention_mask"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lastvit.arguments import option
+from lastvit.errors import LastViTUserError
 from lastvit.model_choices import POOLING_TYPES, SCORE_RULES
 
 SOURCES = ("hf", "torchvision", "dino", "openclip")
@@ -32,7 +33,7 @@ DTYPES = ("bfloat16", "float16", "float32")
 STANDARD_NUM_HEADS = {192: 3, 384: 6, 512: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
 
 
-class ConversionError(ValueError):
+class ConversionError(LastViTUserError):
     """The source does not have the layout the chosen converter expects, or the options do not fit it."""
 
 
@@ -82,6 +83,11 @@ class ConversionJob:
         metavar="NAME",
     )
     model_name: str | None = option(None, "title of the model card (default: the output folder's name)")
+    license: str | None = option(
+        None,
+        "the source weights' licence for the card (a Hub licence id, e.g. apache-2.0; default: the one a local "
+        "source folder's README.md declares; lastvit-publish needs one)",
+    )
     trust_pickle: bool = option(
         False,
         "allow full unpickling / torch.jit.load for files a weights-only load refuses. "

@@ -9,7 +9,7 @@ import torch
 
 from modeling_lastvit import LastViTForImageClassification
 
-from .cards import converted_clip_model_card, converted_model_card
+from .cards import converted_clip_model_card, converted_model_card, source_license
 from .options import ConversionJob, ConversionOptions
 from .sources import convert_checkpoint
 from .writer import write_clip_folder, write_folder
@@ -60,11 +60,17 @@ def run_conversion(job: ConversionJob, options: ConversionOptions, command: str)
     )
     name = job.model_name or job.output.name
     dtype = getattr(torch, job.dtype)
+    licence = job.license or source_license(job.input)
+    if licence is None and not job.released:
+        result.notes.append(
+            "no licence known for this source, so the card names none and lastvit-publish will refuse it; pass "
+            "--license ID (the source weights' licence, e.g. apache-2.0)."
+        )
     if options.text_tower:
         round_trip = write_clip_folder(
             result,
             job.output,
-            lambda diffs: converted_clip_model_card(result, command, name, diffs).content,
+            lambda diffs: converted_clip_model_card(result, command, name, diffs, license=licence).content,
             overwrite=job.overwrite,
             dtype=dtype,
         )
@@ -78,7 +84,13 @@ def run_conversion(job: ConversionJob, options: ConversionOptions, command: str)
 
     def card(round_trip: float) -> str:
         return converted_model_card(
-            result, command=command, model_name=name, parity=parity, round_trip=round_trip, released=job.released
+            result,
+            command=command,
+            model_name=name,
+            parity=parity,
+            round_trip=round_trip,
+            released=job.released,
+            license=licence,
         ).content
 
     round_trip = write_folder(result, job.output, card, overwrite=job.overwrite, dtype=dtype)

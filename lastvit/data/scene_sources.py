@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lastvit.errors import LastViTUserError
+
 from .resample import composite_over, fit_size, from_array, premultiply, resize
 
 DEBIAN_PACKAGES = (
@@ -83,7 +85,7 @@ ALPHA_THRESHOLD = 128
 SPLITS = ("train", "test")
 
 
-class ScenesSourceError(FileNotFoundError):
+class ScenesSourceError(LastViTUserError, FileNotFoundError):
     """A source of images is missing or unusable; the message says how to fix it."""
 
 

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import torch
 
+from lastvit.errors import LastViTUserError
+
 from .localization import point_in_box, untrained_copy
 
 
@@ -183,23 +185,26 @@ TITLES = {
 }
 
 
-def load_pretrained(mode: str, path):
+def load_pretrained(mode: str, path, trust_remote_code: bool = False):
     """``(model, tokenizer or None)`` from a saved folder: a `LastViTCLIPModel` folder for ``clip``
-    (with its tokenizer), a LastViT backbone folder (e.g. a DINO teacher) for ``dino``."""
+    (with its tokenizer), a LastViT backbone folder (e.g. a DINO teacher) for ``dino``. Both load with
+    this package's code; a folder's own code runs only with `trust_remote_code`."""
     from transformers import AutoModel, AutoTokenizer
 
+    from lastvit.files import load_pretrained as load_folder
+
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+        raise LastViTUserError(f"mode must be one of {MODES}; got {mode!r}.")
+    model = load_folder(AutoModel, path, trust_remote_code=trust_remote_code).eval()
     if mode == "clip":
         if not hasattr(model, "get_patch_features"):
-            raise ValueError(
+            raise LastViTUserError(
                 f"{path} holds a {type(model).__name__}, not a LastViT-CLIP model (a lastvit-train-clip output); "
                 "use --mode dino for a backbone or --mode classifier for a classifier."
             )
-        return model, AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+        return model, load_folder(AutoTokenizer, path, trust_remote_code=trust_remote_code)
     if not hasattr(model, "split_tokens"):
-        raise ValueError(
+        raise LastViTUserError(
             f"{path} holds a {type(model).__name__}, not a LastViT backbone (e.g. a lastvit-train-dino output); "
             "use --mode clip for a LastViT-CLIP folder."
         )
@@ -257,6 +262,7 @@ def evaluate_pretrained(
     seed: int = 0,
     knn_k: int = 20,
     figure_images: int = FIGURE_IMAGES,
+    trust_remote_code: bool = False,
     **columns,
 ) -> tuple[dict, dict]:
     """Every measurement of `mode` for the model at `model_path`, its untrained twin and, when given,
@@ -270,11 +276,11 @@ def evaluate_pretrained(
         tower = model.vision_model if mode == "clip" else model
         return model, tokenizer, _eval_transform(tower, tower.config.image_size_hw[0], ImageTransform)
 
-    model, tokenizer = load_pretrained(mode, model_path)
+    model, tokenizer = load_pretrained(mode, model_path, trust_remote_code)
     models = {"trained": with_transform(model, tokenizer)}
     models["untrained"] = (untrained_copy(model, seed), *models["trained"][1:])
     if baseline_path is not None:
-        models["baseline"] = with_transform(*load_pretrained(mode, baseline_path))
+        models["baseline"] = with_transform(*load_pretrained(mode, baseline_path, trust_remote_code))
     label_column = columns.get("label_column", "label")
     image_column = columns.get("image_column", "image")
     results = {"mode": mode, "model": str(model_path), "num_images": len(eval_split)}
@@ -286,7 +292,7 @@ def evaluate_pretrained(
         }
     else:
         if label_column not in eval_split.column_names:
-            raise ValueError(
+            raise LastViTUserError(
                 f"zero-shot evaluation needs class labels; the split has no column {label_column!r} "
                 f"(its columns: {eval_split.column_names}); set --label-column."
             )

@@ -137,7 +137,7 @@ SCALES = {
         "crop_scale_min": 0.8,
         "max_grad_norm": 1.0,
         "num_workers": 8,
-        "mixed_precision": "bf16",
+        "mixed_precision": "auto",  # bf16 where the GPU supports it, else fp16 (lastvit.training.precision)
     },
 }
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from lastvit.arguments import option
 from lastvit.data.fingerprint import scenes_fingerprint
+from lastvit.errors import LastViTUserError
 from lastvit.provenance import environment
 from lastvit.training.config import PRESETS
 from lastvit.training.loop import reset_accelerate
@@ -61,7 +62,7 @@ METRICS = {
 }
 
 
-class PretrainingStudyError(ValueError):
+class PretrainingStudyError(LastViTUserError):
     """The study cannot run as asked; the message says what to change."""
 
 

@@ -4,12 +4,12 @@ evaluate each trained model next to its untrained twin, and write the report fol
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 from lastvit.data.fingerprint import scenes_fingerprint
+from lastvit.errors import LastViTUserError
 from lastvit.files import is_nonempty_dir, swap_in
 from lastvit.provenance import environment
 from lastvit.training.loop import reset_accelerate
@@ -26,7 +26,7 @@ TEST_SPLIT_NOTES = {
 }
 
 
-class StudyError(ValueError):
+class StudyError(LastViTUserError):
     """The study cannot run as asked; the message says what to change."""
 
 
@@ -69,6 +69,7 @@ def train_variant(config: StudyConfig, name: str, seed: int, data, out: Path) ->
             top_k=spec.get("top_k"),
             top_k_ratio=spec.get("top_k_ratio"),
             epochs=config.epochs,
+            mixed_precision=config.mixed_precision or "auto",
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
             weight_decay=config.weight_decay,
@@ -102,8 +103,6 @@ def run_study(config: StudyConfig) -> dict:
     work = out.with_name(f".{out.name}.work")
     shutil.rmtree(work, ignore_errors=True)
     (work / "runs").mkdir(parents=True)
-    if config.mixed_precision and config.mixed_precision != "no":
-        os.environ["ACCELERATE_MIXED_PRECISION"] = config.mixed_precision
     timings = {"data": 0.0, "training": {}, "evaluation": {}}
 
     _log(

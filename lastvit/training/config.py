@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from lastvit.arguments import option
 from lastvit.data.arguments import DataArguments
+from lastvit.errors import LastViTUserError
 from lastvit.model_choices import POOLING_TYPES
 
 
@@ -42,7 +43,7 @@ PRESETS = {
 REPORT_TO = ("none", "tensorboard", "wandb", "all")
 
 
-class ConfigError(ValueError):
+class ConfigError(LastViTUserError):
     """Options that contradict each other or name nothing known; the message says which."""
 
 
@@ -64,6 +65,11 @@ class ModelArguments:
     registers: int = option(0, "number of register tokens (default: 0)")
     drop_path: float = option(0.0, "stochastic depth rate (default: 0)")
     attn_implementation: str = option("sdpa", "sdpa (default), eager, flash_attention_2, ...")
+    trust_remote_code: bool = option(
+        False,
+        "run the Python code a non-LastViT model folder or Hub repo carries (LastViT folders always load with "
+        "this package's own code)",
+    )
 
 
 @dataclass(kw_only=True)
@@ -95,6 +101,12 @@ class RunArguments:
         None,
         "stop after N optimiser steps of this invocation without a final save, as a killed job would "
         "(for time-boxed jobs; continue with --resume)",
+    )
+    mixed_precision: str = option(
+        "auto",
+        "auto (default): bf16 where every GPU supports it, else fp16 with loss scaling, fp32 on CPUs; or no / fp16 / "
+        "bf16 (this flag decides, not the accelerate config)",
+        choices=("auto", "no", "fp16", "bf16"),
     )
     report_to: str = option("none", "experiment tracker (default: none)", choices=REPORT_TO)
     push_to_hub: str | None = option(None, "publish the final folder to this Hub repository", metavar="REPO_ID")

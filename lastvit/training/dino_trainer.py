@@ -79,7 +79,11 @@ class DINOTrainingArguments:
     max_grad_norm: float | None = option(3.0, "clip each gradient to this norm")
     knn_k: int = option(20, "neighbours of the k-NN sanity metric")
     seed: int = option(0, "seed of weights, order and augmentation")
-    mixed_precision: str | None = option(None, "no / fp16 / bf16 (default: the accelerate config's)")
+    mixed_precision: str = option(
+        "auto",
+        "auto (default): bf16 where every GPU supports it, else fp16 with loss scaling, fp32 on CPUs; or no / fp16 / bf16",
+        choices=("auto", "no", "fp16", "bf16"),
+    )
     overwrite: bool = option(False, "replace an output folder that holds another run")
     resume: bool = option(False, "continue the run in --output-dir from its last checkpoint")
     save_every: int = option(0, "save a resume checkpoint every N steps (0: each epoch)")
@@ -122,7 +126,15 @@ class _Views:
 
 
 def train_dino(args: DINOTrainingArguments) -> dict:
-    """Run the DINO training `args` describe; returns the final evaluation (or the stop step)."""
+    """Run the DINO training `args` describe; returns the final evaluation (or the stop step). The
+    output folder is claimed only once the inputs are read (an --overwrite'n run comes back on failure)."""
+    from lastvit.training.pretraining import output_folder
+
+    with output_folder(args) as output:
+        return _train_dino(args, output)
+
+
+def _train_dino(args: DINOTrainingArguments, output) -> dict:
     import torch
 
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor, load_splits
@@ -136,7 +148,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         teacher_temperature,
         update_teacher,
     )
-    from lastvit.training.pretraining import PretrainingLoop, cosine_schedule, mean_over_processes, start_run
+    from lastvit.training.pretraining import PretrainingLoop, claim, cosine_schedule, mean_over_processes, start_run
 
     accelerator = start_run(args)
     scenes = {
@@ -199,7 +211,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         size=size, mean=tuple(processor.image_mean), std=tuple(processor.image_std), train=False
     )
 
-    steps = PretrainingLoop(accelerator, args, total_steps, "dino")
+    steps = PretrainingLoop(accelerator, args, total_steps, "dino", resume=claim(accelerator, output, args))
 
     def train_step(batch) -> float:
         step = steps.state["step"]
