@@ -18,7 +18,8 @@ One module per source format (`--from`), over the shared `key_plan`:
 
 `options` holds what a conversion can be asked (`ConversionOptions`, torch-free); `sources.convert_checkpoint`
 loads what `--input` names and picks the converter; `writer.write_folder` (`write_clip_folder` for a CLIP
-model) writes the folder atomically; `cards` renders its model card. Loading is safe by default
+model) writes the folder atomically; `cards` renders its model card; `run.run_conversion` does all of it for
+one `ConversionJob` (what `lastvit-convert` calls). Loading is safe by default
 (`checkpoint_loading`): `torch.load(..., weights_only=True)` (with `argparse.Namespace` allowed, which
 DINO checkpoints hold), and TorchScript archives are read by a restricted unpickler that only rebuilds
 tensors. `--trust-pickle` opts in to full unpickling / `torch.jit.load`, which can run arbitrary code
@@ -32,6 +33,8 @@ import importlib
 _EXPORTS = {
     "ConversionError": "options",
     "ConversionOptions": "options",
+    "ConversionJob": "options",
+    "run_conversion": "run",
     "SOURCES": "options",
     "ConversionResult": "key_plan",
     "extract_state_dict": "key_plan",
@@ -60,6 +63,7 @@ __all__ = [
     "CLIPConversionResult",
     "CheckpointLoadError",
     "ConversionError",
+    "ConversionJob",
     "ConversionOptions",
     "ConversionResult",
     "clip_tokenizer_from_bpe",
@@ -75,6 +79,7 @@ __all__ = [
     "load_clip_tokenizer",
     "load_hf_model",
     "read_torchscript_tensors",
+    "run_conversion",
     "write_clip_folder",
     "write_folder",
 ]
