@@ -424,8 +424,13 @@ def run_zero_shot(model: BenchmarkModel, options, device, timer) -> tuple[dict, 
     crop = model.image_size
     stride = int(crop * protocol_settings.stride_fraction)
     model.model.to(device)
-    with torch.no_grad(), _autocast(device):
-        text = class_text_embeddings(model.model, model.tokenizer, queries, templates).float()
+    with torch.no_grad(), _autocast(device):  # 8 names (640 prompts) per text-tower call
+        text = torch.cat(
+            [
+                class_text_embeddings(model.model, model.tokenizer, queries[start : start + 8], templates).float()
+                for start in range(0, len(queries), 8)
+            ]
+        )
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for batch in stream(dataset, options, timer, options.benchmark):
         for image, target in zip(batch["pixel_values"], batch["target"]):

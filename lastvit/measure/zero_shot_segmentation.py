@@ -82,7 +82,7 @@ def predict_labels(
     num_classes = int(index.max()) + 1
     if num_classes != len(index):
         per_class = probs.new_zeros((num_classes, *probs.shape[1:]))
-        probs = per_class.index_reduce_(0, index, probs, "amax")
+        probs = per_class.scatter_reduce_(0, index[:, None, None].expand_as(probs), probs, "amax")
     if area_threshold is not None:
         area = F.one_hot(probs.argmax(dim=0), num_classes)[..., 1:].sum(dim=(0, 1))
         keep = (area > area_threshold * area.sum()).to(probs.dtype)
