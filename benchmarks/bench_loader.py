@@ -68,7 +68,9 @@ def main(argv=None) -> int:
 
     from lastvit.data.benchmarks.imagenet import ImageNetBoxes
     from lastvit.data.benchmarks.options import BenchmarkOptions
-    from lastvit.measure.benchmarks import BenchmarkModel, Throughput, eval_transform, run_benchmark, stream
+    from lastvit.measure.benchmark_model import BenchmarkModel
+    from lastvit.measure.benchmark_streaming import Throughput, eval_transform, stream
+    from lastvit.measure.benchmarks import run_benchmark
     from modeling_lastvit import LastViTConfig, LastViTModel
 
     with tempfile.TemporaryDirectory() as tmp:

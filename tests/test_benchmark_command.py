@@ -13,7 +13,9 @@ import torch
 from lastvit.data.benchmarks import common
 from lastvit.data.benchmarks.options import BENCHMARKS, BenchmarkOptions
 from lastvit.data.benchmarks.segmentation_suites import read_class_names
-from lastvit.measure.benchmarks import load_benchmark_model, mmseg_rescale_size, pad_to_patches, run_benchmark
+from lastvit.measure.benchmark_model import load_benchmark_model
+from lastvit.measure.benchmark_streaming import mmseg_rescale_size, pad_to_patches
+from lastvit.measure.benchmarks import run_benchmark
 from lastvit.measure.zero_shot_segmentation import predict_labels, window_boxes
 from training_scripts.benchmark import main
 
@@ -47,7 +49,7 @@ def test_help_names_every_benchmark_with_its_layout(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    assert len(BENCHMARKS) == 15
+    assert len(BENCHMARKS) == 16
     for name, info in BENCHMARKS.items():
         assert f"  {name}\n      {info.summary}\n      data: DIR = " in text
 
@@ -138,6 +140,24 @@ def test_voc20_zero_shot_miou_with_every_pixel_called_person(tmp_path):
     protocol = report["protocol"]
     assert (protocol["short_side"], protocol["num_templates"], protocol["num_classes"]) == (336, 80, 20)
     assert protocol["window"] == "32 x 32, stride 16; window cosines upsampled bilinearly and averaged"
+
+
+def test_imagenet_zero_shot_top1_with_every_image_called_tench(tmp_path, monkeypatch):
+    from lastvit.data.benchmarks import segmentation_suites
+    from lastvit.data.benchmarks.segmentation_suites import read_class_names
+
+    one_template = segmentation_suites.read_templates()[:1]  # 1000 prompts, not 80,000: a fast test
+    monkeypatch.setattr(segmentation_suites, "read_templates", lambda: one_template)
+    names = [synonyms[0] for synonyms in read_class_names("zero_shot/imagenet_classes.txt")]
+    model = save_constant_clip(tmp_path / "clip", names, "tench")
+    cases = [
+        (f"ILSVRC2012_val_0000000{i}", (48, 48), [], [(wnid, (0, 0, 8, 8))])
+        for i, wnid in enumerate(["n0", "n1", "n0"])
+    ]
+    data = write_imagenet(tmp_path / "imagenet", "kaggle", cases, synset_mapping=False)
+    (data / "LOC_synset_mapping.txt").write_text("".join(f"n{i} {name}\n" for i, name in enumerate(names)))
+    report = run("imagenet-zeroshot", data, model, tmp_path / "out")
+    assert report["metrics"]["top1"] == pytest.approx(2 / 3) and report["metrics"]["num_images"] == 3
 
 
 def test_zero_shot_needs_an_image_text_model(tmp_path, models, capsys):

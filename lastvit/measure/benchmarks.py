@@ -14,260 +14,28 @@ CLS output, what the authors' ``evaluate_patch_hit.py`` scores (science.md §1.2
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lastvit.data.benchmarks.common import collate_samples
-
 from . import dense
 from . import localization as L
+from .benchmark_model import MAP_NAMES, BenchmarkError, BenchmarkModel, load_benchmark_model
+from .benchmark_streaming import (
+    Throughput,
+    eval_transform,
+    groups,
+    pad_to_patches,
+    short_side_resize,
+    square_resize,
+    square_resize_labels,
+    stream,
+)
 from .evaluation import _autocast, resolve_device
 
-MAP_NAMES = {"patch_score": "Patch Score (pooled feature, Eq. 3)", "patch_score_cls": "Patch Score (final CLS output)"}
-
-
-class BenchmarkError(ValueError):
-    """A model or option that does not fit the benchmark; the message names the problem and the fix."""
-
-
-# --------------------------------------------------------------------------- the model
-
-
-@dataclass
-class BenchmarkModel:
-    """A loaded model and what the benchmarks need to know about it."""
-
-    model: torch.nn.Module
-    kind: str
-    """``classifier`` (LastViTForImageClassification), ``backbone`` (LastViTModel) or ``clip``."""
-    mean: tuple
-    std: tuple
-    tokenizer: object = None
-
-    @property
-    def tower(self):
-        if self.kind == "clip":
-            return self.model.vision_model
-        return self.model.base_model if self.kind == "classifier" else self.model
-
-    @property
-    def image_size(self) -> int:
-        height, width = self.tower.config.image_size_hw
-        if height != width:
-            raise BenchmarkError(f"the benchmarks crop square inputs; this model's image_size is {height}x{width}.")
-        return height
-
-    @property
-    def patch_size(self) -> tuple[int, int]:
-        return tuple(self.tower.config.patch_size_hw)
-
-    def forward(self, pixel_values: torch.Tensor) -> dict:
-        """``patches`` [B, N, D], ``pooled`` [B, D], ``cls`` [B, D] or None and, for a classifier, ``logits``."""
-        outputs = self.tower(pixel_values=pixel_values)
-        tokens = self.tower.split_tokens(outputs.last_hidden_state)
-        result = {
-            "patches": tokens.patches.float(),
-            "pooled": outputs.pooler_output.float(),
-            "cls": None if tokens.cls is None else tokens.cls.reshape(len(pixel_values), -1).float(),
-            "logits": None,
-        }
-        if self.kind == "classifier":
-            result["logits"] = self.model.classifier(self.model.classifier_features(outputs)).float()
-        return result
-
-    def maps(self, pixel_values: torch.Tensor) -> tuple[dict, dict]:
-        """``({map name: [B, N] scores}, forward outputs)``."""
-        out = self.forward(pixel_values)
-        maps = {"patch_score": L.patch_scores(out["patches"], out["pooled"])}
-        if out["cls"] is not None:
-            maps["patch_score_cls"] = L.patch_scores(out["patches"], out["cls"])
-        return {k: v.cpu() for k, v in maps.items()}, out
-
-
-def _normalisation(path: str) -> tuple[tuple, tuple]:
-    """The checkpoint's ``image_mean`` / ``image_std`` (its preprocessor_config.json), else ImageNet's;
-    read as JSON, so no processor code runs."""
-    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    from transformers.utils import cached_file
-
-    try:
-        found = cached_file(path, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
-    except OSError:
-        found = None
-    if found:
-        config = json.loads(Path(found).read_text())
-        if "image_mean" in config and "image_std" in config:
-            return tuple(config["image_mean"]), tuple(config["image_std"])
-    return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
-
-
-def load_benchmark_model(path: str, trust_remote_code: bool = False) -> BenchmarkModel:
-    """This package's classes for LastViT and LastViT-CLIP checkpoints; any other model only with
-    `trust_remote_code` (then transformers' Auto classes run the checkpoint's own code)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoTokenizer
-
-    import modeling_lastvit
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
-
-    try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except ValueError as error:
-        raise BenchmarkError(
-            f"{path} is not a LastViT or LastViT-CLIP checkpoint ({error}); convert it with lastvit-convert, or pass "
-            "--trust-remote-code to run the checkpoint's own code."
-        ) from error
-    architectures = " ".join(config.architectures or [])
-    if isinstance(config, LastViTCLIPConfig):
-        model, kind = LastViTCLIPModel.from_pretrained(path), "clip"
-    elif isinstance(config, modeling_lastvit.LastViTConfig):
-        kind = "classifier" if "ForImageClassification" in architectures else "backbone"
-        cls = modeling_lastvit.LastViTForImageClassification if kind == "classifier" else modeling_lastvit.LastViTModel
-        model = cls.from_pretrained(path)
-    elif trust_remote_code:
-        kind = "classifier" if "ForImageClassification" in architectures else "backbone"
-        auto = AutoModelForImageClassification if kind == "classifier" else AutoModel
-        model = auto.from_pretrained(path, trust_remote_code=True)
-        if not hasattr(model, "get_patch_features" if "CLIP" in architectures else "config"):
-            raise BenchmarkError(f"{path} loaded as {type(model).__name__}, which the benchmarks cannot read.")
-        kind = "clip" if hasattr(model, "get_patch_features") else kind
-    else:
-        raise BenchmarkError(
-            f"{path} holds a {config.model_type!r} model, not a LastViT checkpoint; convert it with lastvit-convert, "
-            "or pass --trust-remote-code to run the checkpoint's own code."
-        )
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code) if kind == "clip" else None
-    mean, std = _normalisation(path)
-    return BenchmarkModel(model.eval(), kind, mean, std, tokenizer)
-
-
-# --------------------------------------------------------------------------- streaming and timing
-
-
-class Throughput:
-    """Seconds spent waiting for the loader and running the model, and the images seen."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.loader_s, self.model_s, self.images = device, 0.0, 0.0, 0
-        self.started = time.perf_counter()
-
-    @contextlib.contextmanager
-    def model(self):
-        """Time the block as model time (the GPU's queue is drained first, so the time is real)."""
-        start = time.perf_counter()
-        yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.model_s += time.perf_counter() - start
-
-    def report(self) -> dict:
-        wall = time.perf_counter() - self.started
-        return {
-            "images": self.images,
-            "wall_s": round(wall, 3),
-            "loader_wait_s": round(self.loader_s, 3),
-            "model_s": round(self.model_s, 3),
-            "loader_images_per_s": round(self.images / self.loader_s, 2) if self.loader_s > 0 else None,
-            "model_images_per_s": round(self.images / self.model_s, 2) if self.model_s > 0 else None,
-            "end_to_end_images_per_s": round(self.images / wall, 2) if wall > 0 else None,
-            "note": "loader_images_per_s = images / time the model waited for batches (its workers decode and "
-            "resize meanwhile); model_images_per_s = images / time in the model and the metric's tensor work",
-        }
-
-
-def stream(dataset, options, timer: Throughput, description: str):
-    """Batches of `dataset` from a DataLoader (`options.num_workers` processes decode and resize),
-    counting the time the caller waits for each batch."""
-    from tqdm.auto import tqdm
-
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=options.batch_size,
-        num_workers=options.num_workers,
-        collate_fn=collate_samples,
-        pin_memory=timer.device.type == "cuda",
-    )
-    with tqdm(total=len(dataset), desc=description, disable=not options.progress, unit="img") as bar:
-        batches = iter(loader)
-        while True:
-            start = time.perf_counter()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            timer.loader_s += time.perf_counter() - start
-            timer.images += len(batch["index"])
-            yield batch
-            bar.update(len(batch["index"]))
-
-
-def _groups(batch: dict):
-    """``(indices, stacked pixels)`` of the images of one shape (full-resolution batches mix shapes)."""
-    pixels = batch["pixel_values"]
-    if isinstance(pixels, torch.Tensor):
-        yield list(range(len(pixels))), pixels
-        return
-    shapes = {}
-    for i, image in enumerate(pixels):
-        shapes.setdefault(tuple(image.shape), []).append(i)
-    for indices in shapes.values():
-        yield indices, torch.stack([pixels[i] for i in indices])
-
-
-# --------------------------------------------------------------------------- transforms (run in the workers)
-
-
-def to_normalised_tensor(image, mean, std) -> torch.Tensor:
-    array = (np.asarray(image, dtype=np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return torch.from_numpy(array.transpose(2, 0, 1).copy())
-
-
-def pad_to_patches(image, mean, std, patch: tuple[int, int]) -> torch.Tensor:
-    """LOST's input: the full image, normalised, zero-padded at the right and bottom to whole patches."""
-    tensor = to_normalised_tensor(image, mean, std)
-    height, width = tensor.shape[-2:]
-    pad_h, pad_w = -height % patch[0], -width % patch[1]
-    return torch.nn.functional.pad(tensor, (0, pad_w, 0, pad_h))
-
-
-def square_resize(image, size: int, mean, std) -> torch.Tensor:
-    """CRATE's (Leopart's) coarse-segmentation input: Resize((size, size)), bilinear."""
-    from PIL import Image
-
-    return to_normalised_tensor(image.resize((size, size), Image.BILINEAR), mean, std)
-
-
-def square_resize_labels(target: np.ndarray, size: int) -> np.ndarray:
-    """The label map resized like the image, nearest neighbour."""
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(target.astype(np.uint8)).resize((size, size), Image.NEAREST), dtype=np.int64)
-
-
-def mmseg_rescale_size(width: int, height: int, short_side: int, long_side: int = 2048) -> tuple[int, int]:
-    """mmseg's ``Resize(scale=(long_side, short_side), keep_ratio=True)`` output ``(width, height)``."""
-    scale = min(long_side / max(width, height), short_side / min(width, height))
-    return int(width * scale + 0.5), int(height * scale + 0.5)
-
-
-def short_side_resize(image, short_side: int, mean, std) -> torch.Tensor:
-    from PIL import Image
-
-    return to_normalised_tensor(image.resize(mmseg_rescale_size(*image.size, short_side), Image.BILINEAR), mean, std)
-
-
-def eval_transform(model: BenchmarkModel, keep_native: bool = True):
-    """Resize the short side to 256/224 of the input, centre-crop the input (ImageNet's evaluation)."""
-    from lastvit.data.loading import ImageTransform
-
-    transform = ImageTransform(model.image_size, model.mean, model.std, train=False, keep_native=keep_native)
-    return functools.partial(transform, index=0, epoch=0)
+__all__ = ["RUNNERS", "BenchmarkError", "BenchmarkModel", "load_benchmark_model", "run_benchmark"]
 
 
 # --------------------------------------------------------------------------- the benchmarks
@@ -330,7 +98,7 @@ def run_corloc(model: BenchmarkModel, options, device, timer) -> tuple[dict, dic
     dataset.limit(options.limit)
     hits = {}
     for batch in stream(dataset, options, timer, options.benchmark):
-        for indices, pixels in _groups(batch):
+        for indices, pixels in groups(batch):
             with timer.model(), torch.no_grad(), _autocast(device):
                 maps, _ = model.maps(pixels.to(device))
             grid = (pixels.shape[-2] // patch[0], pixels.shape[-1] // patch[1])
@@ -394,7 +162,8 @@ def run_coarse_seg(model: BenchmarkModel, options, device, timer) -> tuple[dict,
         "prediction": "patches with score > mean + std, each over its pixels",
         "ground_truth": "foreground = label != 0 (void 255 counts as foreground, as in the reference code; "
         "jaccard_void_ignored drops void pixels)",
-        "metric": "per-image Jaccard of the foreground, averaged over the images",
+        "metric": "per-image Jaccard of the foreground, averaged over every image (the reference loader drops "
+        "its last incomplete batch; this does not)",
         "maps": {name: MAP_NAMES[name] for name in totals},
     }
     return metrics, protocol
@@ -403,14 +172,10 @@ def run_coarse_seg(model: BenchmarkModel, options, device, timer) -> tuple[dict,
 def run_zero_shot(model: BenchmarkModel, options, device, timer) -> tuple[dict, dict]:
     from lastvit.data.benchmarks.segmentation_suites import SegmentationSuite, read_class_names, read_templates
 
-    from .zero_shot import class_text_embeddings, confusion_matrix, mean_iou
+    from .zero_shot import confusion_matrix, mean_iou
     from .zero_shot_segmentation import predict_labels, window_cosines
 
-    if model.kind != "clip":
-        raise BenchmarkError(
-            f"{options.benchmark} needs an image-text model (a LastViT-CLIP folder with its tokenizer); "
-            f"{options.model} is a {model.kind}."
-        )
+    _require_clip(model, options)
     name = options.benchmark.removesuffix("-zeroshot")
     transform_for = functools.partial(short_side_resize, mean=model.mean, std=model.std)
     dataset = SegmentationSuite(name, options.data_dir)
@@ -424,13 +189,7 @@ def run_zero_shot(model: BenchmarkModel, options, device, timer) -> tuple[dict, 
     crop = model.image_size
     stride = int(crop * protocol_settings.stride_fraction)
     model.model.to(device)
-    with torch.no_grad(), _autocast(device):  # 8 names (640 prompts) per text-tower call
-        text = torch.cat(
-            [
-                class_text_embeddings(model.model, model.tokenizer, queries[start : start + 8], templates).float()
-                for start in range(0, len(queries), 8)
-            ]
-        )
+    text = _text_embeddings(model, queries, templates, device)
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for batch in stream(dataset, options, timer, options.benchmark):
         for image, target in zip(batch["pixel_values"], batch["target"]):
@@ -465,6 +224,61 @@ def run_zero_shot(model: BenchmarkModel, options, device, timer) -> tuple[dict, 
         "at the label maps' original resolution",
     }
     return metrics, protocol
+
+
+def run_zero_shot_classification(model: BenchmarkModel, options, device, timer) -> tuple[dict, dict]:
+    from lastvit.data.benchmarks.imagenet import ImageNetBoxes
+    from lastvit.data.benchmarks.segmentation_suites import read_class_names, read_templates
+
+    _require_clip(model, options)
+    names = [synonyms[0] for synonyms in read_class_names("zero_shot/imagenet_classes.txt")]
+    dataset = ImageNetBoxes(options.data_dir, eval_transform(model, keep_native=False), single_object_filter=False)
+    if len(dataset.synsets) != len(names):
+        raise BenchmarkError(
+            f"{options.data_dir} names {len(dataset.synsets)} classes; ImageNet zero-shot needs the 1000 of "
+            "LOC_synset_mapping.txt (put it in the data folder)."
+        )
+    dataset.limit(options.limit)
+    text = _text_embeddings(model, names, read_templates(), device)
+    hits = torch.zeros(2)
+    for batch in stream(dataset, options, timer, "imagenet-zeroshot"):
+        with timer.model(), torch.no_grad(), _autocast(device):
+            image = model.model.get_image_features(pixel_values=batch["pixel_values"].to(device)).pooler_output
+            logits = torch.nn.functional.normalize(image.float(), dim=-1) @ text.t()
+        top = logits.topk(5, dim=1).indices.cpu() == torch.as_tensor(batch["label"])[:, None]
+        hits += torch.stack([top[:, 0].sum(), top.any(dim=1).sum()]).float()
+    n = max(len(dataset), 1)
+    metrics = {"top1": float(hits[0]) / n, "top5": float(hits[1]) / n, "num_images": len(dataset)}
+    protocol = {
+        "classes": "CLIP's 1000 ImageNet class names (zero_shot/imagenet_classes.txt), LOC_synset_mapping.txt order",
+        "templates": "CLIP's 80 ImageNet templates; per class the mean of the normalised text embeddings, normalised",
+        "preprocessing": f"Resize {round(model.image_size * 256 / 224)} (short side, bilinear) -> CenterCrop "
+        f"{model.image_size}",
+        "image_feature": "the projected global feature (image_embeds: the model's readout), normalised",
+    }
+    return metrics, protocol
+
+
+def _require_clip(model: BenchmarkModel, options) -> None:
+    if model.kind != "clip":
+        raise BenchmarkError(
+            f"{options.benchmark} needs an image-text model (a LastViT-CLIP folder with its tokenizer); "
+            f"{options.model} is a {model.kind}."
+        )
+
+
+def _text_embeddings(model: BenchmarkModel, names: list[str], templates: list[str], device) -> torch.Tensor:
+    """``[len(names), P]`` unit class embeddings (`zero_shot.class_text_embeddings`), 8 names (640 prompts)
+    per call of the text tower."""
+    from .zero_shot import class_text_embeddings
+
+    with torch.no_grad(), _autocast(device):
+        return torch.cat(
+            [
+                class_text_embeddings(model.model, model.tokenizer, names[start : start + 8], templates).float()
+                for start in range(0, len(names), 8)
+            ]
+        )
 
 
 def run_in9(model: BenchmarkModel, options, device, timer) -> tuple[dict, dict]:
@@ -580,6 +394,7 @@ RUNNERS = {
     "corloc": run_corloc,
     "coarse-seg": run_coarse_seg,
     "zero-shot": run_zero_shot,
+    "zero-shot-cls": run_zero_shot_classification,
     "in9": run_in9,
     "knn": run_knn,
     "linear-probe": run_linear_probe,

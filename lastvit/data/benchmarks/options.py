@@ -27,6 +27,12 @@ BENCHMARKS = {
         "val/*.xml with ILSVRC2012_img_val/; LOC_synset_mapping.txt sets the class order",
         "Tab. 3: ViT-B/16 42.7 -> 55.1, DINO 44.5 -> 69.7, CLIP 39.8 -> 50.1 (ResNet-50 68.4)",
     ),
+    "imagenet-zeroshot": BenchmarkInfo(
+        "zero-shot-cls",
+        "zero-shot top-1 / top-5 on ImageNet val (CLIP's 1000 class names in its 80 templates)",
+        "DIR = ImageNet val with boxes, as for imagenet-pib (the labels come from the annotations; no filter)",
+        "Tab. 8 (OpenCLIP B/16): Attention-Pool 55.8, Max-Pool 53.1, K=1 53.5, K=49 55.8, K=98 56.2, K=196 55.3",
+    ),
     "voc07-corloc": BenchmarkInfo(
         "corloc",
         "CorLoc on VOC07 trainval, LOST's protocol (full resolution, mean + std Patch-Score mask)",
