@@ -93,9 +93,10 @@ def save_red_classifier(folder: Path, num_labels: int = 1000, positive: int = 15
     return _save(model, folder)
 
 
-def save_constant_clip(folder: Path, class_names: list[str], answer: str) -> Path:
-    """A LastViT-CLIP whose every patch feature is the text embedding of `answer` (in the 80
-    templates), so zero-shot segmentation labels every pixel with the class named `answer`."""
+def save_constant_clip(folder: Path, class_names: list[str], answer: str | None = None, feature=None) -> Path:
+    """A LastViT-CLIP whose every patch feature (and image feature) is one vector: `feature`, or the text
+    embedding of `answer` in the 80 templates, so that zero-shot segmentation labels every pixel with
+    the class named `answer`."""
     from lastvit.clip.captions import train_word_tokenizer
     from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel
     from lastvit.data.benchmarks.segmentation_suites import read_templates
@@ -105,8 +106,11 @@ def save_constant_clip(folder: Path, class_names: list[str], answer: str) -> Pat
 
     templates = read_templates()
     tokenizer = train_word_tokenizer([t.format(name) for name in class_names for t in templates[:3]])
-    model = LastViTCLIPModel(tiny_clip_config(tokenizer, pooling="mean")).eval()
-    target = class_text_embeddings(model, tokenizer, [answer], templates)[0]
+    config = tiny_clip_config(tokenizer, pooling="mean")
+    # 112 px windows of 16 px patches: few sliding windows over images resized to SCLIP's 336-560 px
+    config.vision_config.image_size, config.vision_config.patch_size = 112, 16
+    model = LastViTCLIPModel(config).eval()
+    target = class_text_embeddings(model, tokenizer, [answer], templates)[0] if feature is None else feature
     tower = model.vision_model
     with torch.no_grad():
         for parameter in tower.encoder.parameters():
@@ -118,7 +122,7 @@ def save_constant_clip(folder: Path, class_names: list[str], answer: str) -> Pat
         tower.layernorm.bias.zero_()
         tower.layernorm.bias[0] = 1.0
         tower.visual_projection.weight.zero_()
-        tower.visual_projection.weight[:, 0] = target
+        tower.visual_projection.weight[:, 0] = torch.as_tensor(target)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
@@ -254,4 +258,35 @@ def write_imagefolder(root: Path, images: dict[str, list]) -> Path:
         (root / name).mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(members):
             image.save(root / name / f"{i}.png")
+    return root
+
+
+def write_suite(name: str, root: Path, labels: np.ndarray) -> Path:
+    """One image (black) and its label map `labels` (in the set's raw encoding) in the layout of the
+    zero-shot segmentation set `name` (`lastvit.data.benchmarks.segmentation_suites`)."""
+    height, width = labels.shape
+    image = red_image(width, height)
+    if name in ("voc20", "voc21"):
+        return write_voc_segmentation(root, [("2008_000001", [], labels)])
+    if name == "context59":
+        folder = root / "VOCdevkit" / "VOC2010"
+        (folder / "JPEGImages").mkdir(parents=True)
+        image.save(folder / "JPEGImages" / "2008_000001.jpg")
+        save_label_png(folder / "SegmentationClassContext" / "2008_000001.png", labels)
+        (folder / "ImageSets" / "SegmentationContext").mkdir(parents=True)
+        (folder / "ImageSets" / "SegmentationContext" / "val.txt").write_text("2008_000001\n")
+    elif name == "ade20k":
+        folder = root / "ADEChallengeData2016"
+        (folder / "images" / "validation").mkdir(parents=True)
+        image.save(folder / "images" / "validation" / "ADE_val_00000001.jpg")
+        save_label_png(folder / "annotations" / "validation" / "ADE_val_00000001.png", labels)
+    elif name == "cityscapes":
+        (root / "leftImg8bit" / "val" / "aachen").mkdir(parents=True)
+        image.save(root / "leftImg8bit" / "val" / "aachen" / "aachen_000000_000019_leftImg8bit.png")
+        save_label_png(root / "gtFine" / "val" / "aachen" / "aachen_000000_000019_gtFine_labelTrainIds.png", labels)
+    else:  # coco-stuff, coco-object: mmseg's / SCLIP's converted maps
+        suffix = "_labelTrainIds.png" if name == "coco-stuff" else "_instanceTrainIds.png"
+        (root / "images" / "val2017").mkdir(parents=True)
+        image.save(root / "images" / "val2017" / "000000000139.jpg")
+        save_label_png(root / "annotations" / "val2017" / f"000000000139{suffix}", labels)
     return root

@@ -27,6 +27,7 @@ from .benchmark_data import (
     uniform_image,
     write_imagefolder,
     write_imagenet,
+    write_suite,
     write_voc,
     write_voc_segmentation,
 )
@@ -74,6 +75,8 @@ def test_imagenet_pib_on_the_filtered_images_and_on_all(tmp_path, models, layout
     # + 3 (two boxes, one on the red) and 4 (a large box around it): both hits
     assert everything["metrics"]["point_in_box"]["patch_score"] == pytest.approx(4 / 5)
     assert everything["protocol"]["filter"] == "none"
+    assert everything["command"].startswith("lastvit-benchmark imagenet-pib --data-dir")
+    assert everything["command"].endswith("--num-workers 0 --no-single-object-filter --no-progress")
 
 
 @pytest.mark.parametrize("year", ["2007", "2012"])
@@ -139,25 +142,79 @@ def test_voc20_zero_shot_miou_with_every_pixel_called_person(tmp_path):
     )
     protocol = report["protocol"]
     assert (protocol["short_side"], protocol["num_templates"], protocol["num_classes"]) == (336, 80, 20)
-    assert protocol["window"] == "32 x 32, stride 16; window cosines upsampled bilinearly and averaged"
+    assert protocol["window"] == "112 x 112, stride 56; window cosines upsampled bilinearly and averaged"
 
 
-def test_imagenet_zero_shot_top1_with_every_image_called_tench(tmp_path, monkeypatch):
-    from lastvit.data.benchmarks import segmentation_suites
-    from lastvit.data.benchmarks.segmentation_suites import read_class_names
+def _two_class_map(answer: int, other: int, fill: int) -> np.ndarray:
+    """32 x 48: the answer's class on 100 px, another class on 60 px, `fill` elsewhere, the last two rows void."""
+    labels = np.full((32, 48), fill, dtype=np.int64)
+    labels[0:10, 0:10] = answer
+    labels[20:26, 0:10] = other
+    labels[30:32, :] = 255
+    return labels
 
-    one_template = segmentation_suites.read_templates()[:1]  # 1000 prompts, not 80,000: a fast test
-    monkeypatch.setattr(segmentation_suites, "read_templates", lambda: one_template)
+
+# set: (raw label of the answer's class, of another class, of the rest), the answer's name
+ZERO_SHOT_SETS = {
+    "voc20": ((15, 7, 0), "person"),  # 0 = background: ignored
+    "voc21": ((15, 7, 0), "person"),  # background is class 0
+    "context59": ((1, 2, 0), "aeroplane"),  # 0 = background: ignored
+    "ade20k": ((3, 2, 0), "sky"),  # 0 = "other": ignored
+    "cityscapes": ((0, 1, 255), "road"),  # train ids
+    "coco-stuff": ((0, 1, 255), "person"),  # mmseg's train ids
+    "coco-object": ((1, 2, 0), "person"),  # 0 = background: a class
+}
+
+
+@pytest.fixture(scope="module")
+def constant_clips(tmp_path_factory):
+    """Two LastViT-CLIPs with constant patch features: e0 (the answer's text, see `fake_texts`) and e2
+    (orthogonal to every text)."""
+    root = tmp_path_factory.mktemp("clips")
+    return {key: save_constant_clip(root / key, ["x"], feature=torch.eye(16)[i]) for key, i in (("e0", 0), ("e2", 2))}
+
+
+@pytest.mark.parametrize("name", sorted(ZERO_SHOT_SETS))
+def test_every_zero_shot_set_through_the_command(tmp_path, constant_clips, monkeypatch, name):
+    """Text embeddings replaced by e0 for the answer's names and e1 for every other name (the text tower
+    is exercised by the VOC20 and ImageNet tests): the patches, all e0, call every pixel the answer;
+    with e2 patches every probability is 1/Q, below the 0.1 threshold of the sets with a background."""
+    from lastvit.measure import zero_shot
+
+    (answer_raw, other_raw, rest_raw), answer = ZERO_SHOT_SETS[name]
+
+    def fake_texts(model, tokenizer, names, templates):
+        return torch.stack([torch.eye(16)[0 if n == answer else 1] for n in names])
+
+    monkeypatch.setattr(zero_shot, "class_text_embeddings", fake_texts)
+    data = write_suite(name, tmp_path / "data", _two_class_map(answer_raw, other_raw, rest_raw))
+    report = run(f"{name}-zeroshot", data, constant_clips["e0"], tmp_path / "out")
+    background = name in ("voc21", "coco-object")
+    if background:  # answer 100 / 1440 valid px, the other class and the background 0
+        assert report["metrics"]["miou"] == pytest.approx(100 / 1440 / 3)
+        empty = run(f"{name}-zeroshot", data, constant_clips["e2"], tmp_path / "e2")
+        assert empty["metrics"]["miou"] == pytest.approx((1440 - 160) / 1440 / 3)  # all background
+    else:  # answer 100 / 160 px, the other 0, the rest ignored
+        assert report["metrics"]["miou"] == pytest.approx(0.3125)
+    assert report["protocol"]["background"].startswith("class 0") == background
+
+
+def test_imagenet_zero_shot_top1_with_every_image_called_tench(tmp_path, constant_clips, monkeypatch):
+    from lastvit.measure import zero_shot
+
     names = [synonyms[0] for synonyms in read_class_names("zero_shot/imagenet_classes.txt")]
-    model = save_constant_clip(tmp_path / "clip", names, "tench")
+    texts = {name: torch.eye(16)[0 if name == "tench" else 1] for name in names}
+    monkeypatch.setattr(
+        zero_shot, "class_text_embeddings", lambda m, t, chunk, templates: torch.stack([texts[n] for n in chunk])
+    )
     cases = [
         (f"ILSVRC2012_val_0000000{i}", (48, 48), [], [(wnid, (0, 0, 8, 8))])
         for i, wnid in enumerate(["n0", "n1", "n0"])
     ]
     data = write_imagenet(tmp_path / "imagenet", "kaggle", cases, synset_mapping=False)
     (data / "LOC_synset_mapping.txt").write_text("".join(f"n{i} {name}\n" for i, name in enumerate(names)))
-    report = run("imagenet-zeroshot", data, model, tmp_path / "out")
-    assert report["metrics"]["top1"] == pytest.approx(2 / 3) and report["metrics"]["num_images"] == 3
+    report = run("imagenet-zeroshot", data, constant_clips["e0"], tmp_path / "out")
+    assert report["metrics"]["top1"] == pytest.approx(2 / 3) and report["metrics"]["num_images"] == 3  # n0 = tench
 
 
 def test_zero_shot_needs_an_image_text_model(tmp_path, models, capsys):
@@ -222,6 +279,8 @@ def test_refusals_name_the_problem_and_the_fix(tmp_path, models, capsys):
     ).save_pretrained(tmp_path / "vit")
     with pytest.raises(ValueError, match="--trust-remote-code"):
         load_benchmark_model(str(tmp_path / "vit"))
+    with pytest.raises(ValueError, match="lacks LastViT's interface"):
+        load_benchmark_model(str(tmp_path / "vit"), trust_remote_code=True)
 
 
 def test_limit_is_recorded_as_not_the_benchmarks_number(tmp_path, models):

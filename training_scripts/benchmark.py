@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from lastvit.arguments import add_arguments, from_args
+from lastvit.arguments import add_arguments, from_args, to_argv
 from lastvit.data.benchmarks.options import BENCHMARKS, BenchmarkOptions, benchmark_help
 
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
             raise DataError(f"--limit must be at least 1, got {options.limit}.")
         if options.batch_size < 1 or options.num_workers < 0:
             raise DataError("--batch-size must be at least 1 and --num-workers at least 0.")
-        report = run_benchmark(options)
+        report = {"command": to_argv(options, f"lastvit-benchmark {options.benchmark}"), **run_benchmark(options)}
     except (DataError, ModelPathError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -36,6 +36,8 @@ def markdown_report(report: dict) -> str:
         "",
         f"Model `{report['model']}` ({report['model_kind']}), data `{report['data_dir']}`, device {report['device']}.",
     ]
+    if "command" in report:
+        lines += ["", f"    {report['command']}"]
     if report.get("limit") is not None:
         lines += [
             "",
