@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lastvit.data.benchmarks.coco import COCODetection
-from lastvit.data.benchmarks.common import BenchmarkDataError, collate_samples, reduce_zero_label
+from lastvit.data.benchmarks.common import BenchmarkDataError, ImageFolder, collate_samples, reduce_zero_label
 from lastvit.data.benchmarks.imagenet import ImageNetBoxes, class_folder_splits
 from lastvit.data.benchmarks.in9 import bg_gap, in_to_in9, variation_folders
 from lastvit.data.benchmarks.segmentation_suites import (
@@ -211,6 +211,8 @@ def test_class_folder_splits_need_the_same_classes_and_batches_stack_only_equal_
     write_imagefolder(tmp_path / "val", {"a": [uniform_image(0)]})
     with pytest.raises(BenchmarkDataError, match="different classes"):
         class_folder_splits(tmp_path)
+    train = ImageFolder(tmp_path / "train").limit(1)
+    assert len(train) == 1 and ImageFolder(tmp_path / "train").limit(2).records[1]["label"] == 1  # both classes
     import torch
 
     batch = collate_samples(

@@ -168,3 +168,11 @@ class ImageFolder(BenchmarkDataset):
             self.records += [{"image": path, "label": label} for path in image_files(root / name)]
         if not self.records:
             raise BenchmarkDataError(f"the class folders of {root} hold no images ({', '.join(IMAGE_EXTENSIONS)}).")
+
+    def limit(self, count: int | None):
+        """Keep `count` records spread evenly over the class-sorted list (so every class can appear), not
+        the first `count` (all of the first class); returns self."""
+        if count is not None and count < len(self.records):
+            picks = np.linspace(0, len(self.records) - 1, max(0, int(count))).round().astype(int)
+            self.records = [self.records[i] for i in picks]
+        return self

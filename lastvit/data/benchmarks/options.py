@@ -145,7 +145,9 @@ class BenchmarkOptions:
     num_workers: int = option(4, "DataLoader processes that decode and resize (default: 4; 0 = in the main process)")
     device: str = option("auto", "auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     trust_remote_code: bool = option(False, "load a model whose classes are not this package's (runs its code)")
-    limit: int | None = option(None, "evaluate only the first N images (a quick check; the report says so)")
+    limit: int | None = option(
+        None, "evaluate only N images: the first N, or N spread over the classes of class folders (a quick check)"
+    )
     no_single_object_filter: bool = option(
         False, "imagenet-pib: keep every image, not only the authors' single object with box area < 0.25 of the image"
     )
