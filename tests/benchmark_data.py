@@ -98,9 +98,9 @@ def save_constant_clip(folder: Path, class_names: list[str], answer: str | None 
     embedding of `answer` in the 80 templates, so that zero-shot segmentation labels every pixel with
     the class named `answer`."""
     from lastvit.clip.captions import train_word_tokenizer
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel
     from lastvit.data.benchmarks.segmentation_suites import read_templates
     from lastvit.measure.zero_shot import class_text_embeddings
+    from modeling_lastvit import LastViTCLIPModel
 
     from .tiny import tiny_clip_config
 

@@ -17,7 +17,9 @@ import json
 import sys
 
 from lastvit.arguments import add_arguments, from_args, to_argv
-from lastvit.data.benchmarks.options import BENCHMARKS, BenchmarkOptions, benchmark_help
+from lastvit.data.benchmarks.options import BenchmarkOptions, benchmark_help
+
+OPTIONS = (BenchmarkOptions,)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__ + benchmark_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("benchmark", metavar="NAME", choices=sorted(BENCHMARKS), help="the benchmark (listed above)")
     add_arguments(parser, BenchmarkOptions)
     return parser
 
@@ -47,7 +48,10 @@ def main(argv=None) -> int:
             raise DataError(f"--limit must be at least 1, got {options.limit}.")
         if options.batch_size < 1 or options.num_workers < 0:
             raise DataError("--batch-size must be at least 1 and --num-workers at least 0.")
-        report = {"command": to_argv(options, f"lastvit-benchmark {options.benchmark}"), **run_benchmark(options)}
+        report = {
+            "command": to_argv(options, f"lastvit-benchmark {options.benchmark}", skip=("benchmark",)),
+            **run_benchmark(options),
+        }
     except (DataError, ModelPathError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

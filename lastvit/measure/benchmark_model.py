@@ -92,7 +92,7 @@ def load_benchmark_model(path: str, trust_remote_code: bool = False) -> Benchmar
     from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoTokenizer
 
     import modeling_lastvit
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel
 
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)

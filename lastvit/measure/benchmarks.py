@@ -22,6 +22,7 @@ import torch
 
 from . import dense
 from . import localization as L
+from .accuracy import top_k_accuracy, top_k_hits
 from .benchmark_model import MAP_NAMES, BenchmarkError, BenchmarkModel, load_benchmark_model
 from .benchmark_streaming import (
     Throughput,
@@ -245,7 +246,7 @@ def run_zero_shot_classification(model: BenchmarkModel, options, device, timer) 
         with timer.model(), torch.no_grad(), _autocast(device):
             image = model.model.get_image_features(pixel_values=batch["pixel_values"].to(device)).pooler_output
             logits = torch.nn.functional.normalize(image.float(), dim=-1) @ text.t()
-        top = logits.topk(5, dim=1).indices.cpu() == torch.as_tensor(batch["label"])[:, None]
+        top = top_k_hits(logits.cpu(), torch.as_tensor(batch["label"]), 5)
         hits += torch.stack([top[:, 0].sum(), top.any(dim=1).sum()]).float()
     n = max(len(dataset), 1)
     metrics = {"top1": float(hits[0]) / n, "top5": float(hits[1]) / n, "num_images": len(dataset)}
@@ -375,11 +376,8 @@ def run_linear_probe(model: BenchmarkModel, options, device, timer) -> tuple[dic
             schedule.step()
     with torch.no_grad():
         logits = probe(val_x.to(device).float()).cpu()
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices == val_y[:, None]
     metrics = {
-        "top1": float(top[:, 0].float().mean()),
-        f"top{k}": float(top.any(dim=1).float().mean()),
+        **{f"top{k}": value for k, value in top_k_accuracy(logits, val_y, (1, 5)).items()},
         "num_train_images": len(train),
         "num_images": len(val),
     }

@@ -136,7 +136,9 @@ def benchmark_help() -> str:
 class BenchmarkOptions:
     """Everything one ``lastvit-benchmark`` run needs (``benchmark`` is the positional NAME)."""
 
-    benchmark: str = option(cli=False)
+    benchmark: str = option(
+        help="the benchmark (listed above)", flag="benchmark", metavar="NAME", choices=tuple(BENCHMARKS)
+    )
     data_dir: Path = option(help="the dataset's folder, in the layout listed for NAME")
     model: str = option(help="a LastViT / LastViT-CLIP folder (e.g. a lastvit-convert output) or Hub id")
     output_dir: Path | None = option(None, "where report.md and report.json go (default: outputs/benchmarks/NAME)")
