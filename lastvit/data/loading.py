@@ -182,6 +182,8 @@ class ImageTransform:
     seed: int = 0
     crop_scale: tuple[float, float] = (0.08, 1.0)
     resize_ratio: float = 256 / 224
+    keep_native: bool = True
+    """Use an image already at model size as it is (False: resize and crop it too, as the ImageNet protocol does)."""
 
     def __call__(self, image: Image.Image, index: int, epoch: int) -> torch.Tensor:
         image = to_rgb(image)
@@ -215,9 +217,9 @@ class ImageTransform:
 
     def _resize_centre_crop(self, image: Image.Image) -> Image.Image:
         """Resize the short side to size * 256/224 and centre-crop (truncating like torchvision and
-        the authors' box mapping); an image already at model size is used as it is."""
+        the authors' box mapping); an image already at model size is used as it is (`keep_native`)."""
         width, height = image.size
-        if (width, height) == (self.size, self.size):
+        if self.keep_native and (width, height) == (self.size, self.size):
             return image
         short = round(self.size * self.resize_ratio)
         scale = short / min(width, height)

@@ -70,11 +70,18 @@ def knn_accuracy(model, train_pixels, train_labels, eval_pixels, eval_labels, k:
     training images votes for its class with weight exp(cos / T); top-1 accuracy."""
     train = torch.nn.functional.normalize(global_features(model, train_pixels), dim=-1)
     test = torch.nn.functional.normalize(global_features(model, eval_pixels), dim=-1)
-    labels = torch.as_tensor(train_labels)
     num_classes = int(max(max(train_labels), max(eval_labels))) + 1
-    similarity, index = (test @ train.t()).topk(min(k, len(train)), dim=-1)
-    votes = torch.zeros(len(test), num_classes).scatter_add_(1, labels[index], (similarity / temperature).exp())
+    votes = knn_votes(train, torch.as_tensor(train_labels), test, num_classes, k, temperature)
     return float((votes.argmax(dim=-1) == torch.as_tensor(eval_labels)).float().mean())
+
+
+def knn_votes(train_features, train_labels, test_features, num_classes: int, k: int = 20, temperature: float = 0.07):
+    """``[B, C]`` class votes of DINO's weighted k-NN: each of the k training features nearest (by
+    dot product; pass unit vectors for cosine) to a test feature votes for its class with weight
+    exp(cos / T). The arg-max over classes is the prediction."""
+    similarity, index = (test_features @ train_features.t()).topk(min(k, len(train_features)), dim=-1)
+    votes = torch.zeros(len(test_features), num_classes, device=similarity.device, dtype=similarity.dtype)
+    return votes.scatter_add_(1, train_labels.to(similarity.device)[index], (similarity / temperature).exp())
 
 
 def dense_localisation(backbone, pixel_values, boxes, masks=None) -> dict:
@@ -351,6 +358,7 @@ __all__ = [
     "evaluate_pretrained",
     "figure_maps",
     "flat_clip",
+    "knn_votes",
     "load_pretrained",
     "markdown_report",
     "patch_score_maps",
