@@ -158,9 +158,14 @@ class LastViTEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def interpolate_pos_encoding(self, grid_height: int, grid_width: int) -> torch.Tensor:
-        """Position embeddings for a ``grid_height x grid_width`` patch grid (any aspect ratio)."""
+        """Position embeddings for a ``grid_height x grid_width`` patch grid (any aspect ratio).
+
+        With a symbolic grid (torch.export / torch.compile with dynamic height or width) or under TorchScript
+        tracing, it always resizes: the graph then holds no branch on the input size. Resizing to the native grid
+        is exact (every sampling point falls on a source point), so the outputs match the eager ones."""
         native_height, native_width = self.patch_embeddings.grid_size
-        if (grid_height, grid_width) == (native_height, native_width) and not torch.jit.is_tracing():
+        symbolic = isinstance(grid_height, torch.SymInt) or isinstance(grid_width, torch.SymInt)
+        if not symbolic and (grid_height, grid_width) == (native_height, native_width) and not torch.jit.is_tracing():
             return self.position_embeddings
         num_cls = int(self.config.use_cls_token)
         cls_pos, patch_pos = self.position_embeddings[:, :num_cls], self.position_embeddings[:, num_cls:]
@@ -178,7 +183,7 @@ class LastViTEmbeddings(nn.Module):
             align_corners=False,
             antialias=self.config.position_embedding_antialias,
         ).to(self.position_embeddings.dtype)
-        if patch_pos.shape[-2:] != (grid_height, grid_width):
+        if offset is not None and patch_pos.shape[-2:] != (grid_height, grid_width):
             raise ValueError(
                 f"Resizing the position embeddings gave a {tuple(patch_pos.shape[-2:])} grid instead of "
                 f"{(grid_height, grid_width)}; check `position_embedding_interpolation_offset`."
@@ -440,6 +445,8 @@ class LastViTPreTrainedModel(PreTrainedModel):
                 init.trunc_normal_(module.register_tokens, mean=0.0, std=std)
         elif isinstance(module, LastViTLayerScale):
             init.constant_(module.lambda1, self.config.layerscale_value)
+        elif isinstance(module, LazyStrikePooler):  # a non-persistent buffer: rebuilt, never loaded
+            init.copy_(module.highpass, module.build_highpass(module.highpass.device, module.highpass.dtype))
 
     def split_tokens(self, hidden_states: torch.Tensor) -> LastViTTokens:
         """Split a token sequence [B, 1 + R + N, D] into (CLS or None, registers [B, R, D], patches [B, N, D])."""

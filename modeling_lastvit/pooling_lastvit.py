@@ -44,33 +44,63 @@ def lowpass_channels(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return _lowpass(x, _rfft_window(x.shape[-1], sigma, x.device, x.dtype))
 
 
+def _symmetric_window(dim: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The real, even filter (h[k] + h[-k mod D]) / 2 over all D FFT bins, with ``h = ifftshift(g)``."""
+    window = gaussian_channel_window(dim, sigma, device=device, dtype=dtype).roll(-(dim // 2))  # ifftshift
+    return 0.5 * (window + window.flip(0).roll(1))
+
+
 def _rfft_window(dim: int, sigma: float, device, dtype) -> torch.Tensor:
-    """The real, even filter (h[k] + h[-k mod D]) / 2 on the rfft bins 0..D//2."""
-    window = torch.fft.ifftshift(gaussian_channel_window(dim, sigma, device=device, dtype=dtype))
-    return (0.5 * (window + window.flip(0).roll(1)))[: dim // 2 + 1]
+    """The real, even filter on the rfft bins 0..D//2."""
+    return _symmetric_window(dim, sigma, device, dtype)[: dim // 2 + 1]
 
 
 def _lowpass(x: torch.Tensor, rfft_window: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(torch.fft.rfft(x, dim=-1) * rfft_window, n=x.shape[-1], dim=-1)
 
 
-def stability_score(x: torch.Tensor, x_hat: torch.Tensor, rule: str = "repo", eps: float = 1e-6) -> torch.Tensor:
+def channel_highpass_matrix(dim: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The high-pass ``C - I`` [D, D] of the authors' low-pass, so that ``x_hat - x = x @ (C - I)``.
+
+    The low-pass (shift, window, inverse FFT, real part, the one-bin offset included) is linear and
+    shift-invariant along the channels, i.e. one fixed real circulant matrix ``C``: ``x_hat = x @ C`` with
+    ``C[i, j] = c[(j - i) mod D]`` and ``c = ifft(filter)``, the kernel of the real, even filter (so ``C`` is
+    symmetric). ``c`` is summed here as a cosine series in float64 (no FFT), then cast to ``dtype``.
+    """
+    k = torch.arange(dim, device=device, dtype=torch.float64)
+    angles = (2 * math.pi / dim) * ((k[:, None] * k[None, :]) % dim)  # reduced mod D: exact float64 angles
+    kernel = (torch.cos(angles) @ _symmetric_window(dim, sigma, device, torch.float64)) / dim
+    kernel = 0.5 * (kernel + kernel.flip(0).roll(1))  # c[s] = c[-s] exactly, not just up to rounding
+    circulant = kernel[(k[None, :] - k[:, None]).long() % dim]
+    return (circulant - torch.eye(dim, device=device, dtype=torch.float64)).to(dtype)
+
+
+def stability_score(
+    x: torch.Tensor,
+    x_hat: torch.Tensor | None,
+    rule: str = "repo",
+    eps: float = 1e-6,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Signed stability of every entry; large positive values are selected.
 
     ``"repo"``: ``x / max(|x_hat - x|, eps)`` (the released code, plus a clamp against division by 0).
     ``"paper"``: ``x_hat / (|x_hat - x| + eps)`` (Eq. 5 of the paper).
+    ``residual`` (``x_hat - x``, the high-pass) may be given instead of ``x_hat``.
     """
-    residual = (x_hat - x).abs()
+    distance = (x_hat - x).abs() if residual is None else residual.abs()
     if rule == "repo":
-        return x / residual.clamp_min(eps)
+        return x / distance.clamp_min(eps)
     if rule == "paper":
-        return x_hat / (residual + eps)
+        return (x + residual if x_hat is None else x_hat) / (distance + eps)
     raise ValueError(f"Unknown LazyStrike score rule {rule!r}; use one of {SCORE_RULES}.")
 
 
 def resolve_top_k(num_patches: int, top_k: int | None = None, top_k_ratio: float | None = None) -> int:
     """Number of patches each channel averages: ``top_k``, or ``round(top_k_ratio * N)`` (at least 1)."""
     if top_k_ratio is not None:
+        if isinstance(num_patches, torch.SymInt):  # a dynamic token count: the same rounding in graph-safe ops
+            return torch.sym_max(1, _round_half_even(top_k_ratio * num_patches))
         return max(1, round(top_k_ratio * num_patches))
     if top_k is None:
         raise ValueError("LazyStrike needs `top_k` (a count) or `top_k_ratio` (a fraction of the patches).")
@@ -80,6 +110,13 @@ def resolve_top_k(num_patches: int, top_k: int | None = None, top_k_ratio: float
             "a smaller `lazystrike_top_k`, or `lazystrike_top_k_ratio` to scale K with the patch count."
         )
     return top_k
+
+
+def _round_half_even(value):
+    """Python's `round` (halves to even) of a positive symbolic float, in ops a saved torch.export program keeps."""
+    whole = math.trunc(value)
+    fraction = value - whole
+    return whole + torch.sym_ite(fraction > 0.5, 1, 0) + torch.sym_ite(fraction == 0.5, 1, 0) * (whole % 2)
 
 
 class PooledFeatures(NamedTuple):
@@ -98,10 +135,41 @@ def count_votes(indices: torch.Tensor, num_patches: int) -> torch.Tensor:
     return votes.scatter_add_(1, flat, torch.ones_like(flat))
 
 
-# The score path works on batch chunks of at most this many entries (16 MiB per fp32 buffer, a few buffers
-# live at once), so its fp32 temporaries stay bounded whatever the batch size. Chunking changes no value:
-# every score depends on its own token only.
+# In eager mode the score path works on batch chunks of at most this many entries (16 MiB per fp32 buffer, a few
+# buffers live at once), so its fp32 temporaries stay bounded whatever the batch size. Chunking changes no value:
+# every score depends on its own token only. Traced graphs (torch.compile, torch.export, ONNX) take the whole
+# batch at once, so that they hold no Python loop over the batch and stay valid for any batch size.
 SCORE_CHUNK_ELEMENTS = 1 << 22
+
+LOWPASS_PATHS = ("auto", "matmul", "fft")
+
+
+def is_tracing() -> bool:
+    """Whether this code runs inside a graph capture (torch.compile/export, TorchScript or torch.fx tracing)."""
+    return (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or _is_fx_symbolic_tracing()
+    )
+
+
+# torch >= 2.6 tells torch.fx.symbolic_trace apart from torch.export; older versions have only `is_fx_tracing`.
+_is_fx_symbolic_tracing = getattr(
+    torch.fx._symbolic_trace, "is_fx_symbolic_tracing", torch.fx._symbolic_trace.is_fx_tracing
+)
+
+
+def resolve_lowpass(lowpass: str, device: torch.device) -> str:
+    """``"auto"``: the FFT in CPU eager mode (cheaper there, benchmarks/RESULTS_EXPORT.md), the matmul on other
+    devices and in every traced graph (it exports to any runtime and runs on tensor cores). On CUDA with TF32
+    matmuls allowed (``torch.backends.cuda.matmul.allow_tf32`` or ``set_float32_matmul_precision("high")``) the
+    matmul rounds to TF32; pick ``"fft"`` there for the fp32 scores."""
+    if lowpass not in LOWPASS_PATHS:
+        raise ValueError(f"Unknown LazyStrike low-pass {lowpass!r}; use one of {LOWPASS_PATHS}.")
+    if lowpass != "auto":
+        return lowpass
+    return "fft" if device.type == "cpu" and not is_tracing() else "matmul"
 
 
 def select_top_k(scores: torch.Tensor, k: int, patches_last: bool | None = None) -> torch.Tensor:
@@ -133,25 +201,35 @@ def lazystrike_pool(
     eps: float = 1e-6,
     fft_in_fp32: bool = True,
     return_indices: bool = True,
+    lowpass: str = "auto",
+    highpass: torch.Tensor | None = None,
 ) -> PooledFeatures:
     """LazyStrike readout of ``patch_tokens`` [B, N, D] (final, normed patch tokens only).
 
-    ``return_indices=False`` leaves out the [B, K, D] selection (int64: twice the size of bf16 tokens at
-    K = N/2) once each chunk has used it; the pooled feature and the votes are the same.
+    ``lowpass`` picks how the channel low-pass is computed; both give the same function up to rounding:
+    ``"fft"`` (real FFT, as the authors), ``"matmul"`` (one [D, D] product with the high-pass matrix
+    ``C - I`` of `channel_highpass_matrix`, which ``highpass`` may hold prebuilt in the score dtype) or
+    ``"auto"`` (see `resolve_lowpass`). ``return_indices=False`` leaves out the [B, K, D] selection (int64:
+    twice the size of bf16 tokens at K = N/2) once each chunk has used it; the pooled feature and the votes
+    are the same.
     """
-    batch_size, num_patches, dim = patch_tokens.shape
+    num_patches, dim = patch_tokens.shape[1:]
     k = resolve_top_k(num_patches, top_k, top_k_ratio)
     sigma = math.sqrt(dim) if sigma is None else sigma
     score_dtype = torch.float32 if fft_in_fp32 and patch_tokens.dtype in (torch.float16, torch.bfloat16) else None
-    window = _rfft_window(dim, sigma, patch_tokens.device, score_dtype or patch_tokens.dtype)
+    score_dtype = score_dtype or patch_tokens.dtype
+    if resolve_lowpass(lowpass, patch_tokens.device) == "fft":
+        window, highpass = _rfft_window(dim, sigma, patch_tokens.device, score_dtype), None
+    elif highpass is None or highpass.dtype != score_dtype or highpass.device != patch_tokens.device:
+        highpass = channel_highpass_matrix(dim, sigma, patch_tokens.device, score_dtype)
     rows = max(1, SCORE_CHUNK_ELEMENTS // (num_patches * dim))
 
     pooled, indices, votes = [], [], []
-    for start in range(0, batch_size, rows):
-        tokens = patch_tokens[start : start + rows]
+    for tokens in (patch_tokens,) if is_tracing() else patch_tokens.split(rows):
         with torch.no_grad(), torch.autocast(device_type=tokens.device.type, enabled=False):
-            x = tokens.detach() if score_dtype is None else tokens.detach().to(score_dtype)
-            chunk_indices = select_top_k(stability_score(x, _lowpass(x, window), score_rule, eps), k)
+            x = tokens.detach().to(score_dtype)
+            x_hat, residual = (_lowpass(x, window), None) if highpass is None else (None, x @ highpass)
+            chunk_indices = select_top_k(stability_score(x, x_hat, score_rule, eps, residual), k)
             votes.append(count_votes(chunk_indices, num_patches))
         pooled.append(tokens.gather(1, chunk_indices).mean(dim=1))
         if return_indices:
@@ -165,7 +243,12 @@ def _cat(chunks: list[torch.Tensor]) -> torch.Tensor:
 
 
 class LazyStrikePooler(nn.Module):
-    """Parameter-free LazyStrike readout configured from a `LastViTConfig`."""
+    """Parameter-free LazyStrike readout configured from a `LastViTConfig`.
+
+    It holds the high-pass matrix ``C - I`` [D, D] of the matmul low-pass as a non-persistent buffer (never in
+    a state dict or checkpoint), in fp32, or fp64 for an fp64 model: moving the model to fp16/bf16 rebuilds it
+    in fp32, where the scores are computed, from its definition rather than from rounded values.
+    """
 
     def __init__(self, config):
         super().__init__()
@@ -173,6 +256,20 @@ class LazyStrikePooler(nn.Module):
         self.top_k_ratio = config.lazystrike_top_k_ratio
         self.sigma = config.lazystrike_sigma
         self.score_rule = config.lazystrike_score
+        self.lowpass = config.lazystrike_lowpass
+        self.hidden_size = config.hidden_size
+        self.register_buffer("highpass", self.build_highpass(), persistent=False)
+
+    def build_highpass(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        """The high-pass matrix of this pooler's width and sigma."""
+        return channel_highpass_matrix(self.hidden_size, self.sigma or math.sqrt(self.hidden_size), device, dtype)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.highpass.device.type != "meta":
+            dtype = self.highpass.dtype if self.highpass.dtype == torch.float64 else torch.float32
+            self.highpass = self.build_highpass(self.highpass.device, dtype)
+        return self
 
     def forward(self, patch_tokens: torch.Tensor, return_indices: bool = True) -> PooledFeatures:
         return lazystrike_pool(
@@ -182,8 +279,10 @@ class LazyStrikePooler(nn.Module):
             sigma=self.sigma,
             score_rule=self.score_rule,
             return_indices=return_indices,
+            lowpass=self.lowpass,
+            highpass=self.highpass,
         )
 
     def extra_repr(self) -> str:
         k = f"top_k_ratio={self.top_k_ratio}" if self.top_k_ratio is not None else f"top_k={self.top_k}"
-        return f"{k}, sigma={self.sigma or 'sqrt(D)'}, score={self.score_rule!r}"
+        return f"{k}, sigma={self.sigma or 'sqrt(D)'}, score={self.score_rule!r}, lowpass={self.lowpass!r}"
