@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from lastvit.errors import LastViTUserError
+
 
 def swap_in(staging: Path, target: Path) -> None:
     """Replace `target` (if any) by the complete folder `staging`, with renames only."""
@@ -47,7 +49,7 @@ def is_nonempty_dir(path) -> bool:
 ADAPTER_LABELS_FILE = "labels.json"  # a PEFT adapter folder's classes (its base may have another number)
 
 
-class ModelPathError(ValueError):
+class ModelPathError(LastViTUserError):
     """A model path that cannot be loaded; the message names the folder or file and the fix."""
 
 
@@ -79,6 +81,16 @@ def check_model_path(path, flag: str = "the model path") -> str:
             f"{flag} {text} holds no config.json: it is not a saved model (give a folder written by "
             "save_pretrained / lastvit-train, or a Hub repo id)."
         )
+    config_file = folder / "config.json"
+    if config_file.exists():
+        try:
+            config = json.loads(config_file.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ModelPathError(
+                f"{config_file} is not valid JSON ({error}); fix it or save the model again."
+            ) from None
+        if not isinstance(config, dict):
+            raise ModelPathError(f"{config_file} holds no JSON object; fix it or save the model again.")
     for weights in sorted(folder.glob("*.safetensors")):
         problem = _safetensors_problem(weights)
         if problem:
@@ -107,3 +119,42 @@ def _safetensors_problem(path: Path) -> str | None:
     if 8 + header_size + end > size:
         return f"truncated ({size} of {8 + header_size + end} bytes)"
     return None
+
+
+def model_source(path) -> str:
+    """How a run records the model it started from: an existing local folder as an absolute path (a
+    relative one means nothing elsewhere, e.g. to `lastvit-publish` or on the Hub), a Hub id as given."""
+    local = Path(str(path)).expanduser()
+    return str(local.resolve()) if local.exists() else str(path)
+
+
+def load_pretrained(auto_class, path, trust_remote_code: bool = False, **kwargs):
+    """``auto_class.from_pretrained(path, ...)`` with this package's installed classes for LastViT
+    and LastViT-CLIP folders (registered first), so the Python files a folder carries never run; any
+    other folder's own code runs only with `trust_remote_code` (the user's ``--trust-remote-code``).
+    A folder that needs its own code, or a config.json transformers cannot read, is one line."""
+    import pickle
+
+    import modeling_lastvit  # noqa: F401 (registers LastViT and LastViT-CLIP with the Auto classes: their code wins)
+
+    try:
+        return auto_class.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
+    except (pickle.UnpicklingError, EOFError):  # torch.load(weights_only=True) refused a pickle
+        raise ModelPathError(
+            f"the weights in {path} are a pickle that torch's weights-only loader refuses (nothing in it ran); use "
+            "safetensors weights, or convert a file you trust with lastvit-convert --trust-pickle."
+        ) from None
+    except (ValueError, OSError) as error:  # transformers' answers to a folder it cannot read
+        first = _first_line(error)
+        if "trust_remote_code" in str(error):
+            raise ModelPathError(
+                f"{path} needs its own Python code to load (it is no LastViT folder this package knows); pass "
+                "--trust-remote-code only if you trust that code."
+            ) from None
+        raise ModelPathError(
+            f"cannot load {path} ({first}); check its config.json, or save the model again."
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

@@ -16,6 +16,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from lastvit.errors import LastViTUserError
 from lastvit.files import ADAPTER_LABELS_FILE, check_model_path
 
 LOCAL_ONLY = ["checkpoints/*", "best/*", ".*", ".*/*"]
@@ -29,7 +30,7 @@ ADAPTER_FILES = [
 ]
 
 
-class PublishError(ValueError):
+class PublishError(LastViTUserError):
     """The folder is not ready to publish, or the Hub cannot take it; the message says what to do."""
 
 
@@ -37,32 +38,55 @@ class HubAccessError(PublishError):
     """No usable token, or the Hub cannot be reached."""
 
 
-def check_hub_access(api=None, token: str | None = None) -> str:
+def check_repo_id(repo_id: str, flag: str = "--repo-id") -> str:
+    """A Hub repository id as huggingface_hub itself accepts it (``name`` or ``org/name``), else one line."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise PublishError(
+            f"{flag} {repo_id!r} is not a Hub repository id ({_first_line(error)}); give org/name."
+        ) from None
+    return repo_id
+
+
+def check_hub_access(api=None, token: str | None = None, for_flag: str | None = None) -> str:
     """Fail fast, in one line, when publishing cannot work: offline mode, no token, a refused token,
-    or no connection. Returns the account name. `api` replaces `HfApi(token=token)` (tests)."""
+    or no connection. Returns the account name. `api` replaces `HfApi(token=token)` (tests).
+    `for_flag` names the flag that publishes from another command (``--push-to-hub``): its messages
+    then name only what that command has (no --token, no --dry-run)."""
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    offline = (
+        f"HF_HUB_OFFLINE is set: unset it to use {for_flag} (or drop {for_flag})."
+        if for_flag
+        else "HF_HUB_OFFLINE is set: unset it to publish (--dry-run validates offline)."
+    )
     if api is None:
         if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-            raise HubAccessError("HF_HUB_OFFLINE is set: unset it to publish (--dry-run validates offline).")
+            raise HubAccessError(offline)
         token = token or get_token()
         if not token:
             raise HubAccessError(
-                "no Hugging Face token: run `hf auth login`, set HF_TOKEN, or pass --token "
+                f"no Hugging Face token for {for_flag}: run `hf auth login` or set HF_TOKEN (or drop {for_flag})."
+                if for_flag
+                else "no Hugging Face token: run `hf auth login`, set HF_TOKEN, or pass --token "
                 "(--dry-run validates the folder without one)."
             )
         api = HfApi(token=token)
     try:
         account = api.whoami()
     except OfflineModeIsEnabled as error:
-        raise HubAccessError("HF_HUB_OFFLINE is set: unset it to publish (--dry-run validates offline).") from error
+        raise HubAccessError(offline) from error
     except HfHubHTTPError as error:
         status = getattr(getattr(error, "response", None), "status_code", None)
         if status == 401:
             raise HubAccessError(
-                "the Hugging Face token was refused (401 Unauthorized): run `hf auth login` again or pass another "
-                "--token."
+                "the Hugging Face token was refused (401 Unauthorized): run `hf auth login` again"
+                + (" or set another HF_TOKEN." if for_flag else " or pass another --token.")
             ) from error
         raise HubAccessError(
             f"the Hub answered {status or 'an error'} to a token check: {_first_line(error)}"
@@ -70,7 +94,7 @@ def check_hub_access(api=None, token: str | None = None) -> str:
     except _network_errors() as error:  # no connection, a timeout, a proxy: one line, not a traceback
         raise HubAccessError(
             f"cannot reach the Hugging Face Hub ({type(error).__name__}: {_first_line(error)}); check the network "
-            "or proxy (HF_ENDPOINT) and retry. --dry-run validates the folder offline."
+            "or proxy (HF_ENDPOINT) and retry." + ("" if for_flag else " --dry-run validates the folder offline.")
         ) from None
     return account.get("name", "?") if isinstance(account, dict) else str(account)
 
@@ -110,7 +134,7 @@ LOAD_CHECK = textwrap.dedent(
     if os.path.exists(os.path.join(folder, "adapter_config.json")):  # a PEFT adapter on a LastViT base
         # as the adapter's card says: the base with the adapter's labels, then the adapter
         from peft import PeftConfig, PeftModel
-        base = PeftConfig.from_pretrained(folder).base_model_name_or_path
+        base = sys.argv[3] if len(sys.argv) > 3 else PeftConfig.from_pretrained(folder).base_model_name_or_path
         labels = json.load(open(os.path.join(folder, "labels.json")))
         id2label = {int(i): name for i, name in labels["id2label"].items()}
         config = AutoConfig.from_pretrained(base, trust_remote_code=True)
@@ -135,10 +159,47 @@ LOAD_CHECK = textwrap.dedent(
 )
 
 
-def validate_folder(folder) -> dict:
+def adapter_base(folder) -> str | None:
+    """The base an adapter folder records (adapter_config.json), a local one as an absolute path
+    (a relative one is read from the current folder, as the run that wrote it did); None for a
+    folder that is no adapter."""
+    config = Path(folder) / "adapter_config.json"
+    if not config.exists():
+        return None
+    try:
+        base = json.loads(config.read_text()).get("base_model_name_or_path")
+    except ValueError:
+        raise PublishError(f"{config} is not valid JSON; save the adapter again.") from None
+    if not base:
+        raise PublishError(f"{config} names no base_model_name_or_path.")
+    local = Path(base).expanduser()
+    return str(local.resolve()) if local.exists() or local.is_absolute() else base
+
+
+def hub_base(folder, base_model_id: str | None) -> str | None:
+    """The base an adapter will name on the Hub: its recorded Hub id, or `base_model_id` for a base
+    that is a local folder (refused without it: no Hub user could load it). None for no adapter."""
+    base = adapter_base(folder)
+    if base is None:
+        if base_model_id:
+            raise PublishError(f"--base-model-id applies to adapter folders; {folder} holds a full model.")
+        return None
+    if base_model_id:
+        return check_repo_id(base_model_id, "--base-model-id")
+    if Path(base).exists() or Path(base).is_absolute():
+        raise PublishError(
+            f"the adapter's base is the local folder {base}, which no Hub user can load: publish the base first "
+            "(lastvit-publish BASE --repo-id org/name) and pass --base-model-id org/name."
+        )
+    return base
+
+
+def validate_folder(folder, base_model_id: str | None = None) -> dict:
     """Check files and card metadata, then load the folder with the Auto classes (an adapter on its
     base, with its own labels) in a fresh process without this package. Returns what loaded; raises
-    `PublishError` (or `lastvit.files.ModelPathError`) naming what is wrong."""
+    `PublishError` (or `lastvit.files.ModelPathError`) naming what is wrong. An adapter whose base is
+    a local folder loads on that folder; `base_model_id` (that base's Hub id) is checked as a repo id
+    and reported as ``hub_base``."""
     from huggingface_hub import ModelCard
 
     folder = Path(check_model_path(folder, "the folder"))
@@ -152,11 +213,11 @@ def validate_folder(folder) -> dict:
             f"{folder} lacks {missing}; save the model with save_pretrained (which copies the code) and write a "
             "card (lastvit-train and lastvit-finetune-peft do both)."
         )
-    if adapter:
-        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        if not base:
-            raise PublishError(f"{folder}/adapter_config.json names no base_model_name_or_path.")
+    base = adapter_base(folder) if adapter else None
+    if base is not None:
         check_model_path(base, "the adapter's base (base_model_name_or_path in adapter_config.json)")
+        if base_model_id:
+            check_repo_id(base_model_id, "--base-model-id")
     card = ModelCard.load(folder / "README.md")
     meta = card.data.to_dict()
     problems = []
@@ -172,7 +233,7 @@ def validate_folder(folder) -> dict:
     repo_root = str(Path(__file__).resolve().parents[1])
     with tempfile.TemporaryDirectory() as neutral_cwd:  # not the folder: its modeling_lastvit.py would import
         result = subprocess.run(
-            [sys.executable, "-I", "-c", LOAD_CHECK, str(folder.resolve()), repo_root],
+            [sys.executable, "-I", "-c", LOAD_CHECK, str(folder.resolve()), repo_root, *([base] if base else [])],
             check=False,
             capture_output=True,
             text=True,
@@ -183,7 +244,10 @@ def validate_folder(folder) -> dict:
         raise PublishError(
             f"{folder} does not load with the Auto classes in a fresh process:\n{result.stderr[-3000:]}"
         )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    if base_model_id:
+        report["hub_base"] = base_model_id
+    return report
 
 
 def _offline_env() -> dict:
@@ -192,23 +256,58 @@ def _offline_env() -> dict:
     return env
 
 
-def publish(folder, repo_id: str, private: bool = False, api=None, token: str | None = None) -> str:
-    """Check the Hub account, validate `folder`, create `repo_id` if needed and upload; returns the
-    commit URL."""
+def publish(
+    folder,
+    repo_id: str,
+    private: bool = False,
+    api=None,
+    token: str | None = None,
+    base_model_id: str | None = None,
+    for_flag: str | None = None,
+) -> str:
+    """Check the repo id and the Hub account, validate `folder`, create `repo_id` if needed and upload;
+    returns the commit URL. An adapter whose base is a local folder needs `base_model_id` (the base's
+    Hub id), which the uploaded adapter_config.json and card then name instead of the local path."""
     from huggingface_hub import HfApi
 
-    check_hub_access(api, token)
-    validate_folder(folder)
+    check_repo_id(repo_id, for_flag or "--repo-id")
+    named_base = hub_base(folder, base_model_id)
+    check_hub_access(api, token, for_flag=for_flag)
+    validate_folder(folder, base_model_id)
     api = api or HfApi(token=token)
-    try:
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            repo_type="model",
-            ignore_patterns=LOCAL_ONLY,
-            commit_message="Upload LastViT checkpoint (validated by lastvit-publish)",
-        )
-    except _network_errors() as error:  # permissions, a taken name, the network: one line
-        raise PublishError(f"the upload to {repo_id} failed ({type(error).__name__}: {_first_line(error)}).") from None
+    with tempfile.TemporaryDirectory() as staging:
+        upload = Path(folder)
+        local_base = adapter_base(folder)
+        if named_base is not None and named_base != local_base:
+            upload = _with_hub_base(Path(folder), Path(staging) / "upload", local_base, named_base)
+        try:
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(upload),
+                repo_type="model",
+                ignore_patterns=LOCAL_ONLY,
+                commit_message="Upload LastViT checkpoint (validated by lastvit-publish)",
+            )
+        except _network_errors() as error:  # permissions, a taken name, the network: one line
+            raise PublishError(
+                f"the upload to {repo_id} failed ({type(error).__name__}: {_first_line(error)})."
+            ) from None
     return str(getattr(commit, "commit_url", commit))
+
+
+def _with_hub_base(folder: Path, copy: Path, local_base: str, base_model_id: str) -> Path:
+    """A copy of adapter `folder` (without local-only parts) whose adapter_config.json and card name
+    the base by its Hub id; the folder itself is left as it is."""
+    import shutil
+
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("checkpoints", "best", ".*"))
+    config = json.loads((copy / "adapter_config.json").read_text())
+    recorded = config.get("base_model_name_or_path")
+    config["base_model_name_or_path"] = base_model_id
+    (copy / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    card = (copy / "README.md").read_text()
+    for path in {recorded, local_base} - {None}:
+        card = card.replace(f"`{path}`", f"`{base_model_id}`").replace(f'"{path}"', f'"{base_model_id}"')
+    (copy / "README.md").write_text(card)
+    return copy

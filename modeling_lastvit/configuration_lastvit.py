@@ -10,7 +10,6 @@ from transformers.backbone_utils import BackboneConfigMixin
 POOLING_TYPES = ("cls", "mean", "max", "lazystrike")
 SCORE_RULES = ("repo", "paper")
 LOWPASS_PATHS = ("auto", "matmul", "fft")
-INTERPOLATION_MODES = ("bicubic", "bilinear")
 CLASSIFIER_INPUTS = ("pooled", "pooled_and_patch_mean", "pooled_and_first_register")
 
 # Written into every saved config so that a checkpoint opens with any of these Auto classes via
@@ -59,10 +58,8 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             they have no position embedding and are never pooled.
         use_pre_norm (`bool`, defaults to `False`): LayerNorm on the embeddings before the first
             block (CLIP's `ln_pre`).
-        position_embedding_interpolation (`str`, defaults to `"bicubic"`): how the position
-            embeddings are resized for another grid (`"bicubic"` or `"bilinear"`).
-        position_embedding_antialias (`bool`, defaults to `False`): antialias when resizing them
-            (DINOv2 with registers uses it).
+        position_embedding_antialias (`bool`, defaults to `False`): antialias when the position
+            embeddings are resized (bicubically) for another grid (DINOv2 with registers uses it).
         position_embedding_interpolation_offset (`float`, *optional*): `None` resizes the position
             embeddings to the target grid (`size=`, as transformers' ViT/DINOv2/CLIP do). A value in
             (0, 1) resizes them by `scale_factor = (grid + offset) / native_grid` instead, as the original
@@ -77,8 +74,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             as in the authors' code.
         lazystrike_score (`str`, defaults to `"repo"`): `"repo"` = x / |x_hat - x| (released code,
             required for checkpoint parity), `"paper"` = x_hat / (|x_hat - x| + eps) (Eq. 5).
-        lazystrike_eps (`float`, defaults to 1e-6): clamp / offset of the score's denominator.
-        lazystrike_fft_in_fp32 (`bool`, defaults to `True`): run the score path in fp32 when the
             model runs in fp16/bf16 (the selection is sensitive to rounding).
         lazystrike_lowpass (`str`, defaults to `"auto"`): how the channel low-pass is computed; both are the
             same function (tests/test_lowpass_matmul.py). `"fft"`: a real FFT, as the authors; `"matmul"`: one
@@ -136,7 +131,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     use_cls_token: bool = True
     num_register_tokens: int = 0
     use_pre_norm: bool = False
-    position_embedding_interpolation: str = "bicubic"
     position_embedding_antialias: bool = False
     position_embedding_interpolation_offset: float | None = None
     pooling: str = "lazystrike"
@@ -144,8 +138,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     lazystrike_top_k_ratio: float | None = None
     lazystrike_sigma: float | None = None
     lazystrike_score: str = "repo"
-    lazystrike_eps: float = 1e-6
-    lazystrike_fft_in_fp32: bool = True
     lazystrike_lowpass: str = "auto"
     pooler_dense_act: str | None = None
     pooler_dense_size: int | None = None
@@ -155,7 +147,9 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        self._validate()
+        # The same check `validate()` runs (with transformers' own validators) after construction and before
+        # every save; run first here so that a bad argument fails with its one-line ValueError.
+        self.validate_lastvit_options()
         self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, self.num_hidden_layers + 1)]
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
@@ -189,7 +183,10 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         """Tokens before the patch tokens: the CLS token (if any) and the registers."""
         return int(self.use_cls_token) + self.num_register_tokens
 
-    def _validate(self):
+    def validate_lastvit_options(self):
+        """A `@strict` class validator: `config.validate()` (which transformers also runs before saving) checks
+        every option, including values assigned after construction. Raises one-line `ValueError`s."""
+
         def fail(message):
             raise ValueError(f"Invalid LastViTConfig: {message}")
 
@@ -209,11 +206,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         for name in ("drop_path_rate", "hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 fail(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
-        if self.position_embedding_interpolation not in INTERPOLATION_MODES:
-            fail(
-                f"unknown `position_embedding_interpolation` {self.position_embedding_interpolation!r}; "
-                f"use one of {INTERPOLATION_MODES}."
-            )
         offset = self.position_embedding_interpolation_offset
         if offset is not None and not 0.0 < offset < 1.0:
             fail(f"`position_embedding_interpolation_offset` must be in (0, 1) or None, got {offset}.")
@@ -244,8 +236,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             fail(f"unknown `lazystrike_score` {self.lazystrike_score!r}; use one of {SCORE_RULES}.")
         if self.lazystrike_lowpass not in LOWPASS_PATHS:
             fail(f"unknown `lazystrike_lowpass` {self.lazystrike_lowpass!r}; use one of {LOWPASS_PATHS}.")
-        if self.lazystrike_eps <= 0:
-            fail(f"`lazystrike_eps` must be > 0, got {self.lazystrike_eps}.")
         if self.projection_dim is not None and self.projection_dim < 1:
             fail(f"`projection_dim` must be a positive integer or None, got {self.projection_dim}.")
         if self.pooler_dense_act is not None and self.pooler_dense_act not in ACT2FN:

@@ -29,6 +29,34 @@ from .pooling_lastvit import LazyStrikePooler, PooledFeatures, count_votes
 
 logger = logging.get_logger(__name__)
 
+# Eager forward passes (per process) whose pixel_values are still checked; one warning ends the checks.
+PIXEL_CHECKS = {"left": 16}
+
+
+def warn_on_suspicious_pixels(pixel_values: torch.Tensor) -> None:
+    """Warn once about pixel_values that give meaningless outputs without an error: non-finite values,
+    integers, or magnitudes above 10 (raw 0..255 pixels; normalised images stay within a few units).
+    One small reduction on the first `PIXEL_CHECKS` eager passes only, never while tracing, compiling
+    or exporting: compiled and exported graphs carry no check and no host sync."""
+    if PIXEL_CHECKS["left"] <= 0 or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    if torch.fx._symbolic_trace.is_fx_symbolic_tracing() or getattr(torch.compiler, "is_exporting", bool)():
+        return
+    PIXEL_CHECKS["left"] -= 1
+    if not pixel_values.is_floating_point():
+        problem = f"are {pixel_values.dtype} integers, not normalised floats"
+    else:
+        values = pixel_values.detach()
+        finite, peak = torch.stack([values.isfinite().all().float(), values.abs().nan_to_num(0, 0, 0).amax().float()])
+        finite, peak = finite.tolist(), peak.tolist()
+        problem = "hold NaN or Inf values" if not finite else (f"reach {peak:.4g}" if peak > 10 else None)
+    if problem:
+        PIXEL_CHECKS["left"] = 0
+        logger.warning(
+            f"LastViT: the pixel_values {problem}; the outputs will be meaningless. Prepare images with the "
+            "image processor (rescale to 0..1, then normalise with its image_mean and image_std)."
+        )
+
 
 @dataclass
 class LastViTModelOutput(BaseModelOutputWithPooling):
@@ -101,6 +129,7 @@ class LastViTPatchEmbeddings(nn.Module):
                 f"Input size {height}x{width} is not divisible by the patch size {self.patch_size[0]}x"
                 f"{self.patch_size[1]}; resize or crop the images (the image processor does) to a multiple of it."
             )
+        warn_on_suspicious_pixels(pixel_values)
         pixel_values = pixel_values.to(self.projection.weight.dtype)
         return self.projection(pixel_values).flatten(2).transpose(1, 2)
 
@@ -150,7 +179,7 @@ class LastViTEmbeddings(nn.Module):
         patch_pos = nn.functional.interpolate(
             patch_pos.float(),
             **target,
-            mode=self.config.position_embedding_interpolation,
+            mode="bicubic",
             align_corners=False,
             antialias=self.config.position_embedding_antialias,
         ).to(self.position_embeddings.dtype)

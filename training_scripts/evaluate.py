@@ -27,51 +27,93 @@ are the local evaluate modules `mean_iou` and `corloc` (lastvit.measure.load_met
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from lastvit.data.arguments import add_data_arguments
+from lastvit.arguments import add_arguments, option
+from lastvit.data.arguments import DataArguments, add_data_arguments
+
+
+@dataclass(kw_only=True)
+class EvaluateArguments:
+    """The flags of lastvit-evaluate besides the shared data flags (`DataArguments`)."""
+
+    mode: str = option(
+        "classifier",
+        "classifier (default): a LastViT classifier; clip: a LastViT-CLIP folder; dino: a LastViT backbone",
+        choices=("classifier", "clip", "dino"),
+    )
+    model: str = option(help="the folder to evaluate (e.g. a lastvit-train output)")
+    baseline: str | None = option(
+        None, "clip/dino: a second folder of the same kind measured alike (e.g. CLS readout)"
+    )
+    match_labels_by_index: bool = option(
+        False,
+        "compare dataset labels with the model's by position, not by class name (default: by name; the same names "
+        "in another order are re-mapped, other names stop)",
+    )
+    trust_remote_code: bool = option(
+        False, "run the Python code a non-LastViT model folder carries (LastViT folders load with this package's code)"
+    )
+    num_images: int | None = option(None, "evaluate only the first N images")
+    knn_k: int = option(20, "dino: neighbours of the k-NN classifier (default: 20)")
+    seed: int = option(0, "scenes seed, random masking order, untrained baseline")
+    batch_size: int = option(128, "images per forward pass (default: 128)")
+    device: str = option("auto", "auto (default: CUDA when available), cpu, cuda, ...")
+    probe_images: int | None = option(None, "images in the masking probe (default: all)")
+    norm_threshold: float | None = option(None, "high-norm token threshold (default: mean + 3 std)")
+    output_dir: Path = option(help="where report.json, report.md and PNGs go")
+    overwrite: bool = option(False, "replace an existing --output-dir")
+    progress: bool = option(True, "hide progress bars", flag="--no-progress")
+
+
+OPTIONS = (EvaluateArguments, DataArguments)
+DEFAULTS = {"scenes_train": 1000}  # dino's k-NN pool
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lastvit-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--mode",
-        choices=("classifier", "clip", "dino"),
-        default="classifier",
-        help="classifier (default): a LastViT classifier; clip: a LastViT-CLIP folder; dino: a LastViT backbone",
-    )
-    p.add_argument("--model", required=True, help="the folder to evaluate (e.g. a lastvit-train output)")
-    p.add_argument("--baseline", help="clip/dino: a second folder of the same kind measured alike (e.g. CLS readout)")
+    add_arguments(p, EvaluateArguments, include=("mode", "model", "baseline"))
     add_data_arguments(
         p,
-        include=("dataset", "data_dir", "eval_split", "image_column", "label_column", "scenes_test"),
-        help={"eval_split": "split to evaluate (default: validation, else test)"},
+        include=(
+            "dataset",
+            "data_dir",
+            "eval_split",
+            "image_column",
+            "label_column",
+            "scenes_test",
+            "scenes_train",
+            "on_bad_image",
+        ),
+        defaults=DEFAULTS,
+        help={
+            "eval_split": "split to evaluate (default: validation, else test)",
+            "scenes_train": "dino: scenes training images for k-NN (default: 1000)",
+        },
     )
-    p.add_argument("--num-images", type=int, help="evaluate only the first N images")
-    p.add_argument(
-        "--scenes-train", type=int, default=1000, help="dino: scenes training images for k-NN (default: 1000)"
-    )
-    p.add_argument("--knn-k", type=int, default=20, help="dino: neighbours of the k-NN classifier (default: 20)")
-    p.add_argument("--seed", type=int, default=0, help="scenes seed, random masking order, untrained baseline")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, ...")
-    p.add_argument("--probe-images", type=int, help="images in the masking probe (default: all)")
-    p.add_argument("--norm-threshold", type=float, help="high-norm token threshold (default: mean + 3 std)")
-    p.add_argument("--output-dir", type=Path, required=True, help="where report.json, report.md and PNGs go")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_arguments(
+        p,
+        EvaluateArguments,
+        include=(
+            "match_labels_by_index", "trust_remote_code", "num_images", "knn_k", "seed", "batch_size", "device",
+            "probe_images", "norm_threshold", "output_dir", "overwrite", "progress",
+        ),
+    )  # fmt: skip
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from lastvit.data.loading import DataError
-    from lastvit.files import ModelPathError, check_model_path, is_nonempty_dir
+    from lastvit.errors import report_user_errors
 
-    try:
-        check_model_path(args.model)
+    def run() -> int:
+        from lastvit.data.loading import DataError
+        from lastvit.files import check_model_path, is_nonempty_dir
+
+        check_model_path(args.model, "--model")
         if args.baseline:
             check_model_path(args.baseline, "--baseline")
         if is_nonempty_dir(args.output_dir) and not args.overwrite:
@@ -84,27 +126,32 @@ def main(argv=None) -> int:
             evaluate_classifier(args)
         else:
             evaluate_pretrained_model(args)
-    except (DataError, ModelPathError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print((args.output_dir / "report.md").read_text())
-    return 0
+        print((args.output_dir / "report.md").read_text())
+        return 0
+
+    return report_user_errors(run)
 
 
 def evaluate_classifier(args) -> None:
     """The default mode: a LastViT classifier, its maps, baselines, masking probe and token norms."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from lastvit.data.loading import check_columns, load_splits
-    from lastvit.files import write_folder
+    from lastvit.data.loading import check_columns, check_labels, label_names, load_splits, match_labels
+    from lastvit.files import load_pretrained, write_folder
     from lastvit.measure.evaluation import evaluate_model, input_size, prepare_evaluation_data
     from lastvit.measure.evaluation_report import markdown_report, write_figures
 
-    model = AutoModelForImageClassification.from_pretrained(args.model, trust_remote_code=True).eval()
+    trust = args.trust_remote_code
+    model = load_pretrained(AutoModelForImageClassification, args.model, trust_remote_code=trust).eval()
     scenes = {"num_train": 8, "num_test": args.scenes_test, "seed": args.seed}
-    _, split = load_splits(args.dataset, "train", args.eval_split, args.data_dir, scenes)
+    _, split = load_splits(args.dataset, None, args.eval_split, args.data_dir, scenes)
     check_columns(split, args.image_column, args.label_column, "evaluation")
-    processor = AutoImageProcessor.from_pretrained(args.model, trust_remote_code=True)
+    label_map = match_labels(
+        label_names(split, args.label_column), model.config.id2label, by_index=args.match_labels_by_index
+    )
+    if label_map is None:
+        check_labels(split, args.label_column, model.config.num_labels, "evaluation")
+    processor = load_pretrained(AutoImageProcessor, args.model, trust_remote_code=trust)
     stats = (tuple(processor.image_mean), tuple(processor.image_std))
     data = prepare_evaluation_data(
         split,
@@ -113,14 +160,18 @@ def evaluate_classifier(args) -> None:
         args.image_column,
         args.label_column,
         args.num_images,
-        progress=not args.no_progress,
+        progress=args.progress,
+        skip_bad=args.on_bad_image == "skip",
+        label_map=label_map,
     )
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} unreadable images (--on-bad-image skip): {', '.join(data.skipped)}")
     metrics, arrays = evaluate_model(
         model,
         data,
         batch_size=args.batch_size,
         device=args.device,
-        progress=not args.no_progress,
+        progress=args.progress,
         seed=args.seed,
         probe_images=args.probe_images,
         norm_threshold=args.norm_threshold,
@@ -128,7 +179,8 @@ def evaluate_classifier(args) -> None:
 
     def write(folder: Path):
         figures = write_figures(folder, data, arrays, metrics, *stats)
-        (folder / "report.json").write_text(json.dumps(metrics, indent=2))
+        report = {**metrics, "skipped_images": data.skipped} if data.skipped else metrics
+        (folder / "report.json").write_text(json.dumps(report, indent=2))
         (folder / "report.md").write_text(markdown_report(metrics, figures, f"Evaluation of {args.model}"))
 
     write_folder(args.output_dir, write)
@@ -139,14 +191,15 @@ def evaluate_pretrained_model(args) -> None:
     from transformers import AutoConfig
 
     from lastvit.data.loading import load_splits
-    from lastvit.files import write_folder
+    from lastvit.files import load_pretrained, write_folder
     from lastvit.measure.evaluation_report import write_pretrained_figures
     from lastvit.measure.pretrained_eval import evaluate_pretrained, markdown_report
 
-    config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
+    config = load_pretrained(AutoConfig, args.model, trust_remote_code=args.trust_remote_code)
     size = getattr(config, "vision_config", config).image_size_hw[0]
     scenes = {"num_train": args.scenes_train, "num_test": args.scenes_test, "seed": args.seed, "image_size": size}
-    train, split = load_splits(args.dataset, "train", args.eval_split, args.data_dir, scenes)
+    train_split = "train" if args.mode == "dino" else None  # k-NN needs training images; zero-shot does not
+    train, split = load_splits(args.dataset, train_split, args.eval_split, args.data_dir, scenes, train_flag=None)
     if args.num_images:
         split = split.select(range(min(args.num_images, len(split))))
     results, maps = evaluate_pretrained(
@@ -159,6 +212,7 @@ def evaluate_pretrained_model(args) -> None:
         knn_k=args.knn_k,
         image_column=args.image_column,
         label_column=args.label_column,
+        trust_remote_code=args.trust_remote_code,
     )
 
     def write(folder: Path):

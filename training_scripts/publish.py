@@ -7,23 +7,42 @@ code; an adapter loads on its base with its own labels). Only a folder that pass
 resume checkpoints (`checkpoints/`), `best/` and hidden staging folders stay local.
 
     lastvit-publish runs/tiny --repo-id you/lastvit-tiny-scenes [--private] [--dry-run]
+    lastvit-publish runs/tiny-lora --repo-id you/lastvit-tiny-lora --base-model-id you/lastvit-tiny-scenes
+
+An adapter trained on a local base folder names that folder, which no Hub user can load: publish
+the base first and name its repo id with --base-model-id (written into the uploaded
+adapter_config.json and card; the local folder is left as it is).
 """
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+from lastvit.arguments import add_arguments, option
+
+
+@dataclass(kw_only=True)
+class PublishArguments:
+    folder: Path = option(help="checkpoint or adapter folder (e.g. a lastvit-train --output-dir)", flag="folder")
+    repo_id: str | None = option(None, "Hub repository, e.g. you/lastvit-tiny (not needed with --dry-run)")
+    private: bool = option(False, "create the repository as private")
+    token: str | None = option(None, "Hugging Face token (default: HF_TOKEN or the one `hf auth login` saved)")
+    dry_run: bool = option(False, "validate only, offline; upload nothing")
+    base_model_id: str | None = option(
+        None, "an adapter on a local base: the Hub repo id of that base (e.g. you/lastvit-tiny), named on the Hub"
+    )
+
+
+OPTIONS = (PublishArguments,)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lastvit-publish", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("folder", type=Path, help="checkpoint or adapter folder (e.g. a lastvit-train --output-dir)")
-    parser.add_argument("--repo-id", help="Hub repository, e.g. you/lastvit-tiny (not needed with --dry-run)")
-    parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the one `hf auth login` saved)")
-    parser.add_argument("--dry-run", action="store_true", help="validate only, offline; upload nothing")
+    add_arguments(parser, PublishArguments)
     return parser
 
 
@@ -32,19 +51,28 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.dry_run and not args.repo_id:
         parser.error("--repo-id is required unless --dry-run")
-    from lastvit.files import ModelPathError
-    from lastvit.hub import PublishError, publish, validate_folder
+    from lastvit.errors import report_user_errors
 
-    try:
+    def run() -> int:
+        from lastvit.hub import check_repo_id, hub_base, publish, validate_folder
+
+        for flag, repo_id in (("--repo-id", args.repo_id), ("--base-model-id", args.base_model_id)):
+            if repo_id is not None:
+                check_repo_id(repo_id, flag)  # before anything else
         if args.dry_run:
-            print(json.dumps(validate_folder(args.folder)))
-            print(f"{args.folder} is ready to publish")
+            named_base = hub_base(args.folder, args.base_model_id)
+            print(json.dumps(validate_folder(args.folder, args.base_model_id)))
+            on = f" (an adapter on {named_base})" if named_base else ""
+            print(f"{args.folder} is ready to publish{on}")
             return 0
-        print(publish(args.folder, args.repo_id, private=args.private, token=args.token))
-    except (PublishError, ModelPathError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        print(
+            publish(
+                args.folder, args.repo_id, private=args.private, token=args.token, base_model_id=args.base_model_id
+            )
+        )
+        return 0
+
+    return report_user_errors(run)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,15 @@ With this package installed, `lastvit.training.peft.load_adapter("<this folder>"
 The base is named as the run named it; if it is a local folder, publish it and put its repo id here."""
 
 
+PEFT_NAMES = {"LORA": "LoRA", "LOHA": "LoHa", "LOKR": "LoKr", "IA3": "IA3"}
+
+
+def _method_name(peft_type) -> str:
+    """``PeftType.LORA`` (or "LORA") as people write it: "LoRA"."""
+    name = str(getattr(peft_type, "value", peft_type))
+    return PEFT_NAMES.get(name.upper(), name)
+
+
 def _eval_results(results: dict | None, dataset: str) -> list[EvalResult] | None:
     found = [
         EvalResult(
@@ -78,7 +87,7 @@ def trained_model_card(
     folder = Path(folder)
     config = copy.deepcopy(config)
     config.architectures = config.architectures or ["LastViTForImageClassification"]
-    method = adapter.get("peft_type") if adapter else None
+    method = _method_name(adapter.get("peft_type")) if adapter else None
     if adapter:
         targets = adapter.get("target_modules")
         targets = sorted(targets) if isinstance(targets, (list, set, tuple)) else targets

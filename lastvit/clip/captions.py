@@ -18,6 +18,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
+from lastvit.errors import LastViTUserError
+
 TEMPLATES = (
     "a photo of a {cls} on {background}.",
     "a {cls} in front of {background}.",
@@ -30,7 +32,7 @@ PROMPTS = ("a photo of a {}.", "This is a photo of {}.")
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
 
 
-class CaptionError(ValueError):
+class CaptionError(LastViTUserError):
     """Bad image-text data: the message names the problem and the fix."""
 
 

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lastvit.arguments import option, to_argv
-from lastvit.training.config import PRESETS as VISION_PRESETS  # name: (hidden, layers, heads, mlp, image, patch)
+from lastvit.model_choices import POOLING_TYPES
+from lastvit.training.config import PRESETS as VISION_PRESETS
 from lastvit.training.pretraining import PretrainingError
 
 
@@ -53,7 +54,7 @@ class CLIPTrainingArguments:
     pooling: str = option(
         "lazystrike",
         "global readout of the image tower, also of one loaded from a folder",
-        choices=("cls", "mean", "max", "lazystrike"),
+        choices=POOLING_TYPES,
     )
     top_k: int | None = option(None, "LazyStrike K as a count")
     top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches (default: 0.5, Tab. 8's best)")
@@ -70,7 +71,11 @@ class CLIPTrainingArguments:
     crop_scale_min: float = option(0.6, "smallest area fraction of the random crop")
     max_grad_norm: float | None = option(1.0, "clip gradients to this norm")
     seed: int = option(0, "seed of weights, captions, order and augmentation")
-    mixed_precision: str | None = option(None, "no / fp16 / bf16 (default: the accelerate config's)")
+    mixed_precision: str = option(
+        "auto",
+        "auto (default): bf16 where every GPU supports it, else fp16 with loss scaling, fp32 on CPUs; or no / fp16 / bf16",
+        choices=("auto", "no", "fp16", "bf16"),
+    )
     overwrite: bool = option(False, "replace an output folder that holds another run")
     resume: bool = option(False, "continue the run in --output-dir from its last checkpoint")
     save_every: int = option(0, "save a resume checkpoint every N steps (0: each epoch)")
@@ -102,7 +107,7 @@ class CLIPTrainingArguments:
 
     @property
     def scenes_image_size(self) -> int:
-        return self.image_size or VISION_PRESETS[self.preset or "micro"][4]
+        return self.image_size or VISION_PRESETS[self.preset or "micro"].image_size
 
 
 def _readout(args: CLIPTrainingArguments) -> dict:
@@ -119,7 +124,7 @@ def load_clip_folder(args: CLIPTrainingArguments):
     (both towers, projections, logit_scale), the image tower's readout set by the pooling flags."""
     from transformers import AutoTokenizer
 
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel
 
     folder = args.model_name_or_path
     try:
@@ -162,9 +167,8 @@ def load_clip_folder(args: CLIPTrainingArguments):
 def build_model(args: CLIPTrainingArguments, tokenizer):
     from transformers import CLIPTextConfig
 
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
     from lastvit.training.presets import preset_config
-    from modeling_lastvit import LastViTModel
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel, LastViTModel
 
     pooling = _readout(args)
     if args.vision_model_name_or_path:
@@ -243,13 +247,21 @@ class _ImageText:
 
 
 def train_clip(args: CLIPTrainingArguments) -> dict:
-    """Run the training `args` describe; returns the final evaluation (or where a --stop-after run stopped)."""
+    """Run the training `args` describe; returns the final evaluation (or where a --stop-after run stopped).
+    The output folder is claimed only once the inputs are read (an --overwrite'n run comes back on failure)."""
+    from lastvit.training.pretraining import output_folder
+
+    with output_folder(args) as output:
+        return _train_clip(args, output)
+
+
+def _train_clip(args: CLIPTrainingArguments, output) -> dict:
     import torch
 
     from lastvit.clip.captions import tokenize, train_word_tokenizer
     from lastvit.clip.contrastive import ContrastiveEmbedder, contrastive_loss
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor
-    from lastvit.training.pretraining import PretrainingLoop, mean_over_processes, start_run
+    from lastvit.training.pretraining import PretrainingLoop, claim, mean_over_processes, start_run
     from lastvit.training.schedule import lr_lambda
 
     accelerator = start_run(
@@ -297,7 +309,7 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, args.warmup_ratio, 0.01))
     accelerator.register_for_checkpointing(scheduler)
 
-    steps = PretrainingLoop(accelerator, args, total_steps, "clip")
+    steps = PretrainingLoop(accelerator, args, total_steps, "clip", resume=claim(accelerator, output, args))
 
     def train_step(batch) -> float:
         image, text, scale = embedder(batch["pixel_values"], batch["input_ids"], batch.get("attention_mask"))

@@ -11,26 +11,31 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from lastvit.errors import LastViTUserError
+
 from .arguments import SCENES
 
 
-class DataError(ValueError):
+class DataError(LastViTUserError):
     """Bad training data: the message names the problem and what to do."""
 
 
 def load_splits(
     dataset,
-    train_split: str = "train",
+    train_split: str | None = "train",
     eval_split: str | None = None,
     data_dir: str | None = None,
     scenes_kwargs: dict | None = None,
+    train_flag: str | None = "--train-split",
 ):
     """Return ``(train, eval)`` `datasets.Dataset`s.
 
     `dataset` is ``"scenes"`` (built offline from Debian photo packages), ``"imagefolder"`` (with
     `data_dir`), a folder written by `Dataset(Dict).save_to_disk`, a Hub dataset name, or an
     in-memory `datasets.DatasetDict`.
-    The evaluation split defaults to "validation", then "test"."""
+    The evaluation split defaults to "validation", then "test". ``train_split=None``: no training
+    split is needed (train is None). `train_flag` is the calling command's flag for the training
+    split (None: it has none), named when that split is missing."""
     import datasets
 
     if isinstance(dataset, datasets.DatasetDict):
@@ -42,6 +47,7 @@ def load_splits(
     elif dataset == "imagefolder":
         if not data_dir:
             raise DataError("`--dataset imagefolder` needs `--data-dir DIR` (one subfolder per class).")
+        check_data_dir(data_dir)
         splits = datasets.load_dataset("imagefolder", data_dir=data_dir)
     elif _is_saved_dataset(dataset):
         splits = datasets.load_from_disk(dataset)
@@ -50,15 +56,34 @@ def load_splits(
 
     if isinstance(splits, datasets.Dataset):
         raise DataError(f"{dataset} holds a single split; save a DatasetDict with train and evaluation splits.")
-    if train_split not in splits:
-        raise DataError(f"{dataset} has no split {train_split!r}; it has {sorted(splits)} (see --train-split).")
+    if train_split is not None and train_split not in splits:
+        hint = f" (see {train_flag})" if train_flag else ""
+        raise DataError(f"{dataset} has no split {train_split!r}; it has {sorted(splits)}{hint}.")
     if eval_split is None:
         eval_split = next((s for s in ("validation", "test", "val") if s in splits), None)
         if eval_split is None:
             raise DataError(f"{dataset} has no validation/test split among {sorted(splits)}; pass --eval-split.")
     elif eval_split not in splits:
         raise DataError(f"{dataset} has no split {eval_split!r}; it has {sorted(splits)} (see --eval-split).")
-    return splits[train_split], splits[eval_split]
+    return (None if train_split is None else splits[train_split]), splits[eval_split]
+
+
+def check_data_dir(data_dir) -> None:
+    """An imagefolder's --data-dir must be a readable folder holding images (one line otherwise)."""
+    import os
+    from pathlib import Path
+
+    folder = Path(data_dir).expanduser()
+    if not folder.exists():
+        raise DataError(
+            f"--data-dir {data_dir} does not exist; give the folder of class subfolders (or train/ test/)."
+        )
+    if not folder.is_dir():
+        raise DataError(f"--data-dir {data_dir} is a file; give the folder of class subfolders (or train/ test/).")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise DataError(f"--data-dir {data_dir} is not readable; fix its permissions.")
+    if not any(path.is_file() for path in folder.rglob("*")):
+        raise DataError(f"--data-dir {data_dir} holds no files; put the images in one subfolder per class.")
 
 
 def _is_saved_dataset(path: str) -> bool:
@@ -96,6 +121,56 @@ def check_labels(split, label_column: str, num_labels: int, name: str) -> None:
         )
 
 
+def _named(names) -> bool:
+    """False for placeholder names: transformers' ``LABEL_i`` and the ``"i"`` of an unnamed label column."""
+    return not all(name in (f"LABEL_{i}", str(i)) for i, name in enumerate(names))
+
+
+def match_labels(dataset_names: list[str], id2label: dict, by_index: bool = False) -> list[int] | None:
+    """Map each dataset class to the model's class of the same name: None when they agree index by
+    index (or `by_index`, or either side has no names), else ``mapping[dataset_index] = model_index``
+    for the same names in another order (said in one line). Other classes on either side stop with
+    one line naming both lists."""
+    model_names = [str(id2label[i]) for i in sorted(int(i) for i in id2label)] if id2label else []
+    dataset_names = [str(name) for name in dataset_names]
+    if by_index or not (_named(model_names) and _named(dataset_names)) or dataset_names == model_names:
+        return None
+    if sorted(dataset_names) == sorted(model_names) and len(set(model_names)) == len(model_names):
+        mapping = [model_names.index(name) for name in dataset_names]
+        print(f"the dataset's classes are the model's in another order: matched by name ({dataset_names})")
+        return mapping
+    only_data = [n for n in dataset_names if n not in model_names]
+    only_model = [n for n in model_names if n not in dataset_names]
+    raise DataError(
+        f"the dataset's {len(dataset_names)} classes {dataset_names} are not the model's {len(model_names)} "
+        f"{model_names} (only in the dataset: {only_data}; only in the model: {only_model}); rename the class "
+        "folders to the model's, or pass --match-labels-by-index to compare by position."
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB of any image: high-bit-depth grayscale (16-bit PNGs open as ``I;16``/``I``, float
+    as ``F``) is scaled to 0..255, not clipped (Pillow's ``convert`` would turn most of it white);
+    palette, grayscale, CMYK and alpha images convert as Pillow converts them."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        finite = array[np.isfinite(array)]
+        top = float(finite.max()) if finite.size else 0.0
+        if image.mode == "F" and top <= 1.0:
+            scale = 255.0  # floats in 0..1
+        elif image.mode.startswith("I;16") or 255 < top <= 65535:
+            scale = 255.0 / 65535.0  # 16-bit samples
+        elif top > 65535:
+            scale = 255.0 / top
+        else:
+            scale = 1.0  # already in 0..255
+        array = np.clip(np.nan_to_num(array * scale), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(array, mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
 @dataclass
 class ImageTransform:
     """Random-resized crop + horizontal flip (train) or resize + centre crop (eval), then normalise."""
@@ -107,9 +182,11 @@ class ImageTransform:
     seed: int = 0
     crop_scale: tuple[float, float] = (0.08, 1.0)
     resize_ratio: float = 256 / 224
+    keep_native: bool = True
+    """Use an image already at model size as it is (False: resize and crop it too, as the ImageNet protocol does)."""
 
     def __call__(self, image: Image.Image, index: int, epoch: int) -> torch.Tensor:
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if self.train:
             rng = np.random.default_rng([self.seed, epoch, index])
             image = self._random_resized_crop(image, rng)
@@ -140,9 +217,9 @@ class ImageTransform:
 
     def _resize_centre_crop(self, image: Image.Image) -> Image.Image:
         """Resize the short side to size * 256/224 and centre-crop (truncating like torchvision and
-        the authors' box mapping); an image already at model size is used as it is."""
+        the authors' box mapping); an image already at model size is used as it is (`keep_native`)."""
         width, height = image.size
-        if (width, height) == (self.size, self.size):
+        if self.keep_native and (width, height) == (self.size, self.size):
             return image
         short = round(self.size * self.resize_ratio)
         scale = short / min(width, height)
@@ -169,6 +246,20 @@ def transform_with_boxes(images_and_boxes, transform: ImageTransform, progress: 
         boxes.append(None if box is None else map_box(box, image.size, transform.size, None if native else short))
     has_boxes = bool(boxes) and all(box is not None for box in boxes)
     return torch.stack(pixels), (boxes if has_boxes else None)
+
+
+def decode_or_skip(encoded: dict, index: int, skip_bad: bool) -> Image.Image | None:
+    """The image of one undecoded `datasets` example; an unreadable one is None with `skip_bad`, else
+    a `DataError` naming its file."""
+    try:
+        return _decode(encoded)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        if skip_bad:
+            return None
+        where = encoded.get("path") or f"example {index}"
+        raise DataError(
+            f"cannot read image {where}: {error}. Fix or remove it, or pass --on-bad-image skip."
+        ) from None
 
 
 class TransformedSplit(torch.utils.data.Dataset):
@@ -244,19 +335,27 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter(torch.randperm(self.num_examples, generator=generator).tolist())
 
 
-def build_processor(model, source: str | None = None):
+def build_processor(model, source: str | None = None, trust_remote_code: bool = False):
     """The checkpoint's own processor when it has one (e.g. CLIP statistics), else the LaSt-ViT
-    evaluation preprocessing (resize to 256/224 of the input size, centre crop) at the model's size."""
+    evaluation preprocessing (resize to 256/224 of the input size, centre crop) at the model's size.
+    A folder's own processor code runs only with `trust_remote_code`."""
     from modeling_lastvit import LastViTImageProcessor
 
-    if source:
+    if source and _has_processor(source):
         from transformers import AutoImageProcessor
 
-        try:
-            return AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
-        except OSError:
-            pass  # no preprocessor_config.json: fall back to the default below
+        from lastvit.files import load_pretrained
+
+        return load_pretrained(AutoImageProcessor, source, trust_remote_code=trust_remote_code)
     size = model.config.image_size_hw[0]
     return LastViTImageProcessor(
         size={"shortest_edge": round(size * 256 / 224)}, crop_size={"height": size, "width": size}
     )
+
+
+def _has_processor(source: str) -> bool:
+    """A local folder with a preprocessor_config.json, or a Hub id (asked there)."""
+    from pathlib import Path
+
+    folder = Path(source).expanduser()
+    return (folder / "preprocessor_config.json").exists() if folder.exists() else True

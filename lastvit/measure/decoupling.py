@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lastvit.errors import LastViTUserError
+
 from .decoupling_summary import (
     VARIANTS,
     contribution_numbers,
@@ -37,7 +39,7 @@ from .decoupling_summary import (
 from .plots import IMAGENET_MEAN, IMAGENET_STD
 
 
-class AnalysisError(ValueError):
+class AnalysisError(LastViTUserError):
     """The model or the images cannot be analysed; the message says why and what to do."""
 
 
@@ -84,21 +86,20 @@ def lastvit_base(model):
     return base
 
 
-def load_model(path: str, device: str = "cpu"):
-    """A LastViT checkpoint folder with eager attention (needed for attention maps), in eval mode."""
+def load_model(path: str, device: str = "cpu", trust_remote_code: bool = False):
+    """A LastViT checkpoint folder with eager attention (needed for attention maps), in eval mode,
+    with this package's code (a folder's own code runs only with `trust_remote_code`)."""
     from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
-    import modeling_lastvit  # noqa: F401  (registers the Auto classes for folders without remote code)
+    from lastvit.files import check_model_path, load_pretrained
 
-    try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=True)
-        architectures = getattr(config, "architectures", None) or []
-        # A classifier checkpoint loads as one (no "unexpected classifier weights" report); the head is not used.
-        classifier = any("ForImageClassification" in a for a in architectures)
-        auto = AutoModelForImageClassification if classifier else AutoModel
-        model = auto.from_pretrained(path, trust_remote_code=True, attn_implementation="eager")
-    except (OSError, ValueError) as error:
-        raise AnalysisError(f"cannot load a model from {path}: {error}") from error
+    check_model_path(path, "--model")
+    config = load_pretrained(AutoConfig, path, trust_remote_code=trust_remote_code)
+    architectures = getattr(config, "architectures", None) or []
+    # A classifier checkpoint loads as one (no "unexpected classifier weights" report); the head is not used.
+    classifier = any("ForImageClassification" in a for a in architectures)
+    auto = AutoModelForImageClassification if classifier else AutoModel
+    model = load_pretrained(auto, path, trust_remote_code=trust_remote_code, attn_implementation="eager")
     lastvit_base(model)
     return model.to(device).eval()
 

@@ -16,14 +16,18 @@ paper's grid (k in steps of N/7) and patch-token norms.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from lastvit.errors import LastViTUserError
+
 from . import dense
 from . import localization as L
+from .accuracy import top_k_accuracy
 
 MAP_LABELS = {
     "patch_score": "Patch Score (pooled feature, Eq. 3)",
@@ -51,6 +55,7 @@ class EvaluationData:
     labels: torch.Tensor
     boxes: list | None = None
     masks: np.ndarray | None = None
+    skipped: list[str] = dataclasses.field(default_factory=list)  # unreadable images left out (--on-bad-image skip)
 
 
 def prepare_evaluation_data(
@@ -62,31 +67,55 @@ def prepare_evaluation_data(
     label_column: str = "label",
     limit: int | None = None,
     progress: bool = False,
+    skip_bad: bool = False,
+    label_map: list[int] | None = None,
 ) -> EvaluationData:
     """Evaluation tensors of a `datasets` split at model input `size`: images resized and
     centre-cropped (used as they are when already at that size), its ``bbox`` column ([x, y, w, h]
     pixels) mapped to (x0, y0, x1, y1) model-input boxes and its ``mask`` column (exact object
-    masks, e.g. the scenes') cropped the same way, when the split has them."""
-    from lastvit.data.loading import ImageTransform, transform_with_boxes
+    masks, e.g. the scenes') cropped the same way, when the split has them. An unreadable image
+    stops with its file's name, or with `skip_bad` is left out and named in ``skipped``;
+    `label_map` (`lastvit.data.loading.match_labels`) turns dataset labels into the model's."""
+    import datasets
+
+    from lastvit.data.loading import ImageTransform, decode_or_skip, transform_with_boxes
 
     transform = ImageTransform(size=size, mean=tuple(mean), std=tuple(std), train=False)
     rows = split if limit is None else split.select(range(min(limit, len(split))))
     has_boxes = "bbox" in rows.column_names
+    encoded = rows.cast_column(image_column, datasets.Image(decode=False))[image_column]
+    images, kept, skipped = [], [], []
+    for index, item in enumerate(encoded):
+        image = decode_or_skip(item, index, skip_bad)
+        if image is None:
+            skipped.append(item.get("path") or f"example {index}")
+        else:
+            images.append(image)
+            kept.append(index)
+    if not kept:
+        from lastvit.data.loading import DataError
+
+        raise DataError("no readable image to evaluate (every one was skipped).")
+    if skipped:
+        rows = rows.select(kept)
 
     def pairs():
-        for row in rows:
+        for image, row in zip(images, rows.remove_columns(image_column), strict=True):
             box = None
             if has_boxes:
                 x, y, w, h = row["bbox"]
                 box = (x, y, x + w, y + h)
-            yield row[image_column], box
+            yield image, box
 
     pixel_values, boxes = transform_with_boxes(pairs(), transform, progress)
     masks = None
     if "mask" in rows.column_names:
         # The same resize + centre crop as the pixels (bilinear, then back to a boolean at 1/2).
         masks = np.stack([np.asarray(transform.geometry(mask.convert("L"))) >= 128 for mask in rows["mask"]])
-    return EvaluationData(pixel_values, torch.tensor(rows[label_column]), boxes, masks)
+    labels = rows[label_column]
+    if label_map is not None:
+        labels = [label_map[label] for label in labels]
+    return EvaluationData(pixel_values, torch.tensor(labels), boxes, masks, skipped)
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -168,12 +197,8 @@ def score_maps(encoded: dict) -> dict[str, torch.Tensor]:
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     k = min(5, logits.shape[1])
-    hits = logits.topk(k, dim=1).indices == labels[:, None]
-    return {
-        "top1": hits[:, 0].float().mean().item(),
-        f"top{k}": hits.any(1).float().mean().item(),
-        "num_images": len(labels),
-    }
+    accuracy = top_k_accuracy(logits, labels, (1, k))
+    return {"top1": accuracy[1], f"top{k}": accuracy[k], "num_images": len(labels)}
 
 
 def localisation_metrics(scores, data: EvaluationData, size: int, patch: int, grid: Sequence[int]) -> dict:
@@ -212,7 +237,7 @@ def masking_grid(num_patches: int, steps: int = PROBE_STEPS) -> list[int]:
 def input_size(model) -> int:
     height, width = model.config.image_size_hw
     if height != width:
-        raise ValueError(f"evaluation crops square inputs; this model's image_size is {height}x{width}.")
+        raise LastViTUserError(f"evaluation crops square inputs; this model's image_size is {height}x{width}.")
     return height
 
 

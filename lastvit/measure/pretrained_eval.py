@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import torch
 
+from lastvit.errors import LastViTUserError
+
 from .localization import point_in_box, untrained_copy
 
 
@@ -68,11 +70,18 @@ def knn_accuracy(model, train_pixels, train_labels, eval_pixels, eval_labels, k:
     training images votes for its class with weight exp(cos / T); top-1 accuracy."""
     train = torch.nn.functional.normalize(global_features(model, train_pixels), dim=-1)
     test = torch.nn.functional.normalize(global_features(model, eval_pixels), dim=-1)
-    labels = torch.as_tensor(train_labels)
     num_classes = int(max(max(train_labels), max(eval_labels))) + 1
-    similarity, index = (test @ train.t()).topk(min(k, len(train)), dim=-1)
-    votes = torch.zeros(len(test), num_classes).scatter_add_(1, labels[index], (similarity / temperature).exp())
+    votes = knn_votes(train, torch.as_tensor(train_labels), test, num_classes, k, temperature)
     return float((votes.argmax(dim=-1) == torch.as_tensor(eval_labels)).float().mean())
+
+
+def knn_votes(train_features, train_labels, test_features, num_classes: int, k: int = 20, temperature: float = 0.07):
+    """``[B, C]`` class votes of DINO's weighted k-NN: each of the k training features nearest (by
+    dot product; pass unit vectors for cosine) to a test feature votes for its class with weight
+    exp(cos / T). The arg-max over classes is the prediction."""
+    similarity, index = (test_features @ train_features.t()).topk(min(k, len(train_features)), dim=-1)
+    votes = torch.zeros(len(test_features), num_classes, device=similarity.device, dtype=similarity.dtype)
+    return votes.scatter_add_(1, train_labels.to(similarity.device)[index], (similarity / temperature).exp())
 
 
 def dense_localisation(backbone, pixel_values, boxes, masks=None) -> dict:
@@ -183,23 +192,26 @@ TITLES = {
 }
 
 
-def load_pretrained(mode: str, path):
+def load_pretrained(mode: str, path, trust_remote_code: bool = False):
     """``(model, tokenizer or None)`` from a saved folder: a `LastViTCLIPModel` folder for ``clip``
-    (with its tokenizer), a LastViT backbone folder (e.g. a DINO teacher) for ``dino``."""
+    (with its tokenizer), a LastViT backbone folder (e.g. a DINO teacher) for ``dino``. Both load with
+    this package's code; a folder's own code runs only with `trust_remote_code`."""
     from transformers import AutoModel, AutoTokenizer
 
+    from lastvit.files import load_pretrained as load_folder
+
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+        raise LastViTUserError(f"mode must be one of {MODES}; got {mode!r}.")
+    model = load_folder(AutoModel, path, trust_remote_code=trust_remote_code).eval()
     if mode == "clip":
         if not hasattr(model, "get_patch_features"):
-            raise ValueError(
+            raise LastViTUserError(
                 f"{path} holds a {type(model).__name__}, not a LastViT-CLIP model (a lastvit-train-clip output); "
                 "use --mode dino for a backbone or --mode classifier for a classifier."
             )
-        return model, AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+        return model, load_folder(AutoTokenizer, path, trust_remote_code=trust_remote_code)
     if not hasattr(model, "split_tokens"):
-        raise ValueError(
+        raise LastViTUserError(
             f"{path} holds a {type(model).__name__}, not a LastViT backbone (e.g. a lastvit-train-dino output); "
             "use --mode clip for a LastViT-CLIP folder."
         )
@@ -257,6 +269,7 @@ def evaluate_pretrained(
     seed: int = 0,
     knn_k: int = 20,
     figure_images: int = FIGURE_IMAGES,
+    trust_remote_code: bool = False,
     **columns,
 ) -> tuple[dict, dict]:
     """Every measurement of `mode` for the model at `model_path`, its untrained twin and, when given,
@@ -270,11 +283,11 @@ def evaluate_pretrained(
         tower = model.vision_model if mode == "clip" else model
         return model, tokenizer, _eval_transform(tower, tower.config.image_size_hw[0], ImageTransform)
 
-    model, tokenizer = load_pretrained(mode, model_path)
+    model, tokenizer = load_pretrained(mode, model_path, trust_remote_code)
     models = {"trained": with_transform(model, tokenizer)}
     models["untrained"] = (untrained_copy(model, seed), *models["trained"][1:])
     if baseline_path is not None:
-        models["baseline"] = with_transform(*load_pretrained(mode, baseline_path))
+        models["baseline"] = with_transform(*load_pretrained(mode, baseline_path, trust_remote_code))
     label_column = columns.get("label_column", "label")
     image_column = columns.get("image_column", "image")
     results = {"mode": mode, "model": str(model_path), "num_images": len(eval_split)}
@@ -286,7 +299,7 @@ def evaluate_pretrained(
         }
     else:
         if label_column not in eval_split.column_names:
-            raise ValueError(
+            raise LastViTUserError(
                 f"zero-shot evaluation needs class labels; the split has no column {label_column!r} "
                 f"(its columns: {eval_split.column_names}); set --label-column."
             )
@@ -345,6 +358,7 @@ __all__ = [
     "evaluate_pretrained",
     "figure_maps",
     "flat_clip",
+    "knn_votes",
     "load_pretrained",
     "markdown_report",
     "patch_score_maps",

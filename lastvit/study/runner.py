@@ -4,15 +4,14 @@ evaluate each trained model next to its untrained twin, and write the report fol
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
-import torch
-
+from lastvit.data.fingerprint import scenes_fingerprint
+from lastvit.errors import LastViTUserError
 from lastvit.files import is_nonempty_dir, swap_in
+from lastvit.provenance import environment
 from lastvit.training.loop import reset_accelerate
 
 from .config import OPTIONAL_VARIANTS, VARIANTS, StudyConfig
@@ -27,7 +26,7 @@ TEST_SPLIT_NOTES = {
 }
 
 
-class StudyError(ValueError):
+class StudyError(LastViTUserError):
     """The study cannot run as asked; the message says what to change."""
 
 
@@ -70,6 +69,7 @@ def train_variant(config: StudyConfig, name: str, seed: int, data, out: Path) ->
             top_k=spec.get("top_k"),
             top_k_ratio=spec.get("top_k_ratio"),
             epochs=config.epochs,
+            mixed_precision=config.mixed_precision or "auto",
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
             weight_decay=config.weight_decay,
@@ -83,21 +83,6 @@ def train_variant(config: StudyConfig, name: str, seed: int, data, out: Path) ->
     )
     reset_accelerate()
     return out
-
-
-def environment(device: torch.device) -> dict:
-    import transformers
-
-    info = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def run_study(config: StudyConfig) -> dict:
@@ -118,8 +103,6 @@ def run_study(config: StudyConfig) -> dict:
     work = out.with_name(f".{out.name}.work")
     shutil.rmtree(work, ignore_errors=True)
     (work / "runs").mkdir(parents=True)
-    if config.mixed_precision and config.mixed_precision != "no":
-        os.environ["ACCELERATE_MIXED_PRECISION"] = config.mixed_precision
     timings = {"data": 0.0, "training": {}, "evaluation": {}}
 
     _log(
@@ -130,6 +113,7 @@ def run_study(config: StudyConfig) -> dict:
     tic = time.time()
     data = build_data(config)
     class_names = data["test"].features["label"].names
+    data_fingerprint = scenes_fingerprint(data)
     timings["data"] = time.time() - tic
 
     per_run = {name: [] for name in config.variants}
@@ -174,6 +158,7 @@ def run_study(config: StudyConfig) -> dict:
         "variants": {name: {**VARIANTS, **OPTIONAL_VARIANTS}[name] for name in config.variants},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()},
         "environment": environment(device),
+        "data_fingerprint": data_fingerprint,
         "per_seed": per_run,
         "summary": summarise(per_run),
         "raw": raw,

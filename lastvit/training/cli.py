@@ -20,15 +20,13 @@ def run_training(
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from lastvit.data.loading import DataError
-    from lastvit.files import ModelPathError
-    from lastvit.hub import PublishError
+    from lastvit.errors import LastViTUserError
 
-    from .trainer import TrainingStopped, train
+    from .trainer import train
 
     try:
         results = train(config, **train_kwargs)
-    except (DataError, TrainingStopped, ModelPathError, PublishError, ConfigError) as error:
+    except LastViTUserError as error:  # bad data, model path, Hub access, a stopped run...: one line
         print(f"error: {error}", file=sys.stderr)
         return 1
     from accelerate import PartialState

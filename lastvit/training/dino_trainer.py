@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lastvit.arguments import option, to_argv
-from lastvit.training.config import PRESETS  # name: (hidden, layers, heads, mlp, image, patch)
+from lastvit.model_choices import POOLING_TYPES
+from lastvit.training.config import PRESETS
 from lastvit.training.pretraining import PretrainingError
 
 HEAD_FILE, HEAD_CONFIG = "dino_head.safetensors", "dino_head.json"
@@ -57,9 +58,7 @@ class DINOTrainingArguments:
     image_size: int | None = option(None, "global crop size (default: the preset's)")
     local_size: int | None = option(None, "local crop size (default: 3/7 of the global size, a patch multiple)")
     num_local_crops: int = option(4, "local crops per image (DINO: 8 or 10)")
-    pooling: str = option(
-        "lazystrike", "the backbone readout the head reads", choices=("cls", "mean", "max", "lazystrike")
-    )
+    pooling: str = option("lazystrike", "the backbone readout the head reads", choices=POOLING_TYPES)
     top_k: int | None = option(None, "LazyStrike K as a count")
     top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches (default: K = 1)")
     out_dim: int = option(1024, "prototypes of the head (DINO: 65536)")
@@ -80,7 +79,11 @@ class DINOTrainingArguments:
     max_grad_norm: float | None = option(3.0, "clip each gradient to this norm")
     knn_k: int = option(20, "neighbours of the k-NN sanity metric")
     seed: int = option(0, "seed of weights, order and augmentation")
-    mixed_precision: str | None = option(None, "no / fp16 / bf16 (default: the accelerate config's)")
+    mixed_precision: str = option(
+        "auto",
+        "auto (default): bf16 where every GPU supports it, else fp16 with loss scaling, fp32 on CPUs; or no / fp16 / bf16",
+        choices=("auto", "no", "fp16", "bf16"),
+    )
     overwrite: bool = option(False, "replace an output folder that holds another run")
     resume: bool = option(False, "continue the run in --output-dir from its last checkpoint")
     save_every: int = option(0, "save a resume checkpoint every N steps (0: each epoch)")
@@ -123,7 +126,15 @@ class _Views:
 
 
 def train_dino(args: DINOTrainingArguments) -> dict:
-    """Run the DINO training `args` describe; returns the final evaluation (or the stop step)."""
+    """Run the DINO training `args` describe; returns the final evaluation (or the stop step). The
+    output folder is claimed only once the inputs are read (an --overwrite'n run comes back on failure)."""
+    from lastvit.training.pretraining import output_folder
+
+    with output_folder(args) as output:
+        return _train_dino(args, output)
+
+
+def _train_dino(args: DINOTrainingArguments, output) -> dict:
     import torch
 
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor, load_splits
@@ -137,14 +148,14 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         teacher_temperature,
         update_teacher,
     )
-    from lastvit.training.pretraining import PretrainingLoop, cosine_schedule, mean_over_processes, start_run
+    from lastvit.training.pretraining import PretrainingLoop, claim, cosine_schedule, mean_over_processes, start_run
 
     accelerator = start_run(args)
     scenes = {
         "num_train": args.scenes_train,
         "num_test": args.scenes_test,
         "seed": args.seed,
-        "image_size": args.image_size or PRESETS[args.preset][4],
+        "image_size": args.image_size or PRESETS[args.preset].image_size,
     }
     train_split, eval_split = load_splits(args.dataset, args.train_split, args.eval_split, args.data_dir, scenes)
     if args.image_column not in train_split.column_names:
@@ -200,7 +211,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         size=size, mean=tuple(processor.image_mean), std=tuple(processor.image_std), train=False
     )
 
-    steps = PretrainingLoop(accelerator, args, total_steps, "dino")
+    steps = PretrainingLoop(accelerator, args, total_steps, "dino", resume=claim(accelerator, output, args))
 
     def train_step(batch) -> float:
         step = steps.state["step"]

@@ -15,29 +15,89 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from lastvit.errors import LastViTUserError
 from lastvit.files import swap_in
 
 STATE_FILE = "trainer_state.json"
 
 
 def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool, error: type[Exception]) -> None:
-    """Refuse to mix runs: resuming needs a checkpoint, a fresh run needs an empty folder (or --overwrite).
-    `error` is the exception class the calling CLI reports as one line."""
-    output_dir = Path(output_dir)
-    has_files = output_dir.exists() and any(output_dir.iterdir())
-    if resume:
-        if not (output_dir / "checkpoints" / "last" / STATE_FILE).exists():
-            raise error(
-                f"--resume: {output_dir} holds no resumable checkpoint (checkpoints/last); start without --resume."
+    """Check and claim `output_dir` at once (`OutputFolder`): for callers that validated their inputs already."""
+    OutputFolder(output_dir, resume, overwrite, error).take()
+
+
+class OutputFolder:
+    """The output folder of a run, claimed only once the run's inputs are known to be good.
+
+    Creating it only checks (nothing is written): resuming needs a checkpoint (or an unfinished run
+    without one, which then starts again in place), a fresh run needs an empty folder or
+    ``--overwrite``. `take()` (main process, after every input was validated) claims it: with
+    ``--overwrite`` the old run is moved aside to a hidden sibling, not deleted. Leaving the
+    ``with`` block by an error puts the old run back unchanged; leaving it normally deletes it.
+    A run killed in between leaves the old run in that sibling, and the next ``--overwrite``
+    keeps it there until a run finishes. `error` is the exception class the calling CLI reports as one line.
+    """
+
+    def __init__(self, output_dir: Path, resume: bool, overwrite: bool, error: type[Exception]):
+        self.path = Path(output_dir)
+        self.aside = self.path.with_name(f".{self.path.name}.replaced")
+        self.replace = False
+        self.fresh_in_place = False
+        self.taken = False
+        has_files = self.path.is_dir() and any(self.path.iterdir())
+        if self.path.exists() and not self.path.is_dir():
+            raise error(f"--output-dir {self.path} is a file; give a folder.")
+        if resume:
+            if (self.path / "checkpoints" / "last" / STATE_FILE).exists():
+                return
+            if not unfinished_without_checkpoint(self.path):
+                raise error(
+                    f"--resume: {self.path} holds no resumable checkpoint (checkpoints/last); start without --resume."
+                )
+            self.fresh_in_place = True  # killed before its first complete checkpoint: start again here
+        elif has_files and not overwrite:
+            hint = (
+                "it holds a run stopped before its first complete checkpoint: pass --resume to start it again in place"
+                if unfinished_without_checkpoint(self.path)
+                else "pass --resume to continue it"
             )
-    elif has_files and not overwrite:
-        raise error(
-            f"{output_dir} already holds files (another run?); pass --resume to continue it, --overwrite to replace "
-            "it, or choose another --output-dir."
-        )
-    elif has_files:
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+            raise error(
+                f"{self.path} already holds files (another run?); {hint}, --overwrite to replace it, or choose "
+                "another --output-dir."
+            )
+        else:
+            self.replace = has_files
+
+    def take(self) -> None:
+        """Claim the folder (main process only): move an old run aside (``--overwrite``) and create it."""
+        if self.replace:
+            if self.aside.exists():  # an earlier --overwrite was killed: the old run is still there
+                shutil.rmtree(self.path)
+            else:
+                self.path.rename(self.aside)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.taken = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if not (self.taken and self.replace and self.aside.exists()):
+            return
+        if kind is None:
+            shutil.rmtree(self.aside)
+        else:  # the new run failed: the old one comes back as it was
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.aside.rename(self.path)
+
+
+def unfinished_without_checkpoint(folder: Path) -> bool:
+    """True for a run folder killed before its first complete checkpoint: it has `checkpoints/` (perhaps
+    only a staging folder) or `best/` but neither `checkpoints/last` nor a final model."""
+    folder = Path(folder)
+    started = (folder / "checkpoints").is_dir() or (folder / "best").is_dir()
+    finished = any((folder / name).exists() for name in ("config.json", "adapter_config.json"))
+    return started and not finished and not (folder / "checkpoints" / "last" / STATE_FILE).exists()
 
 
 def save_checkpoint(accelerator, folder: Path, state: dict) -> None:
@@ -53,6 +113,66 @@ def save_checkpoint(accelerator, folder: Path, state: dict) -> None:
         (staging / STATE_FILE).write_text(json.dumps(state))
         swap_in(staging, folder)
     accelerator.wait_for_everyone()
+
+
+class ResumeMismatch(LastViTUserError):
+    """`--resume` with settings that would make another run than the one checkpointed."""
+
+
+def check_resume_settings(checkpoint_dir: Path, settings: dict | None) -> None:
+    """Compare the settings a checkpoint was written with (``settings`` in its trainer state) with the
+    resumed run's; any difference stops, in one line listing each. Older checkpoints carry none."""
+    if settings is None:
+        return
+    saved = json.loads((Path(checkpoint_dir) / STATE_FILE).read_text()).get("settings")
+    if saved is None:
+        return
+    changed = [
+        f"--{name.replace('_', '-')} {saved.get(name)!r} -> {settings.get(name)!r}"
+        for name in sorted(set(saved) | set(settings))
+        if saved.get(name) != settings.get(name)
+    ]
+    if changed:
+        raise ResumeMismatch(
+            f"--resume: these settings differ from the run in {Path(checkpoint_dir).parent.parent}: "
+            + "; ".join(changed)
+            + ". Resume with the run's own settings, or start a new run (another --output-dir, or --overwrite)."
+        )
+
+
+def run_settings(config, harmless: set[str]) -> dict:
+    """What defines a run, for `check_resume_settings`: every field of the dataclass `config` but the
+    `harmless` ones (logging, evaluation and checkpoint frequency, progress bars), as JSON values."""
+    import dataclasses
+
+    settings = {}
+    for field in dataclasses.fields(config):
+        if field.name in harmless:
+            continue
+        value = getattr(config, field.name)
+        if field.name == "dataset" and not isinstance(value, str):
+            value = "<in-memory DatasetDict>"
+        settings[field.name] = json.loads(json.dumps(value, default=str))
+    return settings
+
+
+# Settings that may change between a run and its --resume: they do not change the trained weights.
+HARMLESS_SETTINGS = {
+    "output_dir",
+    "overwrite",
+    "resume",
+    "eval_every",
+    "save_every",
+    "stop_after",
+    "report_to",
+    "push_to_hub",
+    "progress",
+    "num_workers",
+    "on_bad_image",
+    "attn_implementation",
+    "trust_remote_code",
+    "mixed_precision",  # e.g. a run continued on other GPUs
+}
 
 
 def load_checkpoint(accelerator, folder: Path) -> dict:
@@ -86,7 +206,12 @@ class StepLoop:
     ):
         self.accelerator = accelerator
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.state = load_checkpoint(accelerator, self.checkpoint_dir) if resume else state
+        if resume:
+            check_resume_settings(self.checkpoint_dir, state.get("settings"))
+            self.state = load_checkpoint(accelerator, self.checkpoint_dir)
+            self.state["settings"] = state.get("settings", self.state.get("settings"))
+        else:
+            self.state = state
         self.total_steps = total_steps
         self.save_every = save_every
         self.stop_after = stop_after

@@ -83,14 +83,15 @@ def save_labels(folder, config) -> None:
     (Path(folder) / LABELS_FILE).write_text(json.dumps(labels_of(config), indent=2))
 
 
-def load_adapter(folder, base: str | None = None, **kwargs):
+def load_adapter(folder, base: str | None = None, trust_remote_code: bool = False, **kwargs):
     """Load an adapter folder on its base (the one recorded in adapter_config.json, or `base`), with
     the adapter's own classes: the base's classifier is replaced by the adapter's whatever its size.
-    `kwargs` go to the base's `from_pretrained` (e.g. ``torch_dtype``)."""
+    `kwargs` go to the base's `from_pretrained` (e.g. ``torch_dtype``); a non-LastViT base's own code
+    runs only with `trust_remote_code`."""
     from peft import PeftConfig, PeftModel
     from transformers import AutoModelForImageClassification
 
-    from lastvit.files import check_model_path
+    from lastvit.files import check_model_path, load_pretrained
 
     folder = check_model_path(folder, "the adapter folder")
     base = check_model_path(base or PeftConfig.from_pretrained(folder).base_model_name_or_path, "the adapter's base")
@@ -105,5 +106,5 @@ def load_adapter(folder, base: str | None = None, **kwargs):
             "ignore_mismatched_sizes": True,
             **kwargs,
         }
-    model = AutoModelForImageClassification.from_pretrained(base, trust_remote_code=True, **kwargs)
+    model = load_pretrained(AutoModelForImageClassification, base, trust_remote_code=trust_remote_code, **kwargs)
     return PeftModel.from_pretrained(model, folder).eval()

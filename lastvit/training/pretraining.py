@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lastvit.errors import LastViTUserError
 from lastvit.files import swap_in
 
 from . import loop
 from .loop import STATE_FILE, StepLoop, load_checkpoint, save_checkpoint  # noqa: F401 (their names here before `loop`)
 
 
-class PretrainingError(ValueError):
+class PretrainingError(LastViTUserError):
     """Bad options or data for a pre-training run; the message names the problem and the fix."""
 
 
@@ -35,14 +36,33 @@ def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
     loop.prepare_output_dir(output_dir, resume, overwrite, PretrainingError)
 
 
+def output_folder(args) -> loop.OutputFolder:
+    """The run's output folder, checked but not yet touched (`loop.OutputFolder`): ``with`` it around the
+    run, and `claim` it once the inputs are read."""
+    return loop.OutputFolder(args.output_dir, args.resume, args.overwrite, PretrainingError)
+
+
+def claim(accelerator, output: loop.OutputFolder, args) -> bool:
+    """Claim the output folder (main process) once every input was read; returns whether the run resumes
+    (False for a folder killed before its first checkpoint, which starts again in place)."""
+    if accelerator.is_main_process:
+        output.take()
+    accelerator.wait_for_everyone()
+    if args.resume and output.fresh_in_place:
+        accelerator.print(f"{args.output_dir} holds no complete checkpoint: starting the run again from step 0")
+    return args.resume and not output.fresh_in_place
+
+
 def start_run(args, fsdp: str | None = None):
-    """The Accelerator of a DINO or CLIP run (`args`: its arguments), once the main process has prepared
-    the output folder, with the seed set. `fsdp`: why this trainer cannot run under FSDP, or None
+    """The Accelerator of a DINO or CLIP run (`args`: its arguments), with the seed set; the output
+    folder is not touched (see `claim`). `fsdp`: why this trainer cannot run under FSDP, or None
     when it can (FSDP version 2 only)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, set_seed
 
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    from .precision import resolve_mixed_precision
+
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision))
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         if accelerator.distributed_type != DistributedType.FSDP:
             raise PretrainingError(
@@ -56,9 +76,6 @@ def start_run(args, fsdp: str | None = None):
             raise PretrainingError(
                 "this trainer supports FSDP version 2 only (fully_shard); set fsdp_version: 2 in the accelerate config."
             )
-    if accelerator.is_main_process:
-        prepare_output_dir(args.output_dir, args.resume, args.overwrite)
-    accelerator.wait_for_everyone()
     set_seed(args.seed)
     return accelerator
 
@@ -73,13 +90,14 @@ class PretrainingLoop(StepLoop):
     """The step loop of a DINO or CLIP run, set from its flags (`args`); its state also keeps every
     step's loss (``losses``), so a resumed run reports the uninterrupted run's."""
 
-    def __init__(self, accelerator, args, total_steps: int, desc: str):
+    def __init__(self, accelerator, args, total_steps: int, desc: str, resume: bool | None = None):
+        settings = loop.run_settings(args, loop.HARMLESS_SETTINGS)
         super().__init__(
             accelerator,
             Path(args.output_dir) / "checkpoints" / "last",
-            {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []},
+            {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": [], "settings": settings},
             total_steps,
-            resume=args.resume,
+            resume=args.resume if resume is None else resume,
             save_every=args.save_every,
             stop_after=args.stop_after,
             progress=args.progress,
@@ -122,11 +140,11 @@ def run_pretraining(
     from accelerate import PartialState
 
     from lastvit.arguments import from_args
-    from lastvit.data.loading import DataError
+    from lastvit.errors import LastViTUserError
 
     try:
         results = train(from_args(arguments, namespace))
-    except (PretrainingError, DataError, *errors) as error:
+    except (LastViTUserError, *errors) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if PartialState().is_main_process:

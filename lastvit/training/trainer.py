@@ -31,7 +31,9 @@ from lastvit.data.loading import (
     label_names,
     load_splits,
 )
-from lastvit.files import check_model_path, write_folder
+from lastvit.errors import LastViTUserError
+from lastvit.files import check_model_path, load_pretrained, model_source, write_folder
+from lastvit.measure.accuracy import top_k_hits
 
 from . import loop
 from .config import ConfigError, TrainConfig
@@ -40,7 +42,7 @@ from .presets import preset_config
 from .schedule import lr_lambda
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(LastViTUserError):
     """Training cannot go on (e.g. a non-finite loss); the message says where the last good state is."""
 
 
@@ -58,16 +60,24 @@ def build_model(config: TrainConfig, labels: list[str]):
     elif config.top_k is not None:
         pooling.update(lazystrike_top_k=config.top_k, lazystrike_top_k_ratio=None)
     if config.model_name_or_path:
-        return AutoModelForImageClassification.from_pretrained(
-            config.model_name_or_path,
+        from transformers import AutoConfig
+
+        source = model_source(config.model_name_or_path)
+        base_config = load_pretrained(AutoConfig, source, trust_remote_code=config.trust_remote_code)
+        model = load_pretrained(
+            AutoModelForImageClassification,
+            source,
+            trust_remote_code=config.trust_remote_code,
             num_labels=len(labels),
             id2label=id2label,
             label2id=label2id,
             ignore_mismatched_sizes=True,
             attn_implementation=config.attn_implementation,
-            trust_remote_code=True,
             **pooling,
         )
+        if getattr(base_config, "num_labels", 0) == len(labels):
+            match_classifier(model, getattr(base_config, "id2label", {}), labels)
+        return model
     pooling.setdefault("pooling", "lazystrike")
     model_config = preset_config(
         config.preset,
@@ -84,6 +94,28 @@ def build_model(config: TrainConfig, labels: list[str]):
     return LastViTForImageClassification(model_config)
 
 
+def match_classifier(model, base_id2label: dict, labels: list[str]) -> None:
+    """Fine-tuning a classifier on data with as many classes: its rows follow the data's class names
+    (`lastvit.data.loading.match_labels`): the same names in another order are re-ordered, other names get
+    a fresh classifier (the base's rows meant other classes), each said in one line."""
+    import torch
+
+    from lastvit.data.loading import match_labels
+
+    try:
+        mapping = match_labels(labels, base_id2label)
+    except DataError:
+        print(f"the data's classes {labels} are not the base's: the classifier starts afresh")
+        with torch.no_grad():
+            torch.nn.init.trunc_normal_(model.classifier.weight, std=model.config.initializer_range)
+            torch.nn.init.zeros_(model.classifier.bias)
+        return
+    if mapping is not None:
+        with torch.no_grad():
+            model.classifier.weight.copy_(model.classifier.weight[mapping].clone())
+            model.classifier.bias.copy_(model.classifier.bias[mapping].clone())
+
+
 def load_data(config: TrainConfig):
     """``(train, eval)`` splits from `config.dataset`: a name or path, or an in-memory DatasetDict."""
     scenes_kwargs = {
@@ -95,10 +127,6 @@ def load_data(config: TrainConfig):
     return load_splits(config.dataset, config.train_split, config.eval_split, config.data_dir, scenes_kwargs)
 
 
-def prepare_output_dir(config: TrainConfig) -> None:
-    loop.prepare_output_dir(config.output_dir, config.resume, config.overwrite, DataError)
-
-
 @torch.no_grad()
 def evaluate(model, loader, accelerator, num_labels: int) -> dict:
     model.eval()
@@ -108,11 +136,10 @@ def evaluate(model, loader, accelerator, num_labels: int) -> dict:
         if "pixel_values" not in batch:
             continue
         logits = model(pixel_values=batch["pixel_values"]).logits
-        top, labels = accelerator.gather_for_metrics((logits.topk(k, dim=-1).indices, batch["labels"]))
-        hits = top == labels[:, None]
+        hits = accelerator.gather_for_metrics(top_k_hits(logits, batch["labels"], k))
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
-        seen += labels.numel()
+        seen += len(hits)
     model.train()
     return {"top1": correct1 / max(seen, 1), f"top{k}": correct5 / max(seen, 1), "eval_examples": seen}
 
@@ -126,6 +153,33 @@ def command_line(config: TrainConfig, adapter=None) -> str:
     return to_argv(named, "lastvit-finetune-peft", skip=skip) + to_argv(adapter, "", skip=("merge",))
 
 
+def card_facts(config: TrainConfig, adapter, results: dict) -> dict:
+    """What a run's cards say besides the model: the command, data, results and base."""
+    return {
+        "command": command_line(config, adapter),
+        "dataset": config.dataset_name,
+        "results": results,
+        "base": config.model_name_or_path and model_source(config.model_name_or_path),
+    }
+
+
+def write_card(folder: Path, name_folder: Path, unwrapped, config: TrainConfig, adapter, results: dict) -> None:
+    """The results, the card (titled after `name_folder`) and, for an adapter, its labels, into `folder`
+    beside a saved model: the final folder and `best/` alike (PEFT's own README template is replaced)."""
+    from lastvit.cards.trained import trained_model_card
+
+    is_adapter = hasattr(unwrapped, "peft_config")
+    model_config = (unwrapped.get_base_model() if is_adapter else unwrapped).config
+    (folder / "eval_results.json").write_text(json.dumps(results, indent=2))
+    peft_dict = unwrapped.peft_config["default"].to_dict() if is_adapter else None
+    if is_adapter:
+        from .peft import save_labels
+
+        save_labels(folder, model_config)
+    card = card_facts(config, adapter, results)
+    trained_model_card(name_folder, model_config, adapter=peft_dict, **card).save(folder / "README.md")
+
+
 def save_final(model, save_model, config: TrainConfig, accelerator, results: dict, adapter=None) -> None:
     """Write the final model (or PEFT adapter with its labels), processor, results and card at the top
     of the output folder (beside checkpoints/ and best/), each file moved in only once complete. A PEFT
@@ -135,13 +189,7 @@ def save_final(model, save_model, config: TrainConfig, accelerator, results: dic
     out = config.output_dir
     unwrapped = accelerator.unwrap_model(model)
     is_adapter = hasattr(unwrapped, "peft_config")
-    model_config = (unwrapped.get_base_model() if is_adapter else unwrapped).config
-    card = {
-        "command": command_line(config, adapter),
-        "dataset": config.dataset_name,
-        "results": results,
-        "base": config.model_name_or_path,
-    }
+    card = card_facts(config, adapter, results)
     staging = out / ".final.staging"
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
@@ -149,13 +197,7 @@ def save_final(model, save_model, config: TrainConfig, accelerator, results: dic
     accelerator.wait_for_everyone()
     save_model(staging)
     if accelerator.is_main_process:
-        (staging / "eval_results.json").write_text(json.dumps(results, indent=2))
-        peft_dict = unwrapped.peft_config["default"].to_dict() if is_adapter else None
-        if is_adapter:
-            from .peft import save_labels
-
-            save_labels(staging, model_config)
-        trained_model_card(out, model_config, adapter=peft_dict, **card).save(staging / "README.md")
+        write_card(staging, out, unwrapped, config, adapter, results)
         for path in staging.iterdir():
             os.replace(path, out / path.name)
         staging.rmdir()
@@ -173,7 +215,22 @@ def save_final(model, save_model, config: TrainConfig, accelerator, results: dic
 def train(config: TrainConfig, adapter=None) -> dict:
     """Run the training `config` describes and return its results (the last evaluation, steps, best
     top-1). `adapter` (`lastvit.training.peft.PeftArguments`) trains a PEFT adapter on the
-    `model_name_or_path` base instead of the full model."""
+    `model_name_or_path` base instead of the full model. Every input (flags, model, data, a resumed
+    run's settings) is checked before the output folder is touched; with ``overwrite`` the old run
+    is put back unchanged if this one fails."""
+    with loop.OutputFolder(config.output_dir, config.resume, config.overwrite, DataError) as output:
+        return _train(config, adapter, output)
+
+
+def run_settings(config: TrainConfig, adapter=None) -> dict:
+    """What a resumed run must share with the checkpointed one (`loop.check_resume_settings`)."""
+    settings = loop.run_settings(config, loop.HARMLESS_SETTINGS)
+    if adapter is not None:
+        settings.update({f"peft_{k}": v for k, v in loop.run_settings(adapter, set()).items()})
+    return settings
+
+
+def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -182,18 +239,25 @@ def train(config: TrainConfig, adapter=None) -> dict:
     if config.model_name_or_path:
         check_model_path(config.model_name_or_path, "--model-name-or-path")
     if config.push_to_hub:
-        from lastvit.hub import check_hub_access
+        from lastvit.hub import check_hub_access, check_repo_id
 
-        check_hub_access()  # before hours of training, not after
+        check_repo_id(config.push_to_hub, "--push-to-hub")
+        if adapter is not None and Path(config.model_name_or_path).expanduser().exists():
+            raise ConfigError(
+                f"--push-to-hub: this adapter's base {config.model_name_or_path} is a local folder no Hub user can "
+                "load; train without --push-to-hub, then run lastvit-publish OUTPUT_DIR --repo-id ... "
+                "--base-model-id ORG/BASE (the base's Hub id)."
+            )
+        check_hub_access(for_flag="--push-to-hub")  # before hours of training, not after
+
+    from .precision import resolve_mixed_precision
 
     accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=None if config.report_to == "none" else config.report_to,
         project_dir=str(config.output_dir),
     )
-    if accelerator.is_main_process:
-        prepare_output_dir(config)
-    accelerator.wait_for_everyone()
     set_seed(config.seed)
 
     train_split, eval_split = load_data(config)
@@ -202,13 +266,23 @@ def train(config: TrainConfig, adapter=None) -> dict:
     labels = label_names(train_split, config.label_column)
     model = build_model(config, labels)
     num_labels = model.config.num_labels
-    processor = build_processor(model, config.model_name_or_path)
+    processor = build_processor(model, config.model_name_or_path, config.trust_remote_code)
     if adapter is not None:
         from .peft import add_adapter
 
         model = add_adapter(model, adapter)
     check_labels(train_split, config.label_column, num_labels, "training")
     check_labels(eval_split, config.label_column, num_labels, "evaluation")
+    resume = config.resume and not output.fresh_in_place
+    settings = run_settings(config, adapter)
+    if resume:
+        loop.check_resume_settings(config.output_dir / "checkpoints" / "last", settings)
+    elif config.resume:
+        accelerator.print(f"{config.output_dir} holds no complete checkpoint: starting the run again from step 0")
+    # every input is good: only now is the output folder claimed (an --overwrite'n run moved aside)
+    if accelerator.is_main_process:
+        output.take()
+    accelerator.wait_for_everyone()
 
     size = processor.crop_size["height"]
     transform = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std)}
@@ -254,20 +328,28 @@ def train(config: TrainConfig, adapter=None) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     accelerator.register_for_checkpointing(scheduler)
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_top1": None, "best_step": None, "skipped_images": 0}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "best_top1": None,
+        "best_step": None,
+        "skipped_images": 0,
+        "settings": settings,
+    }
     last_dir = config.output_dir / "checkpoints" / "last"
     steps = StepLoop(
         accelerator,
         last_dir,
         state,
         total_steps,
-        resume=config.resume,
+        resume=resume,
         save_every=config.save_every,
         stop_after=config.stop_after,
         progress=config.progress,
     )
     state = steps.state
-    if config.resume:
+    if resume:
         accelerator.print(
             f"resuming from step {state['step']} (epoch {state['epoch']}, batch {state['batch_in_epoch']})"
         )
@@ -293,7 +375,15 @@ def train(config: TrainConfig, adapter=None) -> dict:
         if state["best_top1"] is None or metrics["top1"] > state["best_top1"]:
             state.update(best_top1=metrics["top1"], best_step=state["step"])
             if accelerator.is_main_process:
-                write_folder(config.output_dir / "best", save_model)
+                best = {**metrics, "step": state["step"]}
+
+                def save_best(folder: Path):
+                    save_model(folder)
+                    write_card(
+                        folder, config.output_dir / "best", accelerator.unwrap_model(model), config, adapter, best
+                    )
+
+                write_folder(config.output_dir / "best", save_best)
             else:
                 save_model(None)  # joins the collective state-dict gather
         return metrics
@@ -365,6 +455,6 @@ def train(config: TrainConfig, adapter=None) -> dict:
         if config.push_to_hub:
             from lastvit.hub import publish
 
-            publish(config.output_dir, config.push_to_hub)
+            publish(config.output_dir, config.push_to_hub, for_flag="--push-to-hub")
     accelerator.end_training()
     return results

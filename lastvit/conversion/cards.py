@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from huggingface_hub import ModelCard
 
-from .released import released_model_card
-from .template import PAPER, clip_usage_text, common_tail, describe_config, render_model_card
+from lastvit.cards.released import released_model_card
+from lastvit.cards.template import PAPER, clip_usage_text, common_tail, describe_config, render_model_card
 
 
 def converted_model_card(
@@ -15,8 +15,10 @@ def converted_model_card(
     parity: dict[str, float] | None,
     round_trip: float,
     released: str | None = None,
+    license: str | None = None,
 ) -> ModelCard:
-    """The card `lastvit-convert` writes: the same template, filled from the conversion."""
+    """The card `lastvit-convert` writes: the same template, filled from the conversion. `license`
+    is the source weights' (`source_license` or the user's ``--license``); None writes none."""
     lines = [f"| round trip (saved folder reloaded vs the converted model) | {round_trip:.2e} |"]
     if parity:
         lines = [f"| {name} vs the transformers source | {value:.2e} |" for name, value in parity.items()] + lines
@@ -60,10 +62,26 @@ def converted_model_card(
         command=command,
         sections=sections,
         pipeline_tag="image-classification" if classifier else "image-feature-extraction",
+        license=license,
     )
 
 
-def converted_clip_model_card(result, command: str, model_name: str, round_trip: dict[str, float]) -> ModelCard:
+def source_license(source) -> str | None:
+    """The licence a local source folder's model card declares (its README.md metadata), else None."""
+    from pathlib import Path
+
+    card = Path(str(source)) / "README.md"
+    if not card.is_file():
+        return None
+    try:
+        return ModelCard.load(card).data.license or None
+    except ValueError:  # a README without (valid) YAML metadata
+        return None
+
+
+def converted_clip_model_card(
+    result, command: str, model_name: str, round_trip: dict[str, float], license: str | None = None
+) -> ModelCard:
     """The card of a whole CLIP model converted with `lastvit-convert --from openclip --with-text-tower`."""
     model = result.model
     vision, text = model.config.vision_config, model.config.text_config
@@ -145,4 +163,5 @@ def converted_clip_model_card(result, command: str, model_name: str, round_trip:
         sections=sections,
         pipeline_tag="zero-shot-image-classification",
         tags=["clip", "zero-shot-image-classification"],
+        license=license,
     )

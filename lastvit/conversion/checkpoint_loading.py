@@ -27,8 +27,10 @@ from typing import Any
 
 import torch
 
+from lastvit.errors import LastViTUserError
 
-class CheckpointLoadError(ValueError):
+
+class CheckpointLoadError(LastViTUserError):
     """The checkpoint file cannot be read safely (or at all)."""
 
 
@@ -66,7 +68,8 @@ def load_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
     if zipfile.is_zipfile(path) and _is_torchscript_archive(path):
         try:
             return read_torchscript_tensors(path)
-        except (pickle.UnpicklingError, KeyError, ValueError, RuntimeError) as error:
+        # a crafted data.pkl can fail in any of these ways; each means "not readable safely"
+        except (pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
             if not trust_pickle:
                 raise CheckpointLoadError(
                     f"{path} is a TorchScript archive that the safe reader cannot read ({error}). "
