@@ -74,7 +74,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             as in the authors' code.
         lazystrike_score (`str`, defaults to `"repo"`): `"repo"` = x / |x_hat - x| (released code,
             required for checkpoint parity), `"paper"` = x_hat / (|x_hat - x| + eps) (Eq. 5).
-            model runs in fp16/bf16 (the selection is sensitive to rounding).
         lazystrike_lowpass (`str`, defaults to `"auto"`): how the channel low-pass is computed; both are the
             same function (tests/test_lowpass_matmul.py). `"fft"`: a real FFT, as the authors; `"matmul"`: one
             product with the fixed [D, D] high-pass matrix C - I (exports to ONNX/TorchScript, runs on tensor
