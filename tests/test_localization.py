@@ -97,6 +97,43 @@ def test_point_in_box_and_the_random_baseline_use_the_exclusive_edge():
     assert A.point_in_box(scores, box, None, 32, 8, resize=None, edge="authors")[0]
 
 
+def test_per_image_auroc_is_threshold_free_sign_aware_and_counts_ties_half():
+    positives = torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)
+    assert A.per_image_auroc(torch.tensor([[4.0, 3.0, 2.0, 1.0]]), positives)[0] == 1.0
+    assert A.per_image_auroc(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), positives)[0] == 0.0  # background ranked first
+    assert A.per_image_auroc(torch.tensor([[5.0, 5.0, 5.0, 5.0]]), positives)[0] == 0.5  # a constant map
+    # a monotone transform changes nothing; one tie across the classes counts one half: (1 + 1 + 1 + 0.5) / 4
+    assert A.per_image_auroc(torch.tensor([[9.0, 0.2, 0.2, 0.1]]), positives)[0] == pytest.approx(0.875)
+    assert A.per_image_auroc(torch.tensor([[9.0, 0.2, 0.2, 0.1]]) ** 3, positives)[0] == pytest.approx(0.875)
+    # images whose patches are all one class have no AUROC
+    single = A.per_image_auroc(torch.rand(2, 4), torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]], dtype=torch.bool))
+    assert np.isnan(single).all()
+
+
+def test_per_image_auroc_equals_the_average_rank_form():
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=(50, 16)), 1)  # rounding makes ties
+    positives = rng.random((50, 16)) < 0.4
+    positives[:, 0], positives[:, 1] = True, False
+    result = A.per_image_auroc(torch.from_numpy(scores), torch.from_numpy(positives))
+    for row, pos, value in zip(scores, positives, result):
+        order = np.argsort(row, kind="stable")
+        ranks = np.empty(16)
+        ranks[order] = np.arange(1, 17)
+        for v in np.unique(row):  # average ranks over ties
+            ranks[row == v] = ranks[row == v].mean()
+        p, q = pos.sum(), (~pos).sum()
+        assert value == pytest.approx((ranks[pos].sum() - p * (p + 1) / 2) / (p * q))
+
+
+def test_patch_coverage_is_the_covered_share_of_each_patch():
+    masks = np.zeros((1, 16, 16), dtype=bool)
+    masks[0, :8, :4] = True  # half of patch 0 (8x8 patches, 2x2 grid)
+    masks[0, 8:, 8:] = True  # all of patch 3
+    assert A.patch_coverage(masks, 8).tolist() == [[0.5, 0.0, 0.0, 1.0]]
+    assert (A.patch_coverage(masks, 8) >= A.OBJECT_PATCH_COVERAGE).tolist() == [[True, False, False, True]]
+
+
 def test_authors_edge_rule_includes_the_next_patch_and_clips_to_the_grid():
     mask = A.box_to_patches((0, 0, 16, 16), model_input=224, patch=16, resize=None, edge="authors")
     assert as_set(mask) == {0, 1, 14, 15}

@@ -323,6 +323,51 @@ def pib_filter(boxes, image_sizes, max_area_ratio: float = 0.25) -> np.ndarray:
     return keep
 
 
+# --------------------------------------------------------------------------- threshold-free rank score
+
+OBJECT_PATCH_COVERAGE = 0.5
+"""A patch counts as an object patch when at least this share of its pixels is object."""
+
+
+def patch_coverage(masks, patch: int | Sequence[int]) -> torch.Tensor:
+    """Exact per-patch object coverage ``[B, N]`` (row-major): the share of each patch's pixels
+    that the boolean object mask ``[B, H, W]`` covers. Through any map metric it is the perfect
+    map at that grid, the metric's ceiling."""
+    patch_w, patch_h = _pair(patch, "patch")
+    masks = _as_tensor(masks).float()
+    if masks.ndim != 3 or masks.shape[-2] % patch_h or masks.shape[-1] % patch_w:
+        raise ValueError(
+            f"patch_coverage needs masks [B, H, W] with H, W divisible by the patch size; got {tuple(masks.shape)} "
+            f"and patch {patch_w}x{patch_h}."
+        )
+    return nn.functional.avg_pool2d(masks[:, None], (patch_h, patch_w)).flatten(1)
+
+
+def per_image_auroc(scores, positives, chunk: int = 256) -> np.ndarray:
+    """Per-image AUROC ``[B]`` of a map against binary patch labels (threshold-free and sign-aware).
+
+    AUROC = P(score of a random object patch > score of a random background patch), ties counted
+    one half: the Mann-Whitney form, equal to the rank form ``(R+ - P(P+1)/2) / (P * Q)`` with
+    average ranks for ties (R+: the sum of the P positives' ranks, Q negatives). 1 = every object
+    patch above every background patch, 0.5 = chance (or a constant map), below 0.5 = the map
+    ranks *background* above the object. Images whose patches are all one class have no AUROC:
+    NaN (count them with ``np.isnan``).
+    """
+    scores = _flat_scores(scores)
+    positives = _as_tensor(positives).reshape(scores.shape).bool()
+    result = np.full(len(scores), np.nan)
+    for start in range(0, len(scores), chunk):
+        s, pos = scores[start : start + chunk], positives[start : start + chunk]
+        greater = (s[:, :, None] > s[:, None, :]).float() + 0.5 * (s[:, :, None] == s[:, None, :]).float()
+        pairs = pos[:, :, None] & ~pos[:, None, :]  # (object patch i, background patch j)
+        counts = pairs.sum(dim=(1, 2)).float()
+        wins = (greater * pairs).sum(dim=(1, 2))
+        valid = counts > 0
+        values = torch.where(valid, wins / counts.clamp_min(1), torch.full_like(wins, float("nan")))
+        result[start : start + chunk] = values.numpy()
+    return result
+
+
 # --------------------------------------------------------------------------- baselines
 
 
@@ -494,6 +539,7 @@ def masking_probe(
 
 
 __all__ = [
+    "OBJECT_PATCH_COVERAGE",
     "TokenNorms",
     "box_to_patches",
     "centre_patch_baseline",
@@ -503,7 +549,9 @@ __all__ = [
     "map_box",
     "mask_patches",
     "masking_probe",
+    "patch_coverage",
     "patch_scores",
+    "per_image_auroc",
     "pib_filter",
     "point_in_box",
     "point_in_box_with_baselines",
