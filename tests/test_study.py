@@ -294,3 +294,39 @@ def test_study_ships_the_trained_lastvit_as_an_auto_model_folder_with_a_card(stu
 def test_study_refuses_to_overwrite_a_previous_report(study_dir, capsys):
     assert study.main(["--output-dir", str(study_dir), "--seeds", "0"]) == 1
     assert "--overwrite" in capsys.readouterr().err
+
+
+def _part(study_dir, tmp_path, index):
+    """Seed `index` of the fixture's study as a finished study folder of its own."""
+    import shutil
+
+    results = json.loads((study_dir / "report.json").read_text())
+    seed = results["seeds"][index]
+    results["seeds"] = results["config"]["seeds"] = [seed]
+    results["per_seed"] = {name: [runs[index]] for name, runs in results["per_seed"].items()}
+    results["raw"] = {k: v for k, v in results["raw"].items() if k.endswith(f"-seed{seed}")}
+    for phase in ("training", "evaluation"):
+        results["timings_s"][phase] = {
+            k: v for k, v in results["timings_s"][phase].items() if k.endswith(f"-seed{seed}")
+        }
+    folder = tmp_path / f"part{seed}"
+    shutil.copytree(study_dir / "lastvit-model", folder / "lastvit-model")
+    shutil.copy2(study_dir / "maps.png", folder / "maps.png")
+    (folder / "report.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_merging_studies_of_disjoint_seeds_gives_the_study_of_all_seeds(study_dir, tmp_path):
+    parts = [_part(study_dir, tmp_path, 1), _part(study_dir, tmp_path, 0)]
+    out = tmp_path / "merged"
+    assert study.main(["--merge", *map(str, parts), "--output-dir", str(out)]) == 0
+    merged, whole = json.loads((out / "report.json").read_text()), json.loads((study_dir / "report.json").read_text())
+    assert merged["seeds"] == [0, 1] and [p["seeds"] for p in merged["merged_from"]] == [[0], [1]]
+    assert merged["summary"]["lastvit_k1"]["top1"] == whole["summary"]["lastvit_k1"]["top1"]
+    test = "background/bg_gap vs vit_cls"
+    assert merged["summary"]["lastvit_k1"]["tests"][test] == whole["summary"]["lastvit_k1"]["tests"][test]
+    assert merged["multiple_testing"] == whole["multiple_testing"]
+    assert {"report.md", "maps.png", "per_seed.png", "masking_probe.png", "lastvit-model"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert study.main(["--merge", str(parts[0]), str(parts[0]), "--output-dir", str(tmp_path / "twice")]) == 1

@@ -15,6 +15,8 @@ report.md, report.json, figures and the trained LaSt-ViT (K = 1) as a loadable f
     lastvit-study --scale long --overwrite --output-dir outputs/study_long   # CPU, about 2 hours
     lastvit-study --scale gpu --overwrite           # GPU scale (picked by default on a CUDA machine)
     lastvit-study --learning-curves --overwrite --output-dir outputs/study_curves   # pick the budget
+    lastvit-study --seeds 3 --output-dir part3 ...; lastvit-study --merge part0 ... part4 --overwrite
+                                                    # one process (or machine) per seed, pooled
 """
 
 import argparse
@@ -33,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds (default: 0-4)")
     p.add_argument("--with-khalf", action="store_true", help="also train LazyStrike K = N/2 (an extra)")
     p.add_argument("--with-max", action="store_true", help="also train a max-pooling ViT (an extra)")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="instead of running: pool finished studies of the same configuration on disjoint seeds into one report",
+    )
     p.add_argument(
         "--learning-curves",
         action="store_true",
@@ -110,6 +119,12 @@ def main(argv=None) -> int:
         **{k: v for k, v in overrides.items() if v is not None},
     )
     try:
+        if args.merge:
+            from lastvit.study.runner import merge_studies
+
+            merge_studies(args.merge, args.output_dir, args.overwrite)
+            print((args.output_dir / "report.md").read_text())
+            return 0
         if args.learning_curves:
             from lastvit.study.curves import run_learning_curves
 

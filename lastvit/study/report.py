@@ -292,6 +292,16 @@ def verdict(results: dict) -> list[str]:
             f"{ref['auroc/ceiling']['mean']:.3f}); "
             + (f"maps above it: {', '.join(above)}." if above else "no model's map beats it.")
         )
+    if "vit_reg4" in summary and "norms/patch_max_over_median" in ref:
+        reg = summary["vit_reg4"]
+        test = reg["tests"].get("norms/max_patch_max_over_median vs vit_cls")
+        lines.append(
+            "- Token norms before the final LayerNorm (where high-norm tokens would show): the largest patch norm "
+            f"over the median patch norm, at any layer, is {ref['norms/max_patch_max_over_median']['mean']:.2f} for "
+            f"the CLS ViT and {reg['norms/max_patch_max_over_median']['mean']:.2f} with 4 registers ({_test_words(test)}); "
+            f"the registers' norm is {reg['norms/register_to_patch']['mean']:.2f} x the patches' at the last layer. "
+            "At this scale this tests for high-norm patches; it cannot show the large-model effect registers remove."
+        )
     testing = results["multiple_testing"]
     lines.append(
         f"- Tests: {testing['primary']['tests']} primary (Holm) and {testing['secondary']['tests']} secondary "
@@ -526,20 +536,21 @@ def write_figures(folder: Path, results: dict, data, arrays: dict, stats) -> dic
 
     labels = results["variants"]
     count = results["config"]["figure_images"]
-    grid = next(iter(arrays.values()))["grid"]
     figures = {}
-    rows = {labels[n]["label"]: {SHORT_LABELS[m]: v[:count] for m, v in arrays[n]["maps"].items()} for n in arrays}
     name = "maps.png"
-    P.plot_map_grid(
-        data.pixel_values[:count],
-        rows,
-        folder / name,
-        grid,
-        boxes=data.boxes[:count],
-        masks=None if data.masks is None else data.masks[:count],
-        mean=stats[0],
-        std=stats[1],
-    )
+    if data is not None:  # else (a merged study) maps.png is copied from the part with the first seed
+        grid = next(iter(arrays.values()))["grid"]
+        rows = {labels[n]["label"]: {SHORT_LABELS[m]: v[:count] for m, v in arrays[n]["maps"].items()} for n in arrays}
+        P.plot_map_grid(
+            data.pixel_values[:count],
+            rows,
+            folder / name,
+            grid,
+            boxes=data.boxes[:count],
+            masks=None if data.masks is None else data.masks[:count],
+            mean=stats[0],
+            std=stats[1],
+        )
     figures[name] = "maps of every model (first seed, test images): box in green, exact mask outlined"
     summary = results["summary"]
     first = results["per_seed"][next(iter(summary))][0]

@@ -259,3 +259,68 @@ def run_study(config: StudyConfig) -> dict:
     )
     swap_in(work, out)
     return results
+
+
+MERGED_KEYS = ("seeds", "output_dir", "overwrite", "progress")
+
+
+def merge_studies(folders, output_dir, overwrite: bool = False) -> dict:
+    """One report from studies that ran the same configuration on disjoint seeds (e.g. one process
+    or machine per seed: ``lastvit-study --seeds 3 --output-dir part3``): per-seed numbers are pooled,
+    the summary, the paired tests and their corrections are recomputed over all seeds, the maps
+    figure and the shipped model come from the part with the first seed. Each seed's runs depend only
+    on the seed and the data, so this is the study run at once, spread over processes."""
+    folders = [Path(f) for f in folders]
+    out = Path(output_dir)
+    if is_nonempty_dir(out) and not overwrite:
+        raise StudyError(
+            f"{out} already holds files; pass --overwrite to replace them or choose another --output-dir."
+        )
+    missing = [str(f) for f in folders if not (f / "report.json").is_file()]
+    if missing:
+        raise StudyError(f"no report.json in {missing}; merge the output folders of finished lastvit-study runs.")
+    parts = sorted(
+        ((f, json.loads((f / "report.json").read_text())) for f in folders), key=lambda fp: min(fp[1]["seeds"])
+    )
+    first = parts[0][1]
+    same = {k: v for k, v in first["config"].items() if k not in MERGED_KEYS}
+    for folder, part in parts[1:]:
+        differ = sorted(k for k, v in same.items() if part["config"].get(k) != v)
+        if differ:
+            raise StudyError(
+                f"{folder} ran another configuration ({', '.join(differ)} differ); merge only equal studies."
+            )
+    seeds = [s for _, part in parts for s in part["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise StudyError(f"the studies share seeds ({seeds}); merge studies of disjoint seeds.")
+    per_run = {name: [run for _, part in parts for run in part["per_seed"][name]] for name in first["per_seed"]}
+    endpoints = tuple(tuple(e) for e in first["config"]["primary_endpoints"])
+    summary, testing = summarise(per_run, endpoints)
+    timings = {
+        "data": sum(part["timings_s"]["data"] for _, part in parts),
+        "training": {k: v for _, part in parts for k, v in part["timings_s"]["training"].items()},
+        "evaluation": {k: v for _, part in parts for k, v in part["timings_s"]["evaluation"].items()},
+    }
+    results = {
+        **first,
+        "seeds": seeds,
+        "config": {**first["config"], "seeds": seeds, "output_dir": str(out)},
+        "per_seed": per_run,
+        "summary": summary,
+        "multiple_testing": testing,
+        "raw": {k: v for _, part in parts for k, v in part["raw"].items()},
+        "timings_s": timings,
+        "minutes": sum(part["minutes"] for _, part in parts),
+        "merged_from": [
+            {"folder": str(folder), "seeds": part["seeds"], "minutes": part["minutes"]} for folder, part in parts
+        ],
+    }
+    work = out.with_name(f".{out.name}.work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shutil.copy2(parts[0][0] / "maps.png", work / "maps.png")
+    results["report_files"] = write_report(work, results, None, {}, None)
+    (work / "report.json").write_text(json.dumps(results, indent=2))
+    shutil.copytree(parts[0][0] / "lastvit-model", work / "lastvit-model")
+    swap_in(work, out)
+    return results
