@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from lastvit.arguments import option
+from lastvit.training.config import PRESETS
+
 # The paper's comparison for a label-supervised ViT (LaSt-ViT Tab. 9) at equal budget and recipe. K is
 # a share of the patches: K = 1 is the released setting, K = N/7 Tab. 9's best (7 of 49 patches),
 # mean pooling is K = N (GAP). K = N/2 is Tab. 8's best, a CLIP table: only an extra here.
@@ -47,46 +50,67 @@ PRIMARY_ENDPOINTS = (
 
 @dataclass
 class StudyConfig:
-    """One study. `scale` picks the defaults of every field left as None (see `SCALES`)."""
+    """One study. `scale` picks the defaults of every field left as None (see `SCALES`). Every field but
+    `primary_endpoints` is also a flag of `lastvit-study` (``--field-name``)."""
 
-    output_dir: Path = Path("outputs/study")
-    overwrite: bool = False
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    variants: tuple[str, ...] = tuple(VARIANTS)
-    scale: str = "auto"  # "cpu", "long" (CPU, ~2 h), "gpu", or "auto" (gpu when CUDA is available)
-    device: str = "auto"
+    output_dir: Path = option(Path("outputs/study"), "where the report and model go")
+    overwrite: bool = option(False, "replace an existing --output-dir")
+    seeds: tuple[int, ...] = option((0, 1, 2, 3, 4), "training seeds (default: 0 1 2 3 4)")
+    variants: tuple[str, ...] = option(
+        tuple(VARIANTS),
+        f"what to train, among {', '.join([*VARIANTS, *OPTIONAL_VARIANTS])} (default: all but the extras "
+        f"{', '.join(OPTIONAL_VARIANTS)})",
+        choices=(*VARIANTS, *OPTIONAL_VARIANTS),
+        metavar="VARIANT",
+    )
+    scale: str = option(
+        "auto",
+        "defaults for data, model and recipe (auto: gpu on a CUDA machine, else cpu; long: CPU, about 2 h)",
+        choices=("auto", "cpu", "long", "gpu"),
+    )
+    device: str = option("auto", "evaluation device: auto (default), cpu, cuda, cuda:1, ...")
     # data
-    data_variant: str | None = None
-    num_train: int | None = None
-    num_validation: int | None = None
-    num_test: int | None = None
-    image_size: int | None = None
-    scale_range: tuple[float, float] | None = None
-    opacity: float | None = None
-    clutter: int = 0
-    data_seed: int = 0
-    # backgrounds: P(background in the class's group) = rho + (1 - rho) / groups; 0 = no tie
-    background_correlation: float | None = None
-    background_groups: int = 5
-    validation_fraction: float = 0.25  # of the training instances and backgrounds, carved out for tuning
-    primary_endpoints: tuple[tuple[str, str], ...] = PRIMARY_ENDPOINTS
+    data_variant: str | None = option(
+        None,
+        "fashion: Fashion-MNIST items (train/test instances disjoint); scenes: Tux Paint photos",
+        choices=("scenes", "fashion"),
+    )
+    num_train: int | None = option(None, "training images")
+    num_validation: int | None = option(None, "validation images (held-out training instances and backgrounds)")
+    num_test: int | None = option(None, "test images (held-out instances and backgrounds)")
+    image_size: int | None = option(None, "image side in pixels")
+    scale_range: tuple[float, float] | None = option(
+        None, "the object's longer side as a share of the image side", metavar=("LOW", "HIGH")
+    )
+    opacity: float | None = option(None, "object opacity")
+    clutter: int = option(0, "fragments of objects of other classes per image (default: 0)")
+    data_seed: int = option(0, "seed of the generated images (default: 0)")
+    # backgrounds: P(background in the class's group) = rho + (1 - rho) / groups
+    background_correlation: float | None = option(
+        None, "rho in [0, 1]: how often a background is redrawn from its class's group (0: no tie)"
+    )
+    background_groups: int = option(5, "background groups, by mean luminance (default: 5)")
+    validation_fraction: float = option(
+        0.25, "share of the training instances and backgrounds carved out for validation (default: 0.25)"
+    )
+    primary_endpoints: tuple[tuple[str, str], ...] = option(PRIMARY_ENDPOINTS, "declared before the run", cli=False)
     # model (a `lastvit.training.PRESETS` size at the study's image and patch size)
-    preset: str | None = None
-    patch_size: int | None = None
+    preset: str | None = option(None, "model size", choices=tuple(PRESETS))
+    patch_size: int | None = option(None, "patch side in pixels")
     # recipe
-    epochs: float | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    weight_decay: float | None = None
-    warmup_ratio: float | None = None
-    crop_scale_min: float | None = None
-    max_grad_norm: float | None = None
-    num_workers: int | None = None
-    mixed_precision: str | None = None
+    epochs: float | None = option(None, "epochs per model")
+    batch_size: int | None = option(None, "batch size")
+    learning_rate: float | None = option(None, "AdamW learning rate")
+    weight_decay: float | None = option(None, "AdamW weight decay")
+    warmup_ratio: float | None = option(None, "share of the steps spent warming up")
+    crop_scale_min: float | None = option(None, "smallest RandomResizedCrop area (1: no crop)")
+    max_grad_norm: float | None = option(None, "gradient clipping norm")
+    num_workers: int | None = option(None, "DataLoader worker processes")
+    mixed_precision: str | None = option(None, "no, fp16 or bf16", choices=("no", "fp16", "bf16"))
     # evaluation
-    probe_images: int = 300
-    figure_images: int = 3
-    progress: bool = True
+    probe_images: int = option(300, "test images in the masking probe (default: 300)")
+    figure_images: int = option(3, "example images in the map figure (default: 3)")
+    progress: bool = option(True, "hide progress bars", flag="--no-progress")
 
     def resolved(self, cuda_available: bool) -> StudyConfig:
         """A copy with `scale` decided and every None filled from that scale's defaults."""
@@ -107,6 +131,10 @@ class StudyConfig:
         filled = {k: v for k, v in SCALES[scale].items() if getattr(self, k) is None}
         return dataclasses.replace(self, scale=scale, **filled)
 
+
+SCALE_FIELDS = ("data_variant", "num_train", "num_validation", "num_test", "image_size", "scale_range", "opacity",
+    "background_correlation", "preset", "patch_size", "epochs", "batch_size", "learning_rate", "weight_decay",
+    "warmup_ratio", "crop_scale_min", "max_grad_norm", "num_workers", "mixed_precision")  # fmt: skip
 
 # Defaults per scale. "cpu": the README's command 1 on 2 cores (within 20 minutes with installs);
 # "long": the same study with more data and steps for about 2 hours of CPU; "gpu": the paper's token
@@ -170,3 +198,32 @@ CHOICES = {
         "not re-tuned"
     ),
 }
+
+
+@dataclass(kw_only=True)
+class CheckOptions:
+    """The flags of ``lastvit-study --check``."""
+
+    check: Path | None = option(
+        None,
+        "re-run one seed of this report with the config it records and say whether it matches, naming the first "
+        "difference (data hash, package version, metric); exit code 1 when it does not (other options are ignored)",
+        metavar="REPORT.json",
+    )
+    check_seed: int = option(0, "the seed --check re-runs (default: 0)")
+
+
+@dataclass(kw_only=True)
+class ModeOptions:
+    """The flags of `lastvit-study` that run something other than one study."""
+
+    learning_curves: bool = option(
+        False,
+        "instead of the study: validation top-1 vs steps for a few settings (seed 0), to choose the budget",
+    )
+    merge: tuple[Path, ...] | None = option(
+        None,
+        "instead of running: pool the output folders of finished studies of one configuration on disjoint seeds "
+        "into one report in --output-dir",
+        metavar="DIR",
+    )
