@@ -122,12 +122,6 @@ class StudyConfig:
             raise ValueError(f"Unknown variants {unknown}; choose from {sorted({**VARIANTS, **OPTIONAL_VARIANTS})}.")
         if REFERENCE not in self.variants:
             raise ValueError(f"The study compares every variant with {REFERENCE!r}; keep it in the variants.")
-        dropped = sorted({v for v, _ in self.primary_endpoints} - set(self.variants))
-        if dropped:
-            raise ValueError(
-                f"The primary endpoints name variants {dropped} that this study does not train; keep them in "
-                "the variants or declare other primary endpoints."
-            )
         filled = {k: v for k, v in SCALES[scale].items() if getattr(self, k) is None}
         return dataclasses.replace(self, scale=scale, **filled)
 

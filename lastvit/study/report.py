@@ -170,7 +170,7 @@ def summarise(per_run: dict, primary_endpoints=PRIMARY_ENDPOINTS) -> tuple[dict,
     missing = [
         f"{v}: {m}"
         for v, m in primary_endpoints
-        if (v in summary and f"{m} vs {REFERENCE}" not in summary[v]["tests"])
+        if v not in summary or f"{m} vs {REFERENCE}" not in summary[v]["tests"]
     ]
     testing["primary"]["missing"] = missing
     testing["degrees_of_freedom"] = len(next(iter(per_run.values()))) - 1
