@@ -423,7 +423,7 @@ def markdown(results: dict, figures: dict) -> str:
         extras += [f"{label} {_mean(ref.get(f'{metric}/baseline/{b}'))}" for b, label in BASELINES.items()]
         lines += ["", "Ceiling and map-free baselines: " + ", ".join(extras) + "."]
         if metric == "auroc":
-            skipped = ref.get("single_class_images", {"mean": 0})["mean"]
+            skipped = results["per_seed"][REFERENCE][0].get("single_class_images", 0)
             lines += [
                 "",
                 (
