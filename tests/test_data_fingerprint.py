@@ -16,10 +16,12 @@ from lastvit.study.runner import build_data
 from tests.test_scenes import debian  # noqa: F401  (fixture: fails with the install command)
 
 EXPECTED_DEFAULT_STUDY_DATA = {
-    "test": "b00cd4d9823df0b76911328bf638d955a511bfde521df760e547e9efdf58f517",
-    "train": "d5c7222ca10778edd659601715f3878f38dd35d5c2b48515aaca03e0fb5f02f9",
+    "test": "c009d9d1ca843b838aa2049738d6659054837898ae98664b36a050366673dec7",
+    "train": "98cf8ab29eacf6dfd1a0a66c2f5380cb1f830748c7bd1caa9d59698555acc5f0",
+    "validation": "8b4c8c5488b35fe66ecaadd9c77dabd47f97369baf1b82427c69a4d56f482a15",
 }
-"""`scenes_fingerprint` of the data `lastvit-study` builds by default (CPU scale, data seed 0)."""
+"""`scenes_fingerprint` of the data `lastvit-study` builds by default (CPU scale, data seed 0; test and
+validation include their counterfactual renderings)."""
 EXPECTED_RESAMPLED = {"box": "baa03859ba351399", "bilinear": "aa68b2ac210852e3", "bicubic": "c39c09d33e54aa43"}
 """md5 prefixes of two resizes of a seeded random image per filter (see the test): exact integer code."""
 

@@ -39,15 +39,46 @@ def test_every_map_gets_its_untrained_twin_and_the_map_free_baselines():
     metrics, arrays = evaluate_model(model, data, probe_images=4)
     assert set(metrics["maps"]) == {"patch_score", "patch_score_cls", "votes", "cls_attention"}
     for values in metrics["maps"].values():
-        assert {"point_in_box", "corloc", "segmentation_iou", "untrained"} <= set(values)
-        assert set(values["untrained"]) == {"point_in_box", "corloc", "segmentation_iou"}
+        assert {"auroc", "auroc_images", "point_in_box", "corloc", "segmentation_iou", "untrained"} <= set(values)
+        assert set(values["untrained"]) == {"auroc", "auroc_images", "point_in_box", "corloc", "segmentation_iou"}
+        assert 0.0 <= values["auroc"] <= 1.0 and values["auroc_images"] == 6
     assert set(metrics["baselines"]) == {"random_patch", "centre_patch", "colour_outlier"}
     assert metrics["baselines"]["random_patch"]["point_in_box"] == pytest.approx(1 / 16)  # one patch of 16
+    # the ceiling: the exact coverage map (one fully covered patch) is perfect on every metric
+    ceiling = metrics["ceiling"]
+    assert ceiling["auroc"] == 1.0 and ceiling["point_in_box"] == 1.0 and ceiling["segmentation_iou"] == 1.0
+    assert ceiling["single_class_images"] == 0
+    # token norms before the final LayerNorm, per layer, with CLS and register ratios
+    layers = metrics["token_norms"]["before_final_layernorm"]["layers"]
+    assert len(layers) == model.config.num_hidden_layers
+    assert layers[-1]["register_to_patch"] == pytest.approx(layers[-1]["register_mean"] / layers[-1]["patch_mean"])
+    assert layers[-1]["cls_to_patch"] > 0
     assert metrics["box_area_fraction"] == pytest.approx(36 / 1024)
     probe = metrics["masking_probe"]
     assert probe["high"][0] == probe["low"][0] == probe["random"][0]  # k = 0 masks nothing
     attention = arrays["maps"]["cls_attention"]
     assert attention.shape == (6, 16) and bool((attention.sum(1) < 1.0).all())  # CLS and registers take the rest
+
+
+def test_background_test_reports_each_set_the_gap_and_the_flip_rate():
+    from lastvit.measure.evaluation import background_test
+
+    class ByMeanColour(torch.nn.Module):  # predicts class 1 when the image is bright, else 0
+        def forward(self, pixel_values):
+            bright = pixel_values.mean(dim=(1, 2, 3)) > 0
+            return SimpleNamespace(logits=torch.stack([(~bright).float(), bright.float()], dim=1))
+
+    labels = torch.tensor([1, 1, 0, 0])
+    bright, dark = torch.ones(4, 3, 8, 8), -torch.ones(4, 3, 8, 8)
+    sets = {"original": bright, "only_fg": bright, "only_bg": dark, "mixed_same": bright, "mixed_rand": dark}
+    result = background_test(ByMeanColour(), sets, labels, batch_size=3)
+    assert result["original"] == 0.5 and result["only_bg"] == 0.5
+    assert result["bg_gap"] == 0.0 and result["flip_rate"] == 1.0  # every prediction changes with the swap
+    sets["mixed_rand"] = torch.cat([bright[:2], dark[2:]])
+    result = background_test(ByMeanColour(), sets, labels)
+    assert result["mixed_rand"] == 1.0 and result["bg_gap"] == -0.5 and result["flip_rate"] == 0.5
+    with pytest.raises(ValueError, match="missing"):
+        background_test(ByMeanColour(), {"original": bright}, labels)
 
 
 def test_evaluate_reports_every_map_baselines_probe_and_norms(tmp_path):
@@ -63,7 +94,9 @@ def test_evaluate_reports_every_map_baselines_probe_and_norms(tmp_path):
     metrics = json.loads((out / "report.json").read_text())
     assert metrics["classification"]["num_images"] == 24
     assert {"patch_score", "votes", "cls_attention"} <= set(metrics["maps"])
-    assert all(0.0 <= v <= 1.0 for v in metrics["maps"]["votes"]["untrained"].values())
+    untrained_votes = metrics["maps"]["votes"]["untrained"]
+    assert all(0.0 <= v <= 1.0 for k, v in untrained_votes.items() if k != "auroc_images")
+    assert untrained_votes["auroc_images"] <= 24
     probe = metrics["masking_probe"]
     assert probe["k"][0] == 0 and len(probe["high"]) == len(probe["k"])
     assert probe["high"][0] == probe["low"][0] == pytest.approx(metrics["classification"]["top1"])
@@ -88,7 +121,7 @@ def test_evaluate_without_boxes_reports_classification_only(tmp_path):
     )
     metrics = json.loads((out / "report.json").read_text())
     assert "maps" not in metrics and metrics["classification"]["num_images"] == 4
-    assert np.isfinite(metrics["token_norms"]["max_norm"])
+    assert np.isfinite(metrics["token_norms"]["after_final_layernorm"]["max_norm"])
 
 
 def test_evaluate_names_a_missing_model_folder(tmp_path, capsys):

@@ -67,21 +67,88 @@ def test_box_mapping_matches_the_authors_rule_on_random_boxes_and_portrait_image
         width, height = (int(v) for v in rng.integers(100, 900, size=2))
         xs, ys = np.sort(rng.uniform(0, width, 2)), np.sort(rng.uniform(0, height, 2))
         box = (xs[0], ys[0], xs[1], ys[1])
-        assert as_set(A.box_to_patches(box, (width, height))) == authors_patch_set(box, width, height)
+        assert as_set(A.box_to_patches(box, (width, height), edge="authors")) == authors_patch_set(box, width, height)
 
 
-def test_box_edge_on_a_patch_border_includes_the_next_patch_and_clips_to_the_grid():
-    mask = A.box_to_patches((0, 0, 16, 16), model_input=224, patch=16, resize=None)
-    assert as_set(mask) == {0, 1, 14, 15}
+def test_box_edge_is_exclusive_so_a_box_ending_on_a_patch_border_gains_no_patch():
+    # (0, 0, 16, 16) covers pixels 0..15: exactly patch 0.
+    assert as_set(A.box_to_patches((0, 0, 16, 16), model_input=224, patch=16, resize=None)) == {0}
+    # one pixel further reaches into the next patch on both axes
+    assert as_set(A.box_to_patches((0, 0, 17, 17), model_input=224, patch=16, resize=None)) == {0, 1, 14, 15}
+    # a box from one border to another covers exactly the patches between them
+    assert as_set(A.box_to_patches((16, 32, 48, 48), model_input=224, patch=16, resize=None)) == {
+        2 * 14 + 1,
+        2 * 14 + 2,
+    }
+    # the last row/column: the image border is exclusive too
     mask = A.box_to_patches((200, 200, 224, 224), model_input=224, patch=16, resize=None)
     assert as_set(mask) == {12 * 14 + 12, 12 * 14 + 13, 13 * 14 + 12, 13 * 14 + 13}
+    # a zero-width box marks nothing
+    assert not A.box_to_patches((32, 0, 32, 50), model_input=224, patch=16, resize=None).any()
+
+
+def test_point_in_box_and_the_random_baseline_use_the_exclusive_edge():
+    # 32x32 input, 8-px patches: a box (0, 0, 16, 16) covers 4 of 16 patches, not 9.
+    box = [(0.0, 0.0, 16.0, 16.0)]
+    assert A.random_patch_baseline(box, None, 32, 8, resize=None)[0] == pytest.approx(4 / 16)
+    scores = torch.zeros(1, 16)
+    scores[0, 2] = 1.0  # row 0, column 2: just right of the box
+    assert not A.point_in_box(scores, box, None, 32, 8, resize=None)[0]
+    assert A.point_in_box(scores, box, None, 32, 8, resize=None, edge="authors")[0]
+
+
+def test_per_image_auroc_is_threshold_free_sign_aware_and_counts_ties_half():
+    positives = torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)
+    assert A.per_image_auroc(torch.tensor([[4.0, 3.0, 2.0, 1.0]]), positives)[0] == 1.0
+    assert A.per_image_auroc(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), positives)[0] == 0.0  # background ranked first
+    assert A.per_image_auroc(torch.tensor([[5.0, 5.0, 5.0, 5.0]]), positives)[0] == 0.5  # a constant map
+    # a monotone transform changes nothing; one tie across the classes counts one half: (1 + 1 + 1 + 0.5) / 4
+    assert A.per_image_auroc(torch.tensor([[9.0, 0.2, 0.2, 0.1]]), positives)[0] == pytest.approx(0.875)
+    assert A.per_image_auroc(torch.tensor([[9.0, 0.2, 0.2, 0.1]]) ** 3, positives)[0] == pytest.approx(0.875)
+    # images whose patches are all one class have no AUROC
+    single = A.per_image_auroc(torch.rand(2, 4), torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]], dtype=torch.bool))
+    assert np.isnan(single).all()
+
+
+def test_per_image_auroc_equals_the_average_rank_form():
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=(50, 16)), 1)  # rounding makes ties
+    positives = rng.random((50, 16)) < 0.4
+    positives[:, 0], positives[:, 1] = True, False
+    result = A.per_image_auroc(torch.from_numpy(scores), torch.from_numpy(positives))
+    for row, pos, value in zip(scores, positives, result):
+        order = np.argsort(row, kind="stable")
+        ranks = np.empty(16)
+        ranks[order] = np.arange(1, 17)
+        for v in np.unique(row):  # average ranks over ties
+            ranks[row == v] = ranks[row == v].mean()
+        p, q = pos.sum(), (~pos).sum()
+        assert value == pytest.approx((ranks[pos].sum() - p * (p + 1) / 2) / (p * q))
+
+
+def test_patch_coverage_is_the_covered_share_of_each_patch():
+    masks = np.zeros((1, 16, 16), dtype=bool)
+    masks[0, :8, :4] = True  # half of patch 0 (8x8 patches, 2x2 grid)
+    masks[0, 8:, 8:] = True  # all of patch 3
+    assert A.patch_coverage(masks, 8).tolist() == [[0.5, 0.0, 0.0, 1.0]]
+    assert (A.patch_coverage(masks, 8) >= A.OBJECT_PATCH_COVERAGE).tolist() == [[True, False, False, True]]
+
+
+def test_authors_edge_rule_includes_the_next_patch_and_clips_to_the_grid():
+    mask = A.box_to_patches((0, 0, 16, 16), model_input=224, patch=16, resize=None, edge="authors")
+    assert as_set(mask) == {0, 1, 14, 15}
+    mask = A.box_to_patches((200, 200, 224, 224), model_input=224, patch=16, resize=None, edge="authors")
+    assert as_set(mask) == {12 * 14 + 12, 12 * 14 + 13, 13 * 14 + 12, 13 * 14 + 13}
+    with pytest.raises(ValueError, match="edge rule"):
+        A.box_to_patches((0, 0, 1, 1), model_input=224, edge="inclusive")
 
 
 def test_box_cut_away_by_the_crop_collapses_onto_the_border_like_the_authors_code():
     # 1000x250: scale 1.024, resized width 1024, left crop 400; the box maps left of the crop.
     left = (0, 100, 100, 150)
-    assert as_set(A.box_to_patches(left, (1000, 250))) == authors_patch_set(left, 1000, 250)
-    assert all(index % 14 == 0 for index in as_set(A.box_to_patches(left, (1000, 250))))
+    assert as_set(A.box_to_patches(left, (1000, 250), edge="authors")) == authors_patch_set(left, 1000, 250)
+    assert all(index % 14 == 0 for index in as_set(A.box_to_patches(left, (1000, 250), edge="authors")))
+    assert not A.box_to_patches(left, (1000, 250)).any()  # exclusive edge: a collapsed box covers nothing
     right = (900, 100, 1000, 150)
     assert not A.box_to_patches(right, (1000, 250)).any()
     assert authors_patch_set(right, 1000, 250) == set()
@@ -101,7 +168,7 @@ def test_non_square_inputs_and_patches_use_width_height_order():
     # 200x100 image, short side to 32 (scale 0.32), centre crop 64x32: no crop offset.
     mask = A.box_to_patches((100, 50, 150, 75), image_size=(200, 100), model_input=(64, 32), patch=(16, 8), resize=32)
     expected = np.zeros((4, 4), dtype=bool)
-    expected[2:4, 2:4] = True  # (32, 16, 48, 24): cols 2..3, rows 2..3
+    expected[2, 2] = True  # (32, 16, 48, 24): col 2, row 2 (x1 = 48 and y1 = 24 are exclusive borders)
     assert np.array_equal(mask, expected)
     # a 14-high x 10-wide grid
     assert A.box_to_patches((0, 0, 1, 1), model_input=(160, 224), patch=16, resize=None).shape == (14, 10)

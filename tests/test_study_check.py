@@ -36,7 +36,7 @@ def test_report_records_package_versions_and_data_hashes(tiny_report):
     packages = report["environment"]["packages"]
     assert {"torch", "transformers", "accelerate", "datasets", "numpy", "pillow", "peft"} <= set(packages)
     assert {"python", "platform", "machine", "cpu_threads"} <= set(report["environment"])
-    assert set(report["data_fingerprint"]) == {"train", "test"}
+    assert set(report["data_fingerprint"]) == {"train", "validation", "test"}
 
 
 def test_the_same_seed_gives_the_same_report_and_the_check_passes(tiny_report):

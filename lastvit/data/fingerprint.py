@@ -13,7 +13,9 @@ import io
 
 import numpy as np
 
-FINGERPRINT_COLUMNS = ("image", "label", "bbox", "mask", "object_id", "background_id", "text")
+IMAGE_COLUMNS = ("image", "mask", "image_only_fg", "image_only_bg", "image_mixed_same", "image_mixed_rand")
+"""The columns hashed as decoded pixels (the ``image_<set>`` ones are the study's counterfactual renderings)."""
+FINGERPRINT_COLUMNS = ("image", "label", "bbox", "mask", "object_id", "background_id", "text", *IMAGE_COLUMNS[2:])
 """The columns a fingerprint covers, in the order each row is hashed (missing ones are skipped;
 ``text`` is the CLIP captions of the pretraining study)."""
 
@@ -36,18 +38,18 @@ def _update_array(digest, array: np.ndarray) -> None:
 
 def split_fingerprint(dataset) -> str:
     """sha256 (hex) of one ``datasets.Dataset`` of scenes: row by row, the columns of
-    :data:`FINGERPRINT_COLUMNS` it has; pixels of ``image`` and ``mask`` as uint8 arrays, ``bbox``
+    :data:`FINGERPRINT_COLUMNS` it has; pixels of the :data:`IMAGE_COLUMNS` as uint8 arrays, ``bbox``
     as float32, ``label`` as int64, ids as UTF-8."""
     columns = [c for c in FINGERPRINT_COLUMNS if c in dataset.column_names]
     raw = dataset
-    for column in ("image", "mask"):
+    for column in IMAGE_COLUMNS:
         if column in columns and hasattr(dataset.features[column], "decode"):
             raw = raw.cast_column(column, type(dataset.features[column])(decode=False))
     digest = hashlib.sha256(f"rows={len(raw)};columns={','.join(columns)}".encode())
     for row in raw.select_columns(columns):
         for column in columns:
             value = row[column]
-            if column in ("image", "mask"):
+            if column in IMAGE_COLUMNS:
                 _update_array(digest, _pixels(value))
             elif column == "bbox":
                 _update_array(digest, np.asarray(value, dtype="<f4"))
@@ -69,4 +71,4 @@ def arrays_md5(images: np.ndarray) -> str:
     return hashlib.md5(np.ascontiguousarray(images, dtype=np.uint8).tobytes()).hexdigest()
 
 
-__all__ = ["FINGERPRINT_COLUMNS", "arrays_md5", "scenes_fingerprint", "split_fingerprint"]
+__all__ = ["FINGERPRINT_COLUMNS", "IMAGE_COLUMNS", "arrays_md5", "scenes_fingerprint", "split_fingerprint"]

@@ -164,7 +164,10 @@ class SceneGenerator:
         return max(1, min(longer, round(image.width * scale))), max(1, min(longer, round(image.height * scale)))
 
     def _background(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        index = int(rng.integers(len(self._backgrounds)))
+        return self._background_at(int(rng.integers(len(self._backgrounds))), rng)
+
+    def _background_at(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        """A random crop of background ``index`` (float32 canvas) and its name."""
         image, size = self._backgrounds[index], self.image_size
         short = min(image.size)
         crop = round(math.exp(rng.uniform(math.log(min(size, short)), math.log(short))))
@@ -211,9 +214,17 @@ class SceneGenerator:
                 self._paste(canvas, piece, rng)
                 return
 
+    def _scene_background(
+        self, label: int, canvas: np.ndarray, background_id: str, rng: np.random.Generator
+    ) -> tuple[np.ndarray, str]:
+        """The background the object of class `label` goes on: here the one drawn first, with no
+        further draws (`lastvit.data.background_challenge` ties classes to backgrounds here)."""
+        return canvas, background_id
+
     def scene(self, rng: np.random.Generator) -> Scene:
         canvas, background_id = self._background(rng)
         label = int(self._classes[rng.integers(len(self._classes))])
+        canvas, background_id = self._scene_background(label, canvas, background_id, rng)
         for _ in range(self.clutter):
             self._fragment(canvas, label, rng)
         members = self._by_class[label]

@@ -7,11 +7,16 @@ The maps (per-patch values ``[B, N]``), as the two papers define them:
 - ``votes``: how many channels picked each patch (LazyStrike and max pooling, Eq. 8);
 - ``cls_attention``: last-layer CLS attention to the patches, head-averaged (eager attention).
 
-For each map: Point-in-Box (arg-max patch in the box), CorLoc and coarse-segmentation IoU
-(`dense`, mask = score > mean + std, against the exact object mask when there is one), and the
-same numbers for the same architecture untrained (`untrained_copy`). Map-free baselines: a
-random patch, the centre patch and a colour-outlier heuristic. Plus the masking probe on the
-paper's grid (k in steps of N/7) and patch-token norms.
+For each map, with exact object masks: per-image AUROC against exact per-patch object coverage
+(object patch = at least half covered; threshold-free and sign-aware, the primary map score:
+below 0.5 the map ranks background above the object); then the paper's Point-in-Box (arg-max
+patch in the box), CorLoc and coarse-segmentation IoU (`dense`, mask = score > mean + std). Every
+metric comes with the same numbers for the same architecture untrained (`untrained_copy`), its
+ceiling (the exact coverage map through the same rule) and the map-free baselines: a random
+map, the centre patch and a colour-outlier heuristic. Plus the masking probe on the paper's grid
+(k in steps of N/7), token norms before the final LayerNorm per layer (with CLS / register /
+patch ratios) and after it, and, given counterfactual test sets, the background test
+(`background_test`).
 """
 
 from __future__ import annotations
@@ -146,11 +151,13 @@ def encode(
     device=None,
     progress: bool = False,
     attention: bool = False,
+    hidden_states: bool = False,
 ) -> dict:
     """Run the classifier once over `pixel_values`; keep (on the CPU, float32) logits, the pooled
     feature, the final CLS output (None without a CLS token), the final patch tokens, the votes
-    (None unless the pooling votes) and, with `attention`, the last layer's head-averaged CLS
-    attention to the patches."""
+    (None unless the pooling votes), with `attention` the last layer's head-averaged CLS
+    attention to the patches, and with `hidden_states` the L2 norm of every token after every
+    layer, before the final LayerNorm (``layer_norms`` [B, layers, tokens])."""
     from tqdm.auto import tqdm
 
     device = resolve_device(device)
@@ -158,13 +165,15 @@ def encode(
     config = model.config
     attention = attention and config.use_cls_token
     previous = _set_eager(model) if attention else None
-    keys = ("logits", "pooled", "cls", "patches", "votes", "cls_attention")
+    keys = ("logits", "pooled", "cls", "patches", "votes", "cls_attention", "layer_norms")
     out = {key: [] for key in keys}
     try:
         for start in tqdm(range(0, len(pixel_values), batch_size), desc="encoding", disable=not progress):
             batch = pixel_values[start : start + batch_size].to(device)
             with _autocast(device):
-                base = model.base_model(pixel_values=batch, output_attentions=attention)
+                base = model.base_model(
+                    pixel_values=batch, output_attentions=attention, output_hidden_states=hidden_states
+                )
                 logits = model.classifier(model.classifier_features(base))  # the head's own input rule
             tokens = model.split_tokens(base.last_hidden_state)
             out["logits"].append(logits)
@@ -174,6 +183,9 @@ def encode(
                 out["cls"].append(tokens.cls.reshape(len(batch), -1))
             if base.patch_votes is not None:
                 out["votes"].append(base.patch_votes)
+            if hidden_states:  # the output of each block, before the final LayerNorm
+                layers = base.hidden_states[-config.num_hidden_layers :]
+                out["layer_norms"].append(torch.stack([h.float().norm(dim=-1) for h in layers], dim=1))
             if attention:
                 last = base.attentions[-1]  # [B, heads, T, T]
                 out["cls_attention"].append(last[:, :, 0, config.num_prefix_tokens :].mean(dim=1))
@@ -201,15 +213,31 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     return {"top1": accuracy[1], f"top{k}": accuracy[k], "num_images": len(labels)}
 
 
+def object_patches(data: EvaluationData, patch: int) -> torch.Tensor | None:
+    """Binary object patches ``[B, N]`` (exact coverage >= `L.OBJECT_PATCH_COVERAGE`), or None without masks."""
+    if data.masks is None:
+        return None
+    return L.patch_coverage(data.masks, patch) >= L.OBJECT_PATCH_COVERAGE
+
+
 def localisation_metrics(scores, data: EvaluationData, size: int, patch: int, grid: Sequence[int]) -> dict:
-    """Point-in-Box, CorLoc and (with exact masks) coarse-segmentation IoU of one map."""
-    metrics = {"point_in_box": float(L.point_in_box(scores, data.boxes, None, size, patch, resize=None).mean())}
+    """One map's numbers: with exact masks its mean per-image AUROC against exact object coverage
+    (``auroc``; ``auroc_images`` images had both object and background patches), then the paper's
+    Point-in-Box, CorLoc and (with masks) coarse-segmentation IoU."""
+    metrics = {}
+    positives = object_patches(data, patch)
+    if positives is not None:
+        auroc = L.per_image_auroc(scores, positives)
+        valid = ~np.isnan(auroc)
+        metrics["auroc"] = float(auroc[valid].mean()) if valid.any() else float("nan")
+        metrics["auroc_images"] = int(valid.sum())
+    metrics["point_in_box"] = float(L.point_in_box(scores, data.boxes, None, size, patch, resize=None).mean())
     metrics.update(dense.dense_metrics(scores, grid, (patch, patch), data.boxes, data.masks))
     return metrics
 
 
 def baseline_metrics(data: EvaluationData, size: int, patch: int, grid: Sequence[int]) -> dict:
-    """The map-free baselines: a random patch (exact expectation for Point-in-Box), the centre
+    """The map-free baselines: a random map (exact expectation for Point-in-Box), the centre
     patch, and the colour-outlier heuristic (distance of a patch's mean colour from the median)."""
     n = len(data.pixel_values)
     centre = L.centre_patch_scores(grid).expand(n, -1)
@@ -229,6 +257,18 @@ def baseline_metrics(data: EvaluationData, size: int, patch: int, grid: Sequence
     return baselines
 
 
+def ceiling_metrics(data: EvaluationData, size: int, patch: int, grid: Sequence[int]) -> dict | None:
+    """Every map metric of the perfect map at this grid (exact object coverage through the same
+    rules), with ``single_class_images``: images whose patches are all object or all background
+    (no AUROC); None without exact masks."""
+    if data.masks is None:
+        return None
+    coverage = L.patch_coverage(data.masks, patch)
+    ceiling = localisation_metrics(coverage, data, size, patch, grid)
+    ceiling["single_class_images"] = len(coverage) - ceiling["auroc_images"]
+    return ceiling
+
+
 def masking_grid(num_patches: int, steps: int = PROBE_STEPS) -> list[int]:
     """k = 0, N/steps, 2N/steps, ... (N excluded: a fully masked image says nothing)."""
     return sorted({round(i * num_patches / steps) for i in range(steps)})
@@ -239,6 +279,71 @@ def input_size(model) -> int:
     if height != width:
         raise LastViTUserError(f"evaluation crops square inputs; this model's image_size is {height}x{width}.")
     return height
+
+
+def layer_norm_metrics(layer_norms: torch.Tensor, num_prefix: int, has_cls: bool) -> list[dict]:
+    """Per layer (before the final LayerNorm): mean L2 norm of the CLS token, the registers and the
+    patches, the mean per-image largest patch norm, its ratio to the image's median patch norm
+    (high-norm outliers, Darcet et al., make it large), the register / patch and CLS / patch
+    ratios, and the patch tokens per image above mean + 3 std of that layer's patch norms."""
+    layers = []
+    for index in range(layer_norms.shape[1]):
+        norms = layer_norms[:, index]
+        patches = norms[:, num_prefix:]
+        patch_mean = patches.mean().item()
+        threshold = patches.mean() + 3 * patches.std()
+        entry = {
+            "layer": index + 1,
+            "patch_mean": patch_mean,
+            "patch_max": patches.amax(dim=1).mean().item(),
+            "patch_max_over_median": (patches.amax(dim=1) / patches.median(dim=1).values).mean().item(),
+            "high_norm_patches_per_image": (patches > threshold).sum(dim=1).float().mean().item(),
+            "cls_mean": None,
+            "register_mean": None,
+            "cls_to_patch": None,
+            "register_to_patch": None,
+        }
+        if has_cls:
+            entry["cls_mean"] = norms[:, 0].mean().item()
+            entry["cls_to_patch"] = entry["cls_mean"] / patch_mean
+        if num_prefix > int(has_cls):
+            entry["register_mean"] = norms[:, int(has_cls) : num_prefix].mean().item()
+            entry["register_to_patch"] = entry["register_mean"] / patch_mean
+        layers.append(entry)
+    return layers
+
+
+BACKGROUND_SETS = ("original", "only_fg", "only_bg", "mixed_same", "mixed_rand")
+
+
+@torch.no_grad()
+def predictions(model, pixel_values: torch.Tensor, batch_size: int = 128, device=None) -> torch.Tensor:
+    """Arg-max class of every image ``[B]`` (on the CPU)."""
+    device = resolve_device(device)
+    model.to(device).eval()
+    out = []
+    for start in range(0, len(pixel_values), batch_size):
+        with _autocast(device):
+            out.append(model(pixel_values=pixel_values[start : start + batch_size].to(device)).logits.argmax(-1).cpu())
+    return torch.cat(out)
+
+
+def background_test(model, sets: dict, labels: torch.Tensor, batch_size: int = 128, device=None) -> dict:
+    """The backgrounds challenge (Xiao et al. 2020) on counterfactual renderings of the same test
+    objects. `sets` maps each of `BACKGROUND_SETS` to pixel values ``[B, C, H, W]`` (image i of
+    every set holds the same object at the same place). Returns each set's top-1 (``only_bg``
+    against the object's label: what the background alone gives away), ``bg_gap`` = mixed_same -
+    mixed_rand, and ``flip_rate``: the share of images whose prediction changes between original
+    and mixed_rand."""
+    missing = [name for name in BACKGROUND_SETS if name not in sets]
+    if missing:
+        raise ValueError(f"background_test needs every set of {BACKGROUND_SETS}; missing {missing}.")
+    predicted = {name: predictions(model, sets[name], batch_size, device) for name in BACKGROUND_SETS}
+    result = {name: (predicted[name] == labels).float().mean().item() for name in BACKGROUND_SETS}
+    result["bg_gap"] = result["mixed_same"] - result["mixed_rand"]
+    result["flip_rate"] = (predicted["original"] != predicted["mixed_rand"]).float().mean().item()
+    result["num_images"] = len(labels)
+    return result
 
 
 def evaluate_model(
@@ -253,34 +358,45 @@ def evaluate_model(
     norm_threshold: float | None = None,
     untrained: bool = True,
     attention: bool = True,
+    counterfactual: dict | None = None,
 ) -> tuple[dict, dict]:
     """Every measurement of one classifier. Returns ``(metrics, arrays)``: `metrics` is
     JSON-ready; `arrays` holds the per-image maps for figures. The masking probe re-runs the
-    model once per (k, order) on the first `probe_images` images."""
+    model once per (k, order) on the first `probe_images` images. `counterfactual`: pixel values
+    of the `BACKGROUND_SETS` of `data`'s images (``original`` is ``data.pixel_values``) for the
+    background test, run on the model and on its untrained twin."""
     device = resolve_device(device)
     size, patch = input_size(model), model.config.patch_size_hw[0]
     grid = model.patch_grid(size, size)
     num_patches = grid[0] * grid[1]
 
-    encoded = encode(model, data.pixel_values, batch_size, device, progress, attention=attention)
+    encoded = encode(model, data.pixel_values, batch_size, device, progress, attention=attention, hidden_states=True)
     maps = score_maps(encoded)
     metrics = {"classification": classification_metrics(encoded["logits"], data.labels), "device": str(device)}
+    fresh_model = L.untrained_copy(model, seed=seed) if untrained else None
 
     if data.boxes is not None:
         located = {name: localisation_metrics(values, data, size, patch, grid) for name, values in maps.items()}
-        if untrained:
-            fresh_model = L.untrained_copy(model, seed=seed)
-            fresh = encode(fresh_model, data.pixel_values, batch_size, device, attention=attention)
+        if fresh_model is not None:
+            fresh = encode(fresh_model, data.pixel_values, batch_size, device, attention=attention, hidden_states=True)
             fresh_maps = score_maps(fresh)
             for name, values in fresh_maps.items():
                 located[name]["untrained"] = localisation_metrics(values, data, size, patch, grid)
             metrics["untrained_classification"] = classification_metrics(fresh["logits"], data.labels)
-            del fresh_model
         metrics["maps"] = located
         metrics["baselines"] = baseline_metrics(data, size, patch, grid)
+        metrics["ceiling"] = ceiling_metrics(data, size, patch, grid)
         metrics["box_area_fraction"] = float(
             np.mean([(b[2] - b[0]) * (b[3] - b[1]) / (size * size) for b in data.boxes])
         )
+
+    if counterfactual is not None:
+        sets = {"original": data.pixel_values, **counterfactual}
+        metrics["background_test"] = background_test(model, sets, data.labels, batch_size, device)
+        if fresh_model is not None:
+            metrics["background_test"]["untrained"] = background_test(
+                fresh_model, sets, data.labels, batch_size, device
+            )
 
     ks = masking_grid(num_patches)
     n = len(data.pixel_values) if probe_images is None else min(probe_images, len(data.pixel_values))
@@ -309,27 +425,44 @@ def evaluate_model(
     norms = L.token_norms(encoded["patches"])
     threshold = norm_threshold if norm_threshold is not None else float(norms.norms.mean() + 3 * norms.norms.std())
     high = (norms.norms > threshold).sum(dim=1).float()
+    config = model.config
+    before = {"layers": layer_norm_metrics(encoded["layer_norms"], config.num_prefix_tokens, config.use_cls_token)}
+    if fresh_model is not None and data.boxes is not None:
+        before["untrained_layers"] = layer_norm_metrics(
+            fresh["layer_norms"], config.num_prefix_tokens, config.use_cls_token
+        )
     metrics["token_norms"] = {
-        "mean_norm": norms.norms.mean().item(),
-        "max_norm": norms.max_norm.max().item(),
-        "mean_max_abs_value": norms.max_abs_value.mean().item(),
-        "threshold": threshold,
-        "high_norm_tokens_per_image": high.mean().item(),
-        "images_with_high_norm_tokens": (high > 0).float().mean().item(),
+        "before_final_layernorm": before,
+        "after_final_layernorm": {
+            "mean_norm": norms.norms.mean().item(),
+            "max_norm": norms.max_norm.max().item(),
+            "mean_max_abs_value": norms.max_abs_value.mean().item(),
+            "threshold": threshold,
+            "high_norm_tokens_per_image": high.mean().item(),
+            "images_with_high_norm_tokens": (high > 0).float().mean().item(),
+            "note": "after the final LayerNorm every token's norm is close to sqrt(D) by construction",
+        },
     }
+    del fresh_model
     arrays = {"maps": maps, "norms": norms.norms, "grid": grid}
     return metrics, arrays
 
 
 __all__ = [
+    "BACKGROUND_SETS",
     "MAP_LABELS",
     "SHORT_LABELS",
     "EvaluationData",
+    "background_test",
+    "ceiling_metrics",
     "classification_metrics",
     "encode",
     "evaluate_model",
     "input_size",
+    "layer_norm_metrics",
     "masking_grid",
+    "object_patches",
+    "predictions",
     "prepare_evaluation_data",
     "resolve_device",
     "score_maps",

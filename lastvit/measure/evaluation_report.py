@@ -7,7 +7,12 @@ from pathlib import Path
 
 from .evaluation import MAP_LABELS, SHORT_LABELS, EvaluationData
 
-METRIC_LABELS = {"point_in_box": "Point-in-Box", "corloc": "CorLoc", "segmentation_iou": "coarse-seg. IoU"}
+METRIC_LABELS = {
+    "auroc": "AUROC vs object coverage",
+    "point_in_box": "Point-in-Box",
+    "corloc": "CorLoc",
+    "segmentation_iou": "coarse-seg. IoU",
+}
 
 
 def write_figures(
@@ -36,7 +41,9 @@ def write_figures(
         folder / "masking_probe.png",
         num_patches=probe["num_patches"],
     )
-    P.plot_norm_histogram(arrays["norms"], folder / "norms.png", threshold=metrics["token_norms"]["threshold"])
+    P.plot_norm_histogram(
+        arrays["norms"], folder / "norms.png", threshold=metrics["token_norms"]["after_final_layernorm"]["threshold"]
+    )
     return ["maps.png", "masking_probe.png", "norms.png"]
 
 
@@ -126,7 +133,10 @@ def markdown_report(metrics: dict, figures: list[str], title: str) -> str:
                 fresh = values.get("untrained", {}).get(metric)
                 cells.append(f"{values[metric]:.3f}" + (f" / {fresh:.3f}" if fresh is not None else ""))
             lines.append(f"| {MAP_LABELS[name]} | " + " | ".join(cells) + " |")
-        for name, values in metrics["baselines"].items():
+        rows = list(metrics["baselines"].items())
+        if metrics.get("ceiling"):
+            rows.append(("ceiling (exact coverage map)", metrics["ceiling"]))
+        for name, values in rows:
             lines.append(
                 f"| baseline: {name.replace('_', ' ')} | "
                 + " | ".join(f"{values[m]:.3f}" if m in values else "–" for m in METRIC_LABELS)
@@ -149,7 +159,22 @@ def markdown_report(metrics: dict, figures: list[str], title: str) -> str:
     ]
     for order in ("high", "random", "low"):
         lines.append(f"| {order} first | " + " | ".join(f"{a:.3f}" for a in probe[order]) + " |")
-    lines += ["", "## Patch-token norms", "", "| statistic | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4g} |" for k, v in metrics["token_norms"].items()]
+    after = metrics["token_norms"]["after_final_layernorm"]
+    lines += ["", "## Patch-token norms after the final LayerNorm", "", "| statistic | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in after.items() if isinstance(v, (int, float))]
+    lines += [
+        "",
+        "## Token norms before the final LayerNorm, per layer",
+        "",
+        "| layer | patch mean | patch max / median | CLS / patch | registers / patch | high-norm patches / image |",
+        "|---|---|---|---|---|---|",
+    ]
+    for layer in metrics["token_norms"]["before_final_layernorm"]["layers"]:
+        ratios = [layer["cls_to_patch"], layer["register_to_patch"]]
+        lines.append(
+            f"| {layer['layer']} | {layer['patch_mean']:.3g} | {layer['patch_max_over_median']:.3g} | "
+            + " | ".join("–" if r is None else f"{r:.3g}" for r in ratios)
+            + f" | {layer['high_norm_patches_per_image']:.3g} |"
+        )
     lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"

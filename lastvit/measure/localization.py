@@ -22,6 +22,7 @@ Point-in-Box means little on its own (pasted or centred objects are salient). Re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -31,6 +32,7 @@ from torch import nn
 
 ORDERS = ("high", "low", "random")
 PIB_RULES = ("overlap", "centre")
+BOX_EDGES = ("exclusive", "authors")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -188,23 +190,34 @@ def box_to_patches(
     model_input: int | Sequence[int] = 224,
     patch: int | Sequence[int] = 16,
     resize: int | None = 256,
+    edge: str = "exclusive",
 ) -> np.ndarray:
-    """The authors' box-to-patch rule (the LaSt-ViT paper's localization metrics): every patch the mapped box overlaps.
+    """Every patch the mapped box overlaps (the LaSt-ViT paper's localization metrics).
 
-    The box is mapped with `map_box`; the patch set is rows ``floor(y0/ph) .. min(floor(y1/ph),
-    rows-1)`` and the same for columns (a box edge exactly on a patch border includes the next
-    patch, as in the authors' code). A box cut away by the crop collapses onto the crop border:
-    on the left/top it still marks column/row 0, on the right/bottom (``x0 = crop_w``) its set is
-    empty, also as in the authors' code.
+    The box is mapped with `map_box`. Its right/bottom edge is exclusive (``x1``/``y1`` are one
+    past the last pixel, the PIL/NumPy convention of every box here), so with ``edge="exclusive"``
+    (the default) the patch set is rows ``floor(y0/ph) .. ceil(y1/ph) - 1`` and the same for
+    columns: a box ending exactly on a patch border gains no patch, and a box of zero width or
+    height (e.g. cut away by the crop) marks none. ``edge="authors"`` reproduces the authors'
+    ``evaluate_patch_hit.py``, which counts the edge as inside: rows ``floor(y0/ph) ..
+    min(floor(y1/ph), rows-1)`` (a box ending on a border includes the next patch; a box
+    collapsed onto the left/top crop border still marks column/row 0, on the right/bottom none).
+    The two differ only when an edge falls exactly on a patch border.
     Sizes are ``(width, height)``; `patch` may be non-square. Returns a bool mask ``[rows, cols]``
     (``mask.reshape(-1)`` indexes the patch tokens).
     """
+    if edge not in BOX_EDGES:
+        raise ValueError(f"Unknown box edge rule {edge!r}; use one of {BOX_EDGES}.")
     rows, cols = _grid(model_input, patch)
     patch_w, patch_h = _pair(patch, "patch")
     x0, y0, x1, y1 = map_box(box, image_size, model_input, resize)
     mask = np.zeros((rows, cols), dtype=bool)
-    row0, row1 = int(y0 // patch_h), min(int(y1 // patch_h), rows - 1)
-    col0, col1 = int(x0 // patch_w), min(int(x1 // patch_w), cols - 1)
+    if edge == "exclusive":
+        row0, row1 = int(y0 // patch_h), min(math.ceil(y1 / patch_h) - 1, rows - 1)
+        col0, col1 = int(x0 // patch_w), min(math.ceil(x1 / patch_w) - 1, cols - 1)
+    else:
+        row0, row1 = int(y0 // patch_h), min(int(y1 // patch_h), rows - 1)
+        col0, col1 = int(x0 // patch_w), min(int(x1 // patch_w), cols - 1)
     if row0 <= row1 and col0 <= col1:
         mask[row0 : row1 + 1, col0 : col1 + 1] = True
     return mask
@@ -237,13 +250,13 @@ def _sizes_per_image(image_sizes, batch_size: int) -> list:
     return sizes
 
 
-def _box_masks(boxes, image_sizes, batch_size, model_input, patch_size, resize) -> np.ndarray:
+def _box_masks(boxes, image_sizes, batch_size, model_input, patch_size, resize, edge="exclusive") -> np.ndarray:
     """Union of the patch sets of each image's boxes, ``[B, rows, cols]``."""
     masks = []
     for entries, size in zip(_boxes_per_image(boxes, batch_size), _sizes_per_image(image_sizes, batch_size)):
         mask = np.zeros(_grid(model_input, patch_size), dtype=bool)
         for box in entries:
-            mask |= box_to_patches(box, size, model_input, patch_size, resize)
+            mask |= box_to_patches(box, size, model_input, patch_size, resize, edge)
         masks.append(mask)
     return np.stack(masks)
 
@@ -256,6 +269,7 @@ def point_in_box(
     patch_size: int | Sequence[int] = 16,
     resize: int | None = 256,
     rule: str = "overlap",
+    edge: str = "exclusive",
 ) -> np.ndarray:
     """Point-in-Box hits (LaSt-ViT Tab. 1/3, "Patch-BBox Hit Ratio"): is each image's arg-max patch
     inside its ground-truth box? Returns a bool array ``[B]``; PiB is its mean.
@@ -263,7 +277,7 @@ def point_in_box(
     `scores` [B, N] or [B, rows, cols]; `boxes` one ``(x0, y0, x1, y1)`` or a list of boxes per
     image (hit if inside any); `image_sizes` one ``(width, height)`` per image, or one for all, or
     None when the inputs were already at model size. ``rule="overlap"`` (authors): the arg-max is
-    one of the patches the box overlaps (`box_to_patches`); ``rule="centre"`` (a third-party
+    one of the patches the box overlaps (`box_to_patches` with its `edge` rule); ``rule="centre"`` (a third-party
     variant): the arg-max patch's centre lies inside the mapped box. Ties go to the first patch.
     Filter the images first with `pib_filter` to reproduce the paper's protocol.
     """
@@ -278,7 +292,8 @@ def point_in_box(
         )
     top = scores.argmax(dim=1).numpy()
     if rule == "overlap":
-        masks = _box_masks(boxes, image_sizes, len(top), model_input, patch_size, resize).reshape(len(top), -1)
+        masks = _box_masks(boxes, image_sizes, len(top), model_input, patch_size, resize, edge)
+        masks = masks.reshape(len(top), -1)
         return masks[np.arange(len(top)), top]
     patch_w, patch_h = _pair(patch_size, "patch_size")
     hits = np.zeros(len(top), dtype=bool)
@@ -306,6 +321,51 @@ def pib_filter(boxes, image_sizes, max_area_ratio: float = 0.25) -> np.ndarray:
         x0, y0, x1, y1 = entries[0]
         keep[i] = (x1 - x0) * (y1 - y0) < max_area_ratio * width * height
     return keep
+
+
+# --------------------------------------------------------------------------- threshold-free rank score
+
+OBJECT_PATCH_COVERAGE = 0.5
+"""A patch counts as an object patch when at least this share of its pixels is object."""
+
+
+def patch_coverage(masks, patch: int | Sequence[int]) -> torch.Tensor:
+    """Exact per-patch object coverage ``[B, N]`` (row-major): the share of each patch's pixels
+    that the boolean object mask ``[B, H, W]`` covers. Through any map metric it is the perfect
+    map at that grid, the metric's ceiling."""
+    patch_w, patch_h = _pair(patch, "patch")
+    masks = _as_tensor(masks).float()
+    if masks.ndim != 3 or masks.shape[-2] % patch_h or masks.shape[-1] % patch_w:
+        raise ValueError(
+            f"patch_coverage needs masks [B, H, W] with H, W divisible by the patch size; got {tuple(masks.shape)} "
+            f"and patch {patch_w}x{patch_h}."
+        )
+    return nn.functional.avg_pool2d(masks[:, None], (patch_h, patch_w)).flatten(1)
+
+
+def per_image_auroc(scores, positives, chunk: int = 256) -> np.ndarray:
+    """Per-image AUROC ``[B]`` of a map against binary patch labels (threshold-free and sign-aware).
+
+    AUROC = P(score of a random object patch > score of a random background patch), ties counted
+    one half: the Mann-Whitney form, equal to the rank form ``(R+ - P(P+1)/2) / (P * Q)`` with
+    average ranks for ties (R+: the sum of the P positives' ranks, Q negatives). 1 = every object
+    patch above every background patch, 0.5 = chance (or a constant map), below 0.5 = the map
+    ranks *background* above the object. Images whose patches are all one class have no AUROC:
+    NaN (count them with ``np.isnan``).
+    """
+    scores = _flat_scores(scores)
+    positives = _as_tensor(positives).reshape(scores.shape).bool()
+    result = np.full(len(scores), np.nan)
+    for start in range(0, len(scores), chunk):
+        s, pos = scores[start : start + chunk], positives[start : start + chunk]
+        greater = (s[:, :, None] > s[:, None, :]).float() + 0.5 * (s[:, :, None] == s[:, None, :]).float()
+        pairs = pos[:, :, None] & ~pos[:, None, :]  # (object patch i, background patch j)
+        counts = pairs.sum(dim=(1, 2)).float()
+        wins = (greater * pairs).sum(dim=(1, 2))
+        valid = counts > 0
+        values = torch.where(valid, wins / counts.clamp_min(1), torch.full_like(wins, float("nan")))
+        result[start : start + chunk] = values.numpy()
+    return result
 
 
 # --------------------------------------------------------------------------- baselines
@@ -479,6 +539,7 @@ def masking_probe(
 
 
 __all__ = [
+    "OBJECT_PATCH_COVERAGE",
     "TokenNorms",
     "box_to_patches",
     "centre_patch_baseline",
@@ -488,7 +549,9 @@ __all__ = [
     "map_box",
     "mask_patches",
     "masking_probe",
+    "patch_coverage",
     "patch_scores",
+    "per_image_auroc",
     "pib_filter",
     "point_in_box",
     "point_in_box_with_baselines",

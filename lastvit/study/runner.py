@@ -1,5 +1,6 @@
 """Run the study: build the data once, train every variant for every seed with one recipe,
-evaluate each trained model next to its untrained twin, and write the report folder whole."""
+evaluate each trained model next to its untrained twin (maps and the background test), and write
+the report folder whole. Also the learning curves (validation top-1 vs steps) that pick the budget."""
 
 from __future__ import annotations
 
@@ -14,16 +15,29 @@ from lastvit.files import is_nonempty_dir, swap_in
 from lastvit.provenance import environment
 from lastvit.training.loop import reset_accelerate
 
-from .config import OPTIONAL_VARIANTS, VARIANTS, StudyConfig
+from .config import CHOICES, OPTIONAL_VARIANTS, REFERENCE, SHIPPED, VARIANTS, StudyConfig
 from .report import flatten_metrics, summarise, write_report
 
 TEST_SPLIT_NOTES = {
     "fashion": "Fashion-MNIST items from its t10k file (10,000 real product photos never seen in training; "
     "training items come from its train file) on held-out backgrounds (a quarter of each background source), "
-    "so the test measures recognising new instances in new surroundings, not memorising images",
+    "so the test measures recognising new instances in new surroundings, not memorising images. The "
+    "validation split (every tuning decision) holds out a share of the training items and training "
+    "backgrounds; it never touches the test split",
     "scenes": "held-out object instances (a quarter per class) on held-out backgrounds, so the test measures "
-    "recognising new instances in new surroundings, not memorising images",
+    "recognising new instances in new surroundings, not memorising images. The validation split (every "
+    "tuning decision) holds out a share of the training instances and backgrounds",
 }
+BACKGROUND_NOTE = (
+    "Backgrounds are cut into {groups} groups by the rank of their mean luminance (per split, so held-out "
+    "backgrounds of group g look like training ones of group g); class c is tied to group c mod {groups}. "
+    "With probability rho = {rho} a scene's background is redrawn from its class's group, so "
+    "P(background in the class's group) = {share:.2f} (chance {chance:.2f}) in training, validation and the "
+    "original test set. The counterfactual test sets render the same object (instance, size, flip, position): "
+    "only-FG on black; only-BG = the background layer as drawn, before the object is pasted (the object's "
+    "region shows the background that was under it, so no object pixel remains); mixed-same = a background "
+    "from the class's own group; mixed-rand = a background from a uniformly chosen other group."
+)
 
 
 class StudyError(LastViTUserError):
@@ -35,54 +49,88 @@ def _log(start: float, message: str) -> None:
 
 
 def build_data(config: StudyConfig):
-    from lastvit.data.scenes import build_scenes
+    from lastvit.data.background_challenge import build_challenge
 
-    return build_scenes(
+    return build_challenge(
         config.num_train,
+        config.num_validation,
         config.num_test,
+        variant=config.data_variant,
         image_size=config.image_size,
         seed=config.data_seed,
         clutter=config.clutter,
-        variant=config.data_variant,
         scale_range=tuple(config.scale_range),
         opacity=config.opacity,
+        correlation=config.background_correlation,
+        num_groups=config.background_groups,
+        validation_fraction=config.validation_fraction,
         progress=config.progress,
     )
 
 
-def train_variant(config: StudyConfig, name: str, seed: int, data, out: Path) -> Path:
-    """Train one variant with the study's recipe into `out` (a complete checkpoint folder)."""
+def train_variant(
+    config: StudyConfig, name: str, seed: int, data, out: Path, eval_every: int = 10**9, **overrides
+) -> dict:
+    """Train one variant with the study's recipe into `out` (a complete checkpoint folder); its
+    evaluations use the validation split (never the test split). Returns the trainer's results."""
+    import datasets
+
     from lastvit.training import TrainConfig, train
 
     spec = {**VARIANTS, **OPTIONAL_VARIANTS}[name]
-    train(
+    splits = datasets.DatasetDict(
+        train=data["train"].select_columns(["image", "label"]),
+        validation=data["validation"].select_columns(["image", "label"]),
+    )
+    recipe = {
+        key: getattr(config, key)
+        for key in (
+            "preset",
+            "image_size",
+            "patch_size",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "warmup_ratio",
+            "crop_scale_min",
+            "max_grad_norm",
+            "num_workers",
+        )
+    }
+    results = train(
         TrainConfig(
-            dataset=data,  # the DatasetDict built once for every run, in memory
+            dataset=splits,  # built once for every run, in memory
             output_dir=out,
             overwrite=True,
             seed=seed,
-            preset=config.preset,
-            image_size=config.image_size,
-            patch_size=config.patch_size,
             pooling=spec["pooling"],
             registers=spec["registers"],
             top_k=spec.get("top_k"),
             top_k_ratio=spec.get("top_k_ratio"),
-            epochs=config.epochs,
             mixed_precision=config.mixed_precision or "auto",
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            warmup_ratio=config.warmup_ratio,
-            crop_scale_min=config.crop_scale_min,
-            max_grad_norm=config.max_grad_norm,
-            num_workers=config.num_workers,
-            eval_every=10**9,  # one evaluation at the end; the study then measures everything itself
+            eval_every=eval_every,  # default: one evaluation at the end; the study measures the rest itself
             progress=config.progress,
+            **{**recipe, **overrides},
         )
     )
     reset_accelerate()
-    return out
+    return results
+
+
+def evaluation_sets(split, size: int, mean, std):
+    """The test (or validation) split as `EvaluationData` and its counterfactual pixel values."""
+    from lastvit.data.background_challenge import COUNTERFACTUAL_SETS
+    from lastvit.measure.evaluation import prepare_evaluation_data
+
+    data = prepare_evaluation_data(split, size, mean, std)
+    counterfactual = {
+        name: prepare_evaluation_data(
+            split.select_columns([f"image_{name}", "label"]), size, mean, std, f"image_{name}"
+        )
+        for name in COUNTERFACTUAL_SETS
+    }
+    return data, {name: value.pixel_values for name, value in counterfactual.items()}
 
 
 def run_study(config: StudyConfig) -> dict:
@@ -90,7 +138,7 @@ def run_study(config: StudyConfig) -> dict:
     results that ``report.json`` holds."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from lastvit.measure.evaluation import evaluate_model, prepare_evaluation_data, resolve_device
+    from lastvit.measure.evaluation import evaluate_model, resolve_device
 
     start = time.time()
     device = resolve_device(config.device)
@@ -107,8 +155,9 @@ def run_study(config: StudyConfig) -> dict:
 
     _log(
         start,
-        f"building {config.num_train} + {config.num_test} {config.data_variant} scenes "
-        f"({config.image_size} px, seed {config.data_seed}) ...",
+        f"building {config.num_train} + {config.num_validation} + {config.num_test} {config.data_variant} scenes "
+        f"({config.image_size} px, seed {config.data_seed}, background correlation {config.background_correlation})"
+        " ...",
     )
     tic = time.time()
     data = build_data(config)
@@ -117,19 +166,20 @@ def run_study(config: StudyConfig) -> dict:
     timings["data"] = time.time() - tic
 
     per_run = {name: [] for name in config.variants}
-    raw, first_arrays, evaluation_data, stats = {}, {}, None, None
+    raw, first_arrays, evaluation_data, counterfactual, stats = {}, {}, None, None, None
     for seed in config.seeds:
         for name in config.variants:
             label = {**VARIANTS, **OPTIONAL_VARIANTS}[name]["label"]
             _log(start, f"training {label}, seed {seed}")
             tic = time.time()
-            folder = train_variant(config, name, seed, data, work / "runs" / f"{name}-seed{seed}")
+            folder = work / "runs" / f"{name}-seed{seed}"
+            trained = train_variant(config, name, seed, data, folder)
             timings["training"][f"{name}-seed{seed}"] = time.time() - tic
             model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True)
             if evaluation_data is None:
                 processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
                 stats = (tuple(processor.image_mean), tuple(processor.image_std))
-                evaluation_data = prepare_evaluation_data(data["test"], config.image_size, *stats)
+                evaluation_data, counterfactual = evaluation_sets(data["test"], config.image_size, *stats)
             tic = time.time()
             metrics, arrays = evaluate_model(
                 model,
@@ -138,20 +188,37 @@ def run_study(config: StudyConfig) -> dict:
                 seed=seed,
                 probe_images=config.probe_images,
                 progress=config.progress,
+                counterfactual=counterfactual,
             )
+            metrics["validation_top1"] = trained.get("top1")
             timings["evaluation"][f"{name}-seed{seed}"] = time.time() - tic
             raw[f"{name}-seed{seed}"] = metrics
             per_run[name].append(flatten_metrics(metrics))
             if seed == config.seeds[0]:
                 first_arrays[name] = arrays
-            pib = metrics["maps"]["patch_score"]["point_in_box"]
-            _log(start, f"    top-1 {metrics['classification']['top1']:.3f}, Patch-Score PiB {pib:.3f}")
+            background = metrics["background_test"]
+            _log(
+                start,
+                f"    top-1 {metrics['classification']['top1']:.3f}, mixed-rand {background['mixed_rand']:.3f}, "
+                f"BG-gap {background['bg_gap']:+.3f}, Patch-Score AUROC {metrics['maps']['patch_score']['auroc']:.3f}",
+            )
             del model
 
     minutes = (time.time() - start) / 60
+    rho, groups = config.background_correlation, config.background_groups
+    summary, testing = summarise(per_run, config.primary_endpoints)
     results = {
         "question": "Does LazyStrike make a ViT look at the object?",
+        "primary_endpoints": [
+            {"variant": v, "metric": m, "reference": REFERENCE, "test": "paired t-test over seeds, Holm-corrected"}
+            for v, m in config.primary_endpoints
+        ],
+        "multiple_testing": testing,
         "test_split_note": TEST_SPLIT_NOTES[config.data_variant],
+        "background_note": BACKGROUND_NOTE.format(
+            groups=groups, rho=rho, share=rho + (1 - rho) / groups, chance=1 / groups
+        ),
+        "choices": CHOICES,
         "chance": 1 / len(class_names),
         "class_names": class_names,
         "seeds": list(config.seeds),
@@ -160,7 +227,7 @@ def run_study(config: StudyConfig) -> dict:
         "environment": environment(device),
         "data_fingerprint": data_fingerprint,
         "per_seed": per_run,
-        "summary": summarise(per_run),
+        "summary": summary,
         "raw": raw,
         "timings_s": timings,
         "minutes": minutes,
@@ -169,11 +236,76 @@ def run_study(config: StudyConfig) -> dict:
     results["report_files"] = report_files
     (work / "report.json").write_text(json.dumps(results, indent=2))
 
-    best = "lastvit_khalf" if "lastvit_khalf" in config.variants else config.variants[-1]
+    shipped = SHIPPED if SHIPPED in config.variants else config.variants[-1]
     shutil.copytree(
-        work / "runs" / f"{best}-seed{config.seeds[0]}",
+        work / "runs" / f"{shipped}-seed{config.seeds[0]}",
         work / "lastvit-model",
         ignore=shutil.ignore_patterns("checkpoints", "best", ".*"),
     )
+    swap_in(work, out)
+    return results
+
+
+MERGED_KEYS = ("seeds", "output_dir", "overwrite", "progress")
+
+
+def merge_studies(folders, output_dir, overwrite: bool = False) -> dict:
+    """One report from studies that ran the same configuration on disjoint seeds (e.g. one process
+    or machine per seed: ``lastvit-study --seeds 3 --output-dir part3``): per-seed numbers are pooled,
+    the summary, the paired tests and their corrections are recomputed over all seeds, the maps
+    figure and the shipped model come from the part with the first seed. Each seed's runs depend only
+    on the seed and the data, so this is the study run at once, spread over processes."""
+    folders = [Path(f) for f in folders]
+    out = Path(output_dir)
+    if is_nonempty_dir(out) and not overwrite:
+        raise StudyError(
+            f"{out} already holds files; pass --overwrite to replace them or choose another --output-dir."
+        )
+    missing = [str(f) for f in folders if not (f / "report.json").is_file()]
+    if missing:
+        raise StudyError(f"no report.json in {missing}; merge the output folders of finished lastvit-study runs.")
+    parts = sorted(
+        ((f, json.loads((f / "report.json").read_text())) for f in folders), key=lambda fp: min(fp[1]["seeds"])
+    )
+    first = parts[0][1]
+    same = {k: v for k, v in first["config"].items() if k not in MERGED_KEYS}
+    for folder, part in parts[1:]:
+        differ = sorted(k for k, v in same.items() if part["config"].get(k) != v)
+        if differ:
+            raise StudyError(
+                f"{folder} ran another configuration ({', '.join(differ)} differ); merge only equal studies."
+            )
+    seeds = [s for _, part in parts for s in part["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise StudyError(f"the studies share seeds ({seeds}); merge studies of disjoint seeds.")
+    per_run = {name: [run for _, part in parts for run in part["per_seed"][name]] for name in first["per_seed"]}
+    endpoints = tuple(tuple(e) for e in first["config"]["primary_endpoints"])
+    summary, testing = summarise(per_run, endpoints)
+    timings = {
+        "data": sum(part["timings_s"]["data"] for _, part in parts),
+        "training": {k: v for _, part in parts for k, v in part["timings_s"]["training"].items()},
+        "evaluation": {k: v for _, part in parts for k, v in part["timings_s"]["evaluation"].items()},
+    }
+    results = {
+        **first,
+        "seeds": seeds,
+        "config": {**first["config"], "seeds": seeds, "output_dir": str(out)},
+        "per_seed": per_run,
+        "summary": summary,
+        "multiple_testing": testing,
+        "raw": {k: v for _, part in parts for k, v in part["raw"].items()},
+        "timings_s": timings,
+        "minutes": sum(part["minutes"] for _, part in parts),
+        "merged_from": [
+            {"folder": str(folder), "seeds": part["seeds"], "minutes": part["minutes"]} for folder, part in parts
+        ],
+    }
+    work = out.with_name(f".{out.name}.work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shutil.copy2(parts[0][0] / "maps.png", work / "maps.png")
+    results["report_files"] = write_report(work, results, None, {}, None)
+    (work / "report.json").write_text(json.dumps(results, indent=2))
+    shutil.copytree(parts[0][0] / "lastvit-model", work / "lastvit-model")
     swap_in(work, out)
     return results

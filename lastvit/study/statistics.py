@@ -79,4 +79,33 @@ def paired_test(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) ->
     return result
 
 
-__all__ = ["ALPHA", "mean_std", "paired_test", "student_t_two_sided"]
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control), in the input order. NaN
+    entries (no test) stay NaN and do not count towards the family size."""
+    p = np.asarray(p_values, dtype=np.float64)
+    valid = np.flatnonzero(~np.isnan(p))
+    adjusted = np.full(len(p), np.nan)
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (false-discovery-rate control), in the input order.
+    NaN entries (no test) stay NaN and do not count towards the family size."""
+    p = np.asarray(p_values, dtype=np.float64)
+    valid = np.flatnonzero(~np.isnan(p))
+    adjusted = np.full(len(p), np.nan)
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m, running = len(order), 1.0
+    for rank in range(m - 1, -1, -1):
+        index = order[rank]
+        running = min(running, m * p[index] / (rank + 1))
+        adjusted[index] = min(1.0, running)
+    return adjusted.tolist()
+
+
+__all__ = ["ALPHA", "benjamini_hochberg", "holm", "mean_std", "paired_test", "student_t_two_sided"]

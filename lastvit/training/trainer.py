@@ -372,6 +372,7 @@ def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
         if tracking:
             accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state["step"])
         state["evaluated_step"] = state["step"]
+        state.setdefault("history", []).append({"step": state["step"], **metrics})
         if state["best_top1"] is None or metrics["top1"] > state["best_top1"]:
             state.update(best_top1=metrics["top1"], best_step=state["step"])
             if accelerator.is_main_process:
@@ -446,6 +447,7 @@ def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
         "best_top1": state["best_top1"],
         "best_step": state["best_step"],
         "skipped_images": state["skipped_images"],
+        "history": state.get("history", []),
     }
     steps.save()
     save_final(model, save_model, config, accelerator, results, adapter)
