@@ -17,7 +17,7 @@ SOURCE_NAMES = {
     "openclip": "OpenAI CLIP / open_clip model",
 }
 TEXT_TOWER_SOURCES = ("openclip",)  # sources whose checkpoints hold a text tower `--with-text-tower` converts
-POOLING_TYPES = ("cls", "mean", "max", "lazystrike")  # = configuration_lastvit.POOLING_TYPES
+POOLING_TYPES = ("cls", "mean", "max", "lazystrike", "map")  # = configuration_lastvit.POOLING_TYPES
 SCORE_RULES = ("repo", "paper")  # = configuration_lastvit.SCORE_RULES
 POOLING_CHOICES = ("source",) + POOLING_TYPES
 CLIP_ACTIVATIONS = ("quick_gelu", "gelu")

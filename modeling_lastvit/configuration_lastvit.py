@@ -7,7 +7,10 @@ from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 
-POOLING_TYPES = ("cls", "mean", "max", "lazystrike")
+POOLING_TYPES = ("cls", "mean", "max", "lazystrike", "map")
+ROPE_TYPES = ("dinov3",)
+POSITION_EMBEDDING_TYPES = ("learned", "none")
+NORM_TYPES = ("layer_norm", "rms_norm")
 SCORE_RULES = ("repo", "paper")
 INTERPOLATION_MODES = ("bicubic", "bilinear")
 CLASSIFIER_INPUTS = ("pooled", "pooled_and_patch_mean", "pooled_and_first_register")
@@ -48,6 +51,21 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         layerscale_value (`float`, *optional*): initial LayerScale value; `None` means no LayerScale
             (ViT, DeiT, CLIP); DINOv2 uses it.
         use_swiglu_ffn (`bool`, defaults to `False`): SwiGLU MLP instead of fc1-act-fc2 (DINOv2-g).
+        use_gated_mlp (`bool`, defaults to `False`): gated MLP ``down(act(gate(x)) * up(x))`` of exactly
+            `intermediate_size` with `hidden_act` (SwiGLU with `"silu"`), as DINOv3's and AIMv2's. Not with
+            `use_swiglu_ffn`.
+        norm_type (`str`, defaults to `"layer_norm"`): every norm of the model: `"layer_norm"` or `"rms_norm"`
+            (RMSNorm in fp32 with a weight and no bias, as AIMv2's; `layer_norm_eps` is its epsilon).
+        use_patch_norm (`bool`, defaults to `False`): a norm (of `norm_type`) on the patch tokens right after
+            the patch projection, before the position embeddings are added (AIMv2).
+        position_embedding_type (`str`, defaults to `"learned"`): `"learned"` absolute position embeddings
+            (interpolated for other grids) or `"none"` (models that encode position with RoPE only, DINOv3).
+        rope_type (`str`, *optional*): 2-D rotary position embeddings on the patch tokens' queries and keys in
+            every block; `None` (default) means none. `"dinov3"`: DINOv3's variant (patch centres normalised to
+            [-1, 1] per axis, `head_dim / 4` frequencies `rope_theta ** -arange(0, 1, 4 / head_dim)` per axis, angles
+            `2 pi * coordinate * frequency` laid out [y, x] and tiled twice, rotate-half). CLS and register tokens are
+            not rotated. Needs `head_dim` divisible by 4.
+        rope_theta (`float`, defaults to 100.0): base of the RoPE frequencies.
         drop_path_rate (`float`, defaults to 0.0): stochastic depth, the same rate in every block.
         hidden_dropout_prob (`float`, defaults to 0.0): dropout on embeddings and block outputs.
         attention_probs_dropout_prob (`float`, defaults to 0.0): dropout on attention weights.
@@ -68,7 +86,13 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             facebookresearch/dino code does with 0.1: the output grid is the same but the sampling points
             differ slightly, so use it only to reproduce such checkpoints exactly.
         pooling (`str`, defaults to `"lazystrike"`): global feature `pooler_output`: `"cls"` (final
-            CLS token), `"mean"` / `"max"` (over patch tokens), `"lazystrike"` (LazyStrike over patch tokens).
+            CLS token), `"mean"` / `"max"` (over patch tokens), `"lazystrike"` (LazyStrike over patch tokens),
+            `"map"` (multi-head attention pooling of all final tokens by a learned probe, as SigLIP's, AIMv2's
+            and timm's attention-pool heads; its weights live in `pooler.map_head`).
+        map_head_query_projection (`bool`, defaults to `True`): with `pooling="map"`, the probe goes through a
+            query projection (SigLIP, timm); `False` uses the probe as the query itself (AIMv2).
+        map_head_mlp (`bool`, defaults to `True`): with `pooling="map"`, the attended probe gets a residual
+            ``x + mlp(norm(x))`` (SigLIP, timm; the MLP is fc1-act-fc2 of `intermediate_size`); `False`: none (AIMv2).
         lazystrike_top_k (`int`, *optional*, defaults to 1): patches each channel averages.
         lazystrike_top_k_ratio (`float`, *optional*): K as a fraction in (0, 1] of the patch count
             (rounded, at least 1); set it to `None` or leave `lazystrike_top_k` unset: exactly one is used.
@@ -121,6 +145,12 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     qkv_bias: bool = True
     layerscale_value: float | None = None
     use_swiglu_ffn: bool = False
+    use_gated_mlp: bool = False
+    norm_type: str = "layer_norm"
+    use_patch_norm: bool = False
+    position_embedding_type: str = "learned"
+    rope_type: str | None = None
+    rope_theta: float = 100.0
     drop_path_rate: float | int = 0.0
     hidden_dropout_prob: float | int = 0.0
     attention_probs_dropout_prob: float | int = 0.0
@@ -142,6 +172,8 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     pooler_dense_size: int | None = None
     classifier_input: str = "pooled"
     projection_dim: int | None = None
+    map_head_query_projection: bool = True
+    map_head_mlp: bool = True
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 
@@ -176,6 +208,10 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         return self.pooled_feature_size + extra
 
     @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
     def num_prefix_tokens(self) -> int:
         """Tokens before the patch tokens: the CLS token (if any) and the registers."""
         return int(self.use_cls_token) + self.num_register_tokens
@@ -208,6 +244,7 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         offset = self.position_embedding_interpolation_offset
         if offset is not None and not 0.0 < offset < 1.0:
             fail(f"`position_embedding_interpolation_offset` must be in (0, 1) or None, got {offset}.")
+        self._validate_encoder_options(fail)
         if self.pooling not in POOLING_TYPES:
             fail(f"unknown `pooling` {self.pooling!r}; use one of {POOLING_TYPES}.")
         if self.pooling == "cls" and not self.use_cls_token:
@@ -248,6 +285,25 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             fail(f"unknown `classifier_input` {self.classifier_input!r}; use one of {CLASSIFIER_INPUTS}.")
         if self.classifier_input == "pooled_and_first_register" and self.num_register_tokens < 1:
             fail("`classifier_input='pooled_and_first_register'` needs `num_register_tokens >= 1`.")
+
+    def _validate_encoder_options(self, fail):
+        """The options that reproduce newer ViT families (DINOv3, SigLIP, AIMv2, ...); all off by default."""
+        if self.norm_type not in NORM_TYPES:
+            fail(f"unknown `norm_type` {self.norm_type!r}; use one of {NORM_TYPES}.")
+        if self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
+            fail(
+                f"unknown `position_embedding_type` {self.position_embedding_type!r}; "
+                f"use one of {POSITION_EMBEDDING_TYPES}."
+            )
+        if self.use_gated_mlp and self.use_swiglu_ffn:
+            fail("set only one of `use_gated_mlp` (exact width) and `use_swiglu_ffn` (DINOv2's 2/3 width).")
+        if self.rope_type is not None:
+            if self.rope_type not in ROPE_TYPES:
+                fail(f"unknown `rope_type` {self.rope_type!r}; use one of {ROPE_TYPES} or None.")
+            if self.head_dim % 4:
+                fail(f"`rope_type` needs a head dimension divisible by 4, got {self.head_dim}.")
+            if self.rope_theta <= 0:
+                fail(f"`rope_theta` must be > 0, got {self.rope_theta}.")
 
 
 def _pair(value) -> tuple[int, int]:
