@@ -187,3 +187,24 @@ RECENT_SOURCES = {
 def recent_source(name):
     torch.manual_seed(0)
     return perturbed(RECENT_SOURCES[name]())
+
+
+RECENT_PROCESSORS = {
+    "SiglipVisionModel": lambda: transformers.SiglipImageProcessorPil(size={"height": 32, "width": 32}),
+    "Aimv2VisionModel": lambda: transformers.CLIPImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ),
+    "IJepaForImageClassification": lambda: transformers.ViTImageProcessorPil(size={"height": 32, "width": 32}),
+}
+# DINOv3's image processor needs torchvision, which does not load on the CPU test machine: its settings as saved.
+DINOV3_PROCESSOR_CONFIG = {
+    "image_processor_type": "DINOv3ViTImageProcessorFast",
+    "do_resize": True,
+    "size": {"height": 32, "width": 32},
+    "resample": 2,
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": IMAGENET_MEAN,
+    "image_std": [0.229, 0.224, 0.225],
+}

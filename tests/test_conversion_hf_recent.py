@@ -2,15 +2,27 @@
 MAP head), AIMv2 (RMSNorm, SwiGLU, attention-pool head) and I-JEPA (no CLS, patch mean) convert into plain
 LastViT options with every output equal to transformers' own forward at two input sizes (1e-5 in fp32)."""
 
+import json
+
 import pytest
 import torch
 
 from modeling_lastvit import LastViTForImageClassification
 from modeling_lastvit.conversion import ConversionError, ConversionOptions, convert_hf_model
-from modeling_lastvit.conversion.hf import recent_output_pairs
+from modeling_lastvit.conversion.hf import load_hf_processor_settings, recent_output_pairs
+from modeling_lastvit.conversion.hf_recent import patchify_for_siglip2
 from modeling_lastvit.pooling_lastvit import lazystrike_pool
 
-from .conversion_helpers import NATIVE, RECENT_SOURCES, assert_close, pixels, recent_source
+from .conversion_helpers import (
+    DINOV3_PROCESSOR_CONFIG,
+    NATIVE,
+    RECENT_PROCESSORS,
+    RECENT_SOURCES,
+    assert_close,
+    pixels,
+    random_image,
+    recent_source,
+)
 
 # Native and a larger non-square grid. AIMv2 with learned positions only runs at its native size in transformers,
 # so its second size is a second source built for 48x40.
@@ -93,3 +105,36 @@ def test_ijepa_with_a_first_token_pooler_is_refused_with_the_fix():
     model = transformers.IJepaModel(transformers.IJepaConfig(**TINY, intermediate_size=64), add_pooling_layer=True)
     with pytest.raises(ConversionError, match="add_pooling_layer=True"):
         convert_hf_model(model, ConversionOptions())
+
+
+@pytest.mark.parametrize("name", list(RECENT_PROCESSORS))
+def test_recent_preprocessing_is_copied_exactly(name):
+    source_processor = RECENT_PROCESSORS[name]()
+    result = convert_hf_model(recent_source(name), ConversionOptions(), source_processor)
+    image = random_image()
+    expected = source_processor(image, return_tensors="pt").pixel_values
+    actual = result.image_processor(image, return_tensors="pt").pixel_values
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
+
+
+def test_siglip2_preprocessing_matches_for_square_images_and_says_what_differs_otherwise():
+    import transformers
+
+    source_processor = transformers.Siglip2ImageProcessorPil(max_num_patches=16, patch_size=8)
+    result = convert_hf_model(recent_source("Siglip2VisionModel"), ConversionOptions(), source_processor)
+    image = random_image(height=50, width=50)
+    theirs = source_processor(image, return_tensors="pt")
+    ours = result.image_processor(image, return_tensors="pt").pixel_values
+    assert theirs.spatial_shapes.tolist() == [[4, 4]]
+    torch.testing.assert_close(patchify_for_siglip2(ours, 8)["pixel_values"], theirs.pixel_values, rtol=0, atol=1e-6)
+    assert any("aspect ratio" in note for note in result.notes)
+
+
+def test_a_processor_that_needs_torchvision_is_read_from_its_saved_settings(tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(DINOV3_PROCESSOR_CONFIG))
+    settings = load_hf_processor_settings(str(tmp_path))
+    result = convert_hf_model(recent_source("DINOv3ViTModel"), ConversionOptions(), settings)
+    processor = result.image_processor
+    assert dict(processor.size) == {"height": 32, "width": 32} and not processor.do_center_crop
+    assert list(processor.image_mean) == DINOV3_PROCESSOR_CONFIG["image_mean"] and processor.resample == 2
+    assert not result.notes

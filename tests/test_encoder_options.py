@@ -99,7 +99,9 @@ def test_rms_norm_is_weight_times_x_over_root_mean_square():
     with torch.no_grad():
         norm.weight.copy_(torch.arange(1.0, 7.0))
     x = torch.randn(3, 6)
-    torch.testing.assert_close(norm(x), torch.arange(1.0, 7.0) * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+    torch.testing.assert_close(
+        norm(x), torch.arange(1.0, 7.0) * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
+    )
 
 
 def test_map_head_equals_torch_multihead_attention_on_the_projected_probe():

@@ -98,6 +98,24 @@ def load_hf_model(name_or_path: str):
         ) from error
 
 
+def load_hf_processor_settings(name_or_path: str):
+    """The source's image processor, or None without one. Processors that need torchvision (DINOv3's has only a
+    torchvision backend) are read from `preprocessor_config.json` instead: their settings are what is copied."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(name_or_path)
+    except ImportError:
+        from types import SimpleNamespace
+
+        from transformers.image_processing_base import ImageProcessingMixin
+
+        settings, _ = ImageProcessingMixin.get_image_processor_dict(name_or_path)
+        return SimpleNamespace(**settings)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def check_hf_input(name_or_path: str) -> bool:
     """True for a local model folder (whose safetensors files are complete), False for what can only be
     a Hub id; a path that exists as a file or cannot be a Hub id is a `ConversionError` saying what to give."""
@@ -365,7 +383,27 @@ def _processor_from_hf(source_processor, family: str, config) -> tuple[LastViTIm
         value = getattr(source_processor, key, None)
         if value is not None:
             kwargs[key] = dict(value) if isinstance(value, dict) else value
+    if not kwargs["do_center_crop"]:  # keep `crop_size` the input size (what training reads) when nothing is cropped
+        height, width = _height_width(kwargs.get("size")) or (image_size, image_size)
+        kwargs["crop_size"] = {"height": height, "width": width}
+    if family == "siglip2" and getattr(source_processor, "max_num_patches", None):
+        native = {"height": image_size, "width": image_size}
+        kwargs.update(size=native, do_center_crop=False)
+        return LastViTImageProcessor(**kwargs), (
+            f"SigLIP2's processor resizes each image, keeping its aspect ratio, to at most "
+            f"{source_processor.max_num_patches} patches; the converted folder's processor resizes to the native "
+            f"{image_size}x{image_size} (the same as SigLIP2's for square images). The model itself takes any height "
+            "and width divisible by the patch size, so aspect-preserving inputs can be passed one image (or one "
+            "shape) per batch."
+        )
     return LastViTImageProcessor(**kwargs), None
+
+
+def _height_width(size) -> tuple[int, int] | None:
+    """(height, width) of a processor's `size` when it names both (a dict or transformers' SizeDict), else None."""
+    get = size.get if isinstance(size, dict) else (lambda key: getattr(size, key, None))
+    height, width = (get("height"), get("width")) if size is not None else (None, None)
+    return (height, width) if height and width else None
 
 
 class _ConfigHolder:
