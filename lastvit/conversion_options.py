@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SOURCES = ("hf", "torchvision", "dino", "openclip")
+SOURCES = ("hf", "torchvision", "dino", "openclip", "timm")
 SOURCE_NAMES = {
     "hf": "transformers model",
     "torchvision": "torchvision VisionTransformer",
     "dino": "facebookresearch/dino ViT",
     "openclip": "OpenAI CLIP / open_clip model",
+    "timm": "timm VisionTransformer",
 }
+TIMM_GLOBAL_POOLS = ("token", "avg", "avgmax", "max", "map")  # timm's `global_pool`, not stored in its state dicts
 TEXT_TOWER_SOURCES = ("openclip",)  # sources whose checkpoints hold a text tower `--with-text-tower` converts
-POOLING_TYPES = ("cls", "mean", "max", "lazystrike", "map")  # = configuration_lastvit.POOLING_TYPES
+POOLING_TYPES = ("cls", "mean", "max", "lazystrike", "map", "avgmax")  # = configuration_lastvit.POOLING_TYPES
 SCORE_RULES = ("repo", "paper")  # = configuration_lastvit.SCORE_RULES
 POOLING_CHOICES = ("source",) + POOLING_TYPES
 CLIP_ACTIVATIONS = ("quick_gelu", "gelu")
@@ -45,6 +47,7 @@ class ConversionOptions:
     clip_activation: str = "quick_gelu"  # openclip only: OpenAI CLIP uses QuickGELU, most open_clip models GELU
     text_tower: bool = False  # openclip only: also convert the text tower and logit_scale (a LastViTCLIPModel)
     text_num_heads: int | None = None  # text tower heads (None: width // 64, OpenAI's and open_clip's rule)
+    global_pool: str | None = None  # timm only: the model's global_pool (None: read from the state dict's keys)
 
     def validate(self) -> None:
         if self.pooling not in POOLING_CHOICES:
@@ -65,6 +68,8 @@ class ConversionOptions:
             raise ConversionError(f"--num-heads must be >= 1, got {self.num_heads}.")
         if self.clip_activation not in CLIP_ACTIVATIONS:
             raise ConversionError(f"--clip-activation must be 'quick_gelu' or 'gelu', got {self.clip_activation!r}.")
+        if self.global_pool is not None and self.global_pool not in TIMM_GLOBAL_POOLS:
+            raise ConversionError(f"unknown --global-pool {self.global_pool!r}; use one of {TIMM_GLOBAL_POOLS}.")
         if self.text_num_heads is not None and not self.text_tower:
             raise ConversionError("--text-num-heads only applies with --with-text-tower.")
         if self.text_num_heads is not None and self.text_num_heads < 1:

@@ -7,7 +7,7 @@ from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 
-POOLING_TYPES = ("cls", "mean", "max", "lazystrike", "map")
+POOLING_TYPES = ("cls", "mean", "max", "lazystrike", "map", "avgmax")
 ROPE_TYPES = ("dinov3",)
 POSITION_EMBEDDING_TYPES = ("learned", "none")
 NORM_TYPES = ("layer_norm", "rms_norm")
@@ -87,8 +87,13 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             differ slightly, so use it only to reproduce such checkpoints exactly.
         pooling (`str`, defaults to `"lazystrike"`): global feature `pooler_output`: `"cls"` (final
             CLS token), `"mean"` / `"max"` (over patch tokens), `"lazystrike"` (LazyStrike over patch tokens),
-            `"map"` (multi-head attention pooling of all final tokens by a learned probe, as SigLIP's, AIMv2's
-            and timm's attention-pool heads; its weights live in `pooler.map_head`).
+            `"map"` (multi-head attention pooling of the final patch tokens by a learned probe, as SigLIP's, AIMv2's
+            and timm's attention-pool heads; its weights live in `pooler.map_head`), `"avgmax"` (the average of
+            the mean and the per-channel max over patch tokens, timm's `global_pool="avgmax"`).
+        use_fc_norm (`bool`, defaults to `False`): apply the final norm to the pooled feature instead of to the
+            tokens (timm's `fc_norm`, used with its `avg` / `max` / `avgmax` pools): `last_hidden_state` is then
+            the last block's output, un-normed, and every pooling rule reads those tokens. Not with
+            `pooler_dense_act`.
         map_head_query_projection (`bool`, defaults to `True`): with `pooling="map"`, the probe goes through a
             query projection (SigLIP, timm); `False` uses the probe as the query itself (AIMv2).
         map_head_mlp (`bool`, defaults to `True`): with `pooling="map"`, the attended probe gets a residual
@@ -174,6 +179,7 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     projection_dim: int | None = None
     map_head_query_projection: bool = True
     map_head_mlp: bool = True
+    use_fc_norm: bool = False
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 
@@ -297,6 +303,8 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             )
         if self.use_gated_mlp and self.use_swiglu_ffn:
             fail("set only one of `use_gated_mlp` (exact width) and `use_swiglu_ffn` (DINOv2's 2/3 width).")
+        if self.use_fc_norm and self.pooler_dense_act is not None:
+            fail("`use_fc_norm` (norm after pooling) does not combine with a dense pooler (`pooler_dense_act`).")
         if self.rope_type is not None:
             if self.rope_type not in ROPE_TYPES:
                 fail(f"unknown `rope_type` {self.rope_type!r}; use one of {ROPE_TYPES} or None.")

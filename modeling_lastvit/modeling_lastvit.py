@@ -384,11 +384,13 @@ class LastViTPooler(nn.Module):
         """The pooled feature; `return_indices=False` lets LazyStrike drop its [B, K, D] selection early."""
         if self.pooling == "cls":
             return PooledFeatures(sequence_output[:, 0])
-        if self.pooling == "map":
-            return PooledFeatures(self.map_head(sequence_output))
         patches = sequence_output[:, self.num_prefix_tokens :]
+        if self.pooling == "map":
+            return PooledFeatures(self.map_head(patches))
         if self.pooling == "mean":
             return PooledFeatures(patches.mean(dim=1))
+        if self.pooling == "avgmax":
+            return PooledFeatures(0.5 * (patches.amax(dim=1) + patches.mean(dim=1)))
         if self.pooling == "max":
             pooled, indices = patches.max(dim=1, keepdim=True)
             return PooledFeatures(pooled.squeeze(1), indices, count_votes(indices, patches.shape[1]))
@@ -495,7 +497,7 @@ def apply_rotary_to_patches(
 
 
 class LastViTAttentionPoolingHead(nn.Module):
-    """`pooling="map"`: a learned probe attends to all final tokens with multi-head attention; then, with
+    """`pooling="map"`: a learned probe attends to the final patch tokens with multi-head attention; then, with
     `config.map_head_mlp`, ``x + mlp(norm(x))``. SigLIP's and timm's MAP head project the probe
     (`map_head_query_projection=True`); AIMv2's uses it as the query directly and has no MLP."""
 
@@ -653,8 +655,13 @@ class LastViTModel(LastViTPreTrainedModel):
         if self.rotary_embeddings is not None:
             kwargs["position_embeddings"] = self.rotary_embeddings(pixel_values, hidden_states.dtype)
         encoder_outputs: BaseModelOutput = self.encoder(hidden_states, **kwargs)
-        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)
-        pooled = self.pooler(sequence_output, return_indices=return_pooling_indices)
+        if self.config.use_fc_norm:  # timm's fc_norm: pool the un-normed tokens, then norm the pooled feature
+            sequence_output = encoder_outputs.last_hidden_state
+            pooled = self.pooler(sequence_output, return_indices=return_pooling_indices)
+            pooled = pooled._replace(pooled=self.layernorm(pooled.pooled))
+        else:
+            sequence_output = self.layernorm(encoder_outputs.last_hidden_state)
+            pooled = self.pooler(sequence_output, return_indices=return_pooling_indices)
         return LastViTModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled.pooled,

@@ -3,6 +3,7 @@ that reproduces DINOv3 / SigLIP / SigLIP2 / AIMv2 / I-JEPA in a fresh process wi
 `lastvit-train --model-name-or-path FOLDER --pooling lazystrike` fine-tunes it: its first step's loss is the
 converted encoder's loss with the LazyStrike readout and the new classifier, and its result loads the same way."""
 
+import functools
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ from .conversion_helpers import (
     NATIVE,
     RECENT_PROCESSORS,
     REPO_ROOT,
+    perturbed,
     pixels,
     recent_source,
 )
@@ -44,6 +46,45 @@ FAMILIES = {
     "ijepa": ("IJepaForImageClassification", (NATIVE, (48, 40))),
 }
 FINE_TUNED = ("dinov3", "siglip", "siglip2", "aimv2", "ijepa")
+try:  # timm's own VisionTransformer (with the test-only torchvision stand-in where torchvision does not load)
+    from .torchvision_standin import import_timm
+
+    import_timm()
+    FAMILIES["timm"] = ("VisionTransformer reg4 map", (NATIVE, (48, 40)))
+    FINE_TUNED += ("timm",)
+except ImportError:
+    pass
+
+
+def timm_source():
+    """A timm `vit_*_reg4_map`-like ViT: no CLS, 4 registers, the MAP head, a 3-way head, dynamic image size."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(6)
+    model = VisionTransformer(
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        mlp_ratio=2.0,
+        class_token=False,
+        reg_tokens=4,
+        global_pool="map",
+        num_classes=3,
+        dynamic_img_size=True,
+    )
+    return perturbed(model)
+
+
+def timm_source_outputs(model, x):
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        return {
+            "last_hidden_state": tokens,
+            "pooler_output": model.forward_head(tokens, pre_logits=True),
+            "logits": model.forward_head(tokens),
+        }
 
 
 def colour_split(n: int, seed: int) -> datasets.Dataset:
@@ -84,17 +125,25 @@ def routes(tmp_path_factory):
         cases[name] = {"folder": str(folder), "auto_class": auto_class, "output": output, "tensors": str(tensors)}
 
     for family, (name, sizes) in FAMILIES.items():
-        source = recent_source(name)
-        source_dir, folder = root / f"src_{family}", root / family
-        source.save_pretrained(source_dir)
-        if name in RECENT_PROCESSORS:
-            RECENT_PROCESSORS[name]().save_pretrained(source_dir)
-        if family == "dinov3":  # its processor needs torchvision: the settings file it saves, read as such
-            (source_dir / "preprocessor_config.json").write_text(json.dumps(DINOV3_PROCESSOR_CONFIG))
-        assert convert_main(["--from", "hf", "--input", str(source_dir), "--output", str(folder)]) == 0
+        folder = root / family
+        if family == "timm":
+            source = timm_source()
+            save_file(source.state_dict(), str(root / "timm.safetensors"))
+            argv = ["--from", "timm", "--input", str(root / "timm.safetensors"), "--num-heads", "4"]
+            outputs = timm_source_outputs
+        else:
+            source, source_dir = recent_source(name), root / f"src_{family}"
+            source.save_pretrained(source_dir)
+            if name in RECENT_PROCESSORS:
+                RECENT_PROCESSORS[name]().save_pretrained(source_dir)
+            if family == "dinov3":  # its processor needs torchvision: the settings file it saves, read as such
+                (source_dir / "preprocessor_config.json").write_text(json.dumps(DINOV3_PROCESSOR_CONFIG))
+            argv = ["--from", "hf", "--input", str(source_dir)]
+            outputs = functools.partial(source_outputs, name)
+        assert convert_main([*argv, "--output", str(folder)]) == 0
         for size in sizes:
             x = pixels(size, seed=11)
-            for output, value in source_outputs(name, source, x).items():
+            for output, value in outputs(source, x).items():
                 add_case(f"{family}:{output}:{size[0]}x{size[1]}", folder, output, x, value)
         if family not in FINE_TUNED:
             continue
@@ -143,6 +192,8 @@ def test_recent_families_convert_to_complete_folders_with_cards_naming_both_read
         }
         card = (folder / "README.md").read_text()
         assert "The source's global feature was" in card and "this folder's `pooler_output` is" in card, family
+        if family == "timm":  # a state dict: parity is checked by test_conversion_timm against timm's forward
+            continue
         assert "vs the transformers source" in card, family
         parity = [line for line in card.splitlines() if "vs the transformers source" in line]
         assert all(float(line.split("|")[-2]) <= ATOL for line in parity), parity

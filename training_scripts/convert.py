@@ -18,6 +18,7 @@ from lastvit.conversion_options import (
     SCORE_RULES,
     SOURCES,
     STANDARD_NUM_HEADS,
+    TIMM_GLOBAL_POOLS,
     ConversionOptions,
 )
 
@@ -61,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="source",
         required=True,
         choices=SOURCES,
-        help="source kind: hf (a transformers model), torchvision (VisionTransformer state dict), "
-        "dino (facebookresearch/dino ViT checkpoint), openclip (OpenAI CLIP / open_clip "
-        "checkpoint or TorchScript archive)",
+        help="source kind: hf (a transformers model, incl. DINOv3, SigLIP/SigLIP2, AIMv2, I-JEPA), torchvision "
+        "(VisionTransformer state dict), dino (facebookresearch/dino ViT checkpoint), openclip (OpenAI CLIP / "
+        "open_clip checkpoint or TorchScript archive), timm (timm VisionTransformer state dict)",
     )
     parser.add_argument(
         "--input",
@@ -97,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="attention heads, for torchvision / dino / openclip files of a non-standard width "
         f"(standard widths: {sorted(STANDARD_NUM_HEADS)})",
+    )
+    parser.add_argument(
+        "--global-pool",
+        choices=TIMM_GLOBAL_POOLS,
+        help="timm: the model's global_pool, which its state dict does not record (default: map with an attn_pool, "
+        "avg with fc_norm or without a CLS token, else token)",
     )
     parser.add_argument(
         "--checkpoint-key",
@@ -162,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clip_activation=args.clip_activation,
         text_tower=args.with_text_tower,
         text_num_heads=args.text_num_heads,
+        global_pool=args.global_pool,
     )
     if args.with_text_tower and args.released:
         parser.error("--released writes the card of an image-tower checkpoint; it does not go with --with-text-tower.")

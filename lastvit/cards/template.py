@@ -71,8 +71,11 @@ def describe_config(config: LastViTConfig) -> list[str]:
             "cls": "the final CLS token",
             "mean": "the mean of the final patch tokens",
             "max": "the per-channel max over the final patch tokens",
-            "map": "multi-head attention pooling of all final tokens by a learned probe (MAP head)",
+            "map": "multi-head attention pooling of the final patch tokens by a learned probe (MAP head)",
+            "avgmax": "the average of the mean and the per-channel max over the final patch tokens",
         }[config.pooling]
+    if config.use_fc_norm:
+        readout += f", then the final {norm} (on the pooled feature, not on the tokens)"
     if config.pooler_dense_act:
         readout += f", then a dense layer and {config.pooler_dense_act}"
     lines.append(f"Global feature (`pooler_output`): {readout}.")

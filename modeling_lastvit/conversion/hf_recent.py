@@ -48,9 +48,9 @@ RECENT_ARCHITECTURES = {
 # What each family's `pooler_output` (or image embedding) is, for the model card.
 SOURCE_READOUTS = {
     "dinov3": "the final CLS token",
-    "siglip": "its multi-head attention-pooling (MAP) head over all final tokens",
-    "siglip2": "its multi-head attention-pooling (MAP) head over all final tokens",
-    "aimv2": "its attention-pooling head (a learned query, no MLP) over all final tokens",
+    "siglip": "its multi-head attention-pooling (MAP) head over the final tokens",
+    "siglip2": "its multi-head attention-pooling (MAP) head over the final tokens",
+    "aimv2": "its attention-pooling head (a learned query, no MLP) over the final tokens",
     "ijepa": "the mean of the final patch tokens (I-JEPA has no CLS token)",
 }
 

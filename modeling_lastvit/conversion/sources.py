@@ -12,12 +12,14 @@ from .dino import convert_dino_state_dict
 from .hf import compare_with_hf_source, convert_hf_model, load_hf_model, load_hf_processor_settings
 from .key_plan import ConversionResult, extract_state_dict
 from .openclip import convert_openclip_state_dict
+from .timm_vit import convert_timm_state_dict
 from .torchvision_vit import convert_torchvision_state_dict
 
 STATE_DICT_CONVERTERS = {
     "torchvision": convert_torchvision_state_dict,
     "dino": convert_dino_state_dict,
     "openclip": convert_openclip_state_dict,
+    "timm": convert_timm_state_dict,
 }
 
 
