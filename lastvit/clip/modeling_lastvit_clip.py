@@ -53,6 +53,9 @@ class LastViTCLIPConfig(PreTrainedConfig):
         text_config (`dict` or `CLIPTextConfig`): the text tower; its `projection_dim` is set likewise.
         projection_dim (`int`, defaults to 512): width of the joint embedding space.
         logit_scale_init_value (`float`, defaults to 2.6592): initial log inverse temperature, ln(1/0.07).
+        logit_bias_init_value (`float`, *optional*): if set, a learned `logit_bias` added to every logit and
+            `return_loss` gives SigLIP's pairwise sigmoid loss instead of CLIP's InfoNCE (SigLIP starts it at -10,
+            with `logit_scale_init_value` ln(10)). `None` (default): CLIP's logits and loss.
     """
 
     model_type = "lastvit-clip"
@@ -62,6 +65,7 @@ class LastViTCLIPConfig(PreTrainedConfig):
     text_config: dict | CLIPTextConfig | None = None
     projection_dim: int = 512
     logit_scale_init_value: float | int = 2.6592
+    logit_bias_init_value: float | int | None = None
 
     def __post_init__(self, **kwargs):
         kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
@@ -87,6 +91,8 @@ class LastViTCLIPModel(PreTrainedModel):
         self.vision_model = LastViTModel._from_config(config.vision_config)
         self.text_model = CLIPTextModelWithProjection._from_config(config.text_config)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        bias = config.logit_bias_init_value
+        self.logit_bias = nn.Parameter(torch.tensor(float(bias))) if bias is not None else None
         self.post_init()
 
     @torch.no_grad()
@@ -94,6 +100,8 @@ class LastViTCLIPModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, LastViTCLIPModel):
             module.logit_scale.fill_(float(self.config.logit_scale_init_value))
+            if module.logit_bias is not None:
+                module.logit_bias.fill_(float(self.config.logit_bias_init_value))
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         """The tower's outputs with `pooler_output` replaced by the projected global feature (as `CLIPModel`)."""
@@ -139,6 +147,8 @@ class LastViTCLIPModel(PreTrainedModel):
         image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)
         text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)
         logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.t()
+        if self.logit_bias is not None:
+            logits_per_text = logits_per_text + self.logit_bias
         logits_per_image = logits_per_text.t()
         loss = None
         if return_loss:
@@ -147,7 +157,11 @@ class LastViTCLIPModel(PreTrainedModel):
                     f"the contrastive loss pairs image i with text i, but got {logits_per_image.shape[0]} images and "
                     f"{logits_per_image.shape[1]} texts; pass one caption per image."
                 )
-            loss = symmetric_contrastive_loss(logits_per_image)
+            loss = (
+                symmetric_contrastive_loss(logits_per_image)
+                if self.logit_bias is None
+                else pairwise_sigmoid_loss(logits_per_image)
+            )
         return CLIPOutput(
             loss=loss,
             logits_per_image=logits_per_image,
@@ -181,6 +195,13 @@ def symmetric_contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
         nn.functional.cross_entropy(logits_per_image, targets)
         + nn.functional.cross_entropy(logits_per_image.t(), targets)
     ) / 2
+
+
+def pairwise_sigmoid_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """SigLIP's loss of the biased logits: ``-sum log sigmoid(label * logit) / B``, label +1 for pair i = (image i,
+    text i) and -1 for every other (image, text)."""
+    labels = 2 * torch.eye(logits_per_image.shape[0], device=logits_per_image.device) - 1
+    return -nn.functional.logsigmoid(labels * logits_per_image).sum() / logits_per_image.shape[0]
 
 
 if _IN_PACKAGE:  # the installed package registers the Auto classes (remote code: transformers does it on load)
