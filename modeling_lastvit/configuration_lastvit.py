@@ -9,7 +9,7 @@ from transformers.backbone_utils import BackboneConfigMixin
 
 POOLING_TYPES = ("cls", "mean", "max", "lazystrike", "map", "avgmax")
 ROPE_TYPES = ("dinov3",)
-POSITION_EMBEDDING_TYPES = ("learned", "none")
+POSITION_EMBEDDING_TYPES = ("learned", "none", "sincos_2d")
 NORM_TYPES = ("layer_norm", "rms_norm")
 SCORE_RULES = ("repo", "paper")
 INTERPOLATION_MODES = ("bicubic", "bilinear")
@@ -59,7 +59,10 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         use_patch_norm (`bool`, defaults to `False`): a norm (of `norm_type`) on the patch tokens right after
             the patch projection, before the position embeddings are added (AIMv2).
         position_embedding_type (`str`, defaults to `"learned"`): `"learned"` absolute position embeddings
-            (interpolated for other grids) or `"none"` (models that encode position with RoPE only, DINOv3).
+            (interpolated for other grids), `"none"` (models that encode position with RoPE only, DINOv3) or
+            `"sincos_2d"`: fixed 2-D sin-cos positions computed for each input's grid, laid out
+            [sin(x), cos(x), sin(y), cos(y)] with `hidden_size / 4` frequencies `10000 ** -(i / (hidden_size / 4))`
+            (AIMv2's "native" models, MAE's layout); no parameters, CLS and registers get none.
         rope_type (`str`, *optional*): 2-D rotary position embeddings on the patch tokens' queries and keys in
             every block; `None` (default) means none. `"dinov3"`: DINOv3's variant (patch centres normalised to
             [-1, 1] per axis, `head_dim / 4` frequencies `rope_theta ** -arange(0, 1, 4 / head_dim)` per axis, angles
@@ -301,6 +304,8 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"unknown `position_embedding_type` {self.position_embedding_type!r}; "
                 f"use one of {POSITION_EMBEDDING_TYPES}."
             )
+        if self.position_embedding_type == "sincos_2d" and self.hidden_size % 4:
+            fail(f"`position_embedding_type='sincos_2d'` needs `hidden_size` divisible by 4, got {self.hidden_size}.")
         if self.use_gated_mlp and self.use_swiglu_ffn:
             fail("set only one of `use_gated_mlp` (exact width) and `use_swiglu_ffn` (DINOv2's 2/3 width).")
         if self.use_fc_norm and self.pooler_dense_act is not None:

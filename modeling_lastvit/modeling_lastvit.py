@@ -174,6 +174,9 @@ class LastViTEmbeddings(nn.Module):
             patches = patches + position_embeddings[:, num_cls:]
             if cls_token is not None:
                 cls_token = cls_token + position_embeddings[:, :num_cls]
+        elif self.config.position_embedding_type == "sincos_2d":
+            patch_height, patch_width = self.patch_embeddings.patch_size
+            patches = patches + sincos_2d_positions(height // patch_height, width // patch_width, patches)
         # [CLS + its position] + registers + [patches + their positions], in one concatenation
         tokens = [patches]
         if self.register_tokens is not None:
@@ -474,6 +477,20 @@ class LastViTRotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dinov3, theta={self.theta}"
+
+
+def sincos_2d_positions(grid_height: int, grid_width: int, like: torch.Tensor) -> torch.Tensor:
+    """Fixed 2-D sin-cos positions [1, grid_height * grid_width, D] (`position_embedding_type="sincos_2d"`), row-major,
+    laid out [sin(x), cos(x), sin(y), cos(y)] with D/4 frequencies ``10000 ** -(i / (D/4))``, computed in float64
+    (AIMv2's native models; the layout MAE uses) and cast to `like`'s dtype."""
+    dim = like.shape[-1]
+    compute = torch.float64 if like.device.type != "mps" else torch.float32
+    omega = 1.0 / 10000.0 ** (torch.arange(dim // 4, dtype=compute, device=like.device) / (dim // 4))
+    rows = torch.arange(grid_height, dtype=compute, device=like.device)
+    cols = torch.arange(grid_width, dtype=compute, device=like.device)
+    rows, cols = torch.meshgrid(rows, cols, indexing="ij")
+    angle_y, angle_x = rows.flatten().outer(omega), cols.flatten().outer(omega)
+    return torch.cat([angle_x.sin(), angle_x.cos(), angle_y.sin(), angle_y.cos()], dim=1).to(like.dtype).unsqueeze(0)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

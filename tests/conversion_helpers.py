@@ -172,6 +172,9 @@ RECENT_SOURCES = {
             **{**TINY, "image_size": 48}, intermediate_size=64, qkv_bias=True, mlp_bias=True
         )
     ),
+    "Aimv2VisionModel-native": lambda: transformers.Aimv2VisionModel(
+        transformers.Aimv2VisionConfig(**TINY, intermediate_size=64, is_native=True)
+    ),
     "Aimv2Model": lambda: transformers.Aimv2Model(
         transformers.Aimv2Config(
             vision_config=dict(**TINY, intermediate_size=64), text_config=_AIMV2_TEXT, projection_dim=16

@@ -43,6 +43,7 @@ FAMILIES = {
     "siglip2": ("Siglip2VisionModel", (NATIVE, (48, 40))),
     "aimv2": ("Aimv2Model", (NATIVE,)),
     "aimv2-48px": ("Aimv2VisionModel-48px-biases", ((48, 48),)),
+    "aimv2-native": ("Aimv2VisionModel-native", (NATIVE, (48, 40))),
     "ijepa": ("IJepaForImageClassification", (NATIVE, (48, 40))),
 }
 FINE_TUNED = ("dinov3", "siglip", "siglip2", "aimv2", "ijepa")

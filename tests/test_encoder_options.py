@@ -61,6 +61,7 @@ def test_options_off_leave_the_plain_vit_modules_and_state_dict_unchanged():
         (dict(position_embedding_type="sincos"), "unknown `position_embedding_type` 'sincos'"),
         (dict(use_gated_mlp=True, use_swiglu_ffn=True), "set only one of `use_gated_mlp`"),
         (dict(rope_type="eva"), "unknown `rope_type` 'eva'"),
+        (dict(position_embedding_type="sincos_2d", hidden_size=30, num_attention_heads=3), "divisible by 4, got 30"),
         (dict(rope_type="dinov3", hidden_size=24, num_attention_heads=4), "head dimension divisible by 4, got 6"),
         (dict(rope_type="dinov3", rope_theta=0.0), "`rope_theta` must be > 0"),
         (dict(pooling="pool"), "unknown `pooling` 'pool'"),
@@ -124,7 +125,7 @@ def test_map_head_equals_torch_multihead_attention_on_the_projected_probe():
     [
         dict(rope_type="dinov3", position_embedding_type="none", num_register_tokens=2),
         dict(norm_type="rms_norm", use_patch_norm=True, use_gated_mlp=True, hidden_act="silu"),
-        dict(use_cls_token=False, pooling="map"),
+        dict(use_cls_token=False, pooling="map", position_embedding_type="sincos_2d"),
         dict(use_cls_token=False, pooling="map", map_head_query_projection=False, map_head_mlp=False),
     ],
     ids=["dinov3", "aimv2-encoder", "siglip", "aimv2-head"],

@@ -15,7 +15,8 @@ Each becomes a `LastViTModel` by encoder options, never a subclass:
   patch), and SigLIP2 resizes its position grid per image (bilinear, antialiased) for any grid, which the converted
   model does for any input `height x width`: variable aspect ratios work image by image.
 - AIMv2: RMSNorm everywhere (`norm_type="rms_norm"`), an RMSNorm on the patch tokens before the positions
-  (`use_patch_norm`), SwiGLU (`use_gated_mlp`), no CLS, and its attention-pool head (`map_head_query_projection=False`,
+  (`use_patch_norm`), learned positions or, for "native" models, 2-D sin-cos positions computed per input
+  (`position_embedding_type="sincos_2d"`), SwiGLU (`use_gated_mlp`), no CLS, and its attention-pool head (`map_head_query_projection=False`,
   `map_head_mlp=False`). `Aimv2Model`'s `visual_projection` gives `image_embeds`.
 - I-JEPA: a plain pre-norm ViT without a CLS token, read out by the mean of the patch tokens (`pooling="mean"`, what
   `IJepaForImageClassification` classifies).
@@ -209,17 +210,13 @@ def plan_aimv2(model, sd):
     """AIMv2 vision: `embeddings.{patch_embed, rms_norm, position_embedding}`, `encoder.layers.{i}.{rms_norm1,
     attention, rms_norm2, ffn}`, `rms_norm`, `head` (k/v projections, a learned query `cls_token`, `output_proj`)."""
     config = vision_config_of(model)
-    if config.is_native:
-        raise ConversionError(
-            "AIMv2 'native' models (is_native=True, 2-D sin-cos positions computed per input) are not supported yet; "
-            "the converter takes AIMv2 models with learned position embeddings."
-        )
     prefix = _tower_prefix(sd)
     e = f"{prefix}embeddings."
     plan = KeyPlan("hf", sd)
     plan.copy_linear("embeddings.patch_embeddings.projection", f"{e}patch_embed")
     plan.copy("embeddings.patch_norm.weight", f"{e}rms_norm.weight")
-    plan.map("embeddings.position_embeddings", [f"{e}position_embedding.weight"], lambda t: t.unsqueeze(0))
+    if not config.is_native:  # native models compute 2-D sin-cos positions for each input instead
+        plan.map("embeddings.position_embeddings", [f"{e}position_embedding.weight"], lambda t: t.unsqueeze(0))
     plan.copy("layernorm.weight", f"{prefix}rms_norm.weight")
     for i in range(config.num_hidden_layers):
         src, dst = f"{prefix}encoder.layers.{i}.", f"encoder.layer.{i}."
@@ -251,6 +248,7 @@ def plan_aimv2(model, sd):
         use_cls_token=False,
         norm_type="rms_norm",
         use_patch_norm=True,
+        position_embedding_type="sincos_2d" if config.is_native else "learned",
         use_gated_mlp=True,
         pooling="map" if use_head else "mean",
         map_head_query_projection=False,
