@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 from lastvit.clip.captions import tokenize, train_word_tokenizer
 from lastvit.clip.contrastive import ContrastiveEmbedder, sigmoid_loss
-from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel, pairwise_sigmoid_loss
 from lastvit.clip.training import CLIPTrainingArguments, train_clip
 from lastvit.training.pretraining import PretrainingError
+from modeling_lastvit.modeling_lastvit_clip import LastViTCLIPModel, pairwise_sigmoid_loss
 
 from .tiny import tiny_clip_config
 

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from lastvit.conversion import ConversionError, ConversionOptions, convert_hf_model
+from lastvit.conversion.hf import load_hf_processor_settings, recent_output_pairs
+from lastvit.conversion.hf_recent import patchify_for_siglip2
 from modeling_lastvit import LastViTForImageClassification
-from modeling_lastvit.conversion import ConversionError, ConversionOptions, convert_hf_model
-from modeling_lastvit.conversion.hf import load_hf_processor_settings, recent_output_pairs
-from modeling_lastvit.conversion.hf_recent import patchify_for_siglip2
 from modeling_lastvit.pooling_lastvit import lazystrike_pool
 
 from .conversion_helpers import (

@@ -97,7 +97,7 @@ def colour_split(n: int, seed: int) -> datasets.Dataset:
 
 def source_outputs(name, source, x):
     """The outputs the converted folder must reproduce, named as the LastViT output that holds them."""
-    from modeling_lastvit.conversion.hf_recent import recent_source_outputs
+    from lastvit.conversion.hf_recent import recent_source_outputs
 
     with torch.no_grad():
         out = recent_source_outputs(source, x)

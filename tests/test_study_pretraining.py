@@ -30,6 +30,8 @@ def test_tiny_study_trains_every_variant_and_writes_the_report_with_untrained_tw
         assert len(runs) == 1 and runs[0]["steps"] == 2  # 32 images, batch 16, one epoch
         assert set(metrics) <= set(runs[0]["trained"]) and set(metrics) <= set(runs[0]["untrained"])
     assert json.loads((out / "report.json").read_text())["verdict"] == results["verdict"]
+    assert set(results["data_fingerprint"]) == {"train", "test"}
+    assert {"pillow", "numpy", "datasets", "torch"} <= set(results["environment"]["packages"])
     report = (out / "report.md").read_text()
     assert "DINO-LazyStrike K=N/2" in report and "zero-shot seg. mIoU, untrained" in report
     assert (out / "dino.png").exists() and (out / "clip.png").exists()
@@ -86,14 +88,3 @@ def test_cli_refuses_to_overwrite_a_folder_without_overwrite(tmp_path, capsys):
     assert study_pretraining.main(["--output-dir", str(tmp_path / "study"), "--seeds", "0"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "study" / "keep.txt").exists()
-
-
-def test_the_cli_defaults_are_the_study_configs_defaults():
-    """The CLI repeats the defaults (its --help imports no torch); they must not drift apart."""
-    args = vars(study_pretraining.build_parser().parse_args([]))
-    config = PretrainingStudyConfig(output_dir=args["output_dir"])
-    shared = {name for name in args if hasattr(config, name)}
-    assert {"num_train", "background_caption_rate", "batch_size", "dino_epochs", "momentum_teacher"} <= shared
-    for name in shared - {"seeds", "families"}:
-        assert args[name] == getattr(config, name), name
-    assert tuple(args["seeds"]) == config.seeds and tuple(args["families"]) == config.families

@@ -2,7 +2,9 @@
 
 timm imports torchvision at import time (data transforms, datasets, `FrozenBatchNorm2d`, FX feature extraction),
 but a ViT's construction and forward never call any of it. `import_timm()` puts a stand-in `torchvision` package
-in `sys.modules` (only when the real one cannot be imported), imports timm, and from then on records every use
+in `sys.modules` (only when the real one cannot be imported), imports timm, takes the stand-in out of
+`sys.modules` again (so that nothing imported later, e.g. `datasets` or transformers' backend checks, sees a
+torchvision), and from then on records every use
 of the stand-in: any attribute read, call or instantiation after the import lands in `uses_after_import()`.
 The parity tests assert that list is empty, i.e. the stand-in was only touched while timm was importing and
 timm's own forward ran unchanged. The stand-in never replaces a torchvision that imports.
@@ -11,6 +13,7 @@ timm's own forward ran unchanged. The stand-in never replaces a torchvision that
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import sys
 import types
 
@@ -68,6 +71,7 @@ def _install() -> None:
         module = _StandInModule(name)
         module.__path__ = []  # a package: `from torchvision.x import y` resolves through sys.modules
         module.__version__ = "0.0.0+standin"
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
         module.__file__ = __file__
         sys.modules[name] = module
     for name in _SUBMODULES[1:]:
@@ -86,10 +90,15 @@ def import_timm():
         _install()
         used_standin = True
     _STATE["importing"] = True
-    timm = importlib.import_module("timm")
-    importlib.import_module("timm.models.vision_transformer")
-    importlib.import_module("timm.models.eva")
-    _STATE["importing"] = False
+    try:
+        timm = importlib.import_module("timm")
+        importlib.import_module("timm.models.vision_transformer")
+        importlib.import_module("timm.models.eva")
+    finally:
+        _STATE["importing"] = False
+        if used_standin:  # out of sys.modules again: nothing imported later can mistake it for torchvision
+            for name in _SUBMODULES:
+                sys.modules.pop(name, None)
     return timm, used_standin
 
 

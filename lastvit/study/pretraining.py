@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lastvit.arguments import option
+from lastvit.data.fingerprint import scenes_fingerprint
+from lastvit.provenance import environment
+from lastvit.training.config import PRESETS
 from lastvit.training.loop import reset_accelerate
 
 from .statistics import ALPHA, mean_std, paired_test
@@ -66,32 +69,35 @@ class PretrainingStudyError(ValueError):
 class PretrainingStudyConfig:
     """Data, models and the per-family budget; every variant of a family gets the same budget."""
 
-    output_dir: Path
-    overwrite: bool = False
-    seeds: tuple[int, ...] = (0, 1, 2)
-    families: tuple[str, ...] = ("dino", "clip")
+    output_dir: Path = option(help="where the report goes (lastvit-study-pretraining: outputs/study_pretraining)")
+    overwrite: bool = option(False, "replace an existing --output-dir")
+    seeds: tuple[int, ...] = option((0, 1, 2), "training seeds (default: 0 1 2)")
+    families: tuple[str, ...] = option(("dino", "clip"), "what to train", choices=("dino", "clip"))
     # the main study's learnable benchmark (Fashion-MNIST items, 0.5-0.8 of the side, held-out backgrounds)
-    data_variant: str = "fashion"
-    num_train: int = 8000
-    num_test: int = 1000
-    image_size: int = 32
-    scale_range: tuple[float, float] = (0.5, 0.8)
-    opacity: float = 1.0
-    data_seed: int = 0
-    # share of captions that also name the background (the rest name the object only): the shortcut
-    background_caption_rate: float = 0.3
-    preset: str = "micro"
-    batch_size: int = 64
-    dino_epochs: float = 4
-    clip_epochs: float = 4
-    dino_out_dim: int = 256
+    data_variant: str = option("fashion", "scenes variant (default: fashion)", choices=("scenes", "fashion"))
+    num_train: int = option(8000, "training scenes (default: 8000)")
+    num_test: int = option(1000, "test scenes (default: 1000)")
+    image_size: int = option(32, "image side in pixels (default: 32)")
+    scale_range: tuple[float, float] = option(
+        (0.5, 0.8), "the object's longer side as a share of the image side (default: 0.5 0.8)", metavar=("LOW", "HIGH")
+    )
+    opacity: float = option(1.0, "object opacity (default: 1)")
+    data_seed: int = option(0, "seed of the generated scenes (default: 0)")
+    background_caption_rate: float = option(
+        0.3, "share of CLIP captions that also name the background, a shortcut past the object (default: 0.3)"
+    )
+    preset: str = option("micro", "backbone size", choices=tuple(PRESETS))
+    batch_size: int = option(64, "per-step batch of every run (default: 64)")
+    dino_epochs: float = option(4, "DINO epochs (default: 4)")
+    clip_epochs: float = option(4, "CLIP epochs (default: 4)")
+    dino_out_dim: int = option(256, "DINO head output dimension (default: 256)")
     # DINO's 0.996 suits 100k+ steps; over the hundreds of steps of a CPU run it leaves the teacher at its init
-    momentum_teacher: float = 0.9
+    momentum_teacher: float = option(0.9, "DINO initial teacher momentum (default: 0.9 for short runs)")
     # lr at batch 256 (DINO's linear rule): 4e-3 gives 1e-3 at batch 64
-    dino_learning_rate: float = 4e-3
-    num_local_crops: int = 2
-    progress: bool = False
-    variants: tuple[str, ...] = field(init=False)
+    dino_learning_rate: float = option(4e-3, "DINO lr at batch 256 (default: 4e-3)")
+    num_local_crops: int = option(2, "DINO local crops per image (default: 2)")
+    progress: bool = option(False, "hide progress bars", flag="--no-progress")
+    variants: tuple[str, ...] = field(init=False, metadata={"cli": False})
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -428,19 +434,6 @@ def write_figures(folder: Path, config: PretrainingStudyConfig, per_seed: dict) 
     return names
 
 
-def environment() -> dict:
-    import torch
-    import transformers
-
-    return {
-        "device": "cpu",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-
-
 def write_report(out: Path, config: PretrainingStudyConfig, results: dict) -> dict:
     """Summary, sentences, report.md, report.json and figures from ``results["per_seed"]``, written whole."""
     from lastvit.files import write_folder
@@ -484,6 +477,7 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
     try:
         _log(start, f"building {config.num_train} + {config.num_test} scenes at {config.image_size} px ...")
         data = build_data(config)
+        data_fingerprint = scenes_fingerprint(data)
         data_path = work / "data"
         data.save_to_disk(str(data_path))
         per_seed = {name: [] for name in config.variants}
@@ -500,7 +494,8 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
             "class_names": data["test"].features["label"].names,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "variants": {name: VARIANTS[name] for name in config.variants},
-            "environment": environment(),
+            "environment": environment("cpu"),
+            "data_fingerprint": data_fingerprint,
             "per_seed": per_seed,
             "minutes": (time.time() - start) / 60,
         }

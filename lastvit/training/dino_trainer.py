@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lastvit.arguments import option, to_argv
-from lastvit.training.config import PRESETS  # name: (hidden, layers, heads, mlp, image, patch)
+from lastvit.model_choices import POOLING_TYPES
+from lastvit.training.config import PRESETS
 from lastvit.training.pretraining import PretrainingError
 
 HEAD_FILE, HEAD_CONFIG = "dino_head.safetensors", "dino_head.json"
@@ -57,9 +58,7 @@ class DINOTrainingArguments:
     image_size: int | None = option(None, "global crop size (default: the preset's)")
     local_size: int | None = option(None, "local crop size (default: 3/7 of the global size, a patch multiple)")
     num_local_crops: int = option(4, "local crops per image (DINO: 8 or 10)")
-    pooling: str = option(
-        "lazystrike", "the backbone readout the head reads", choices=("cls", "mean", "max", "lazystrike")
-    )
+    pooling: str = option("lazystrike", "the backbone readout the head reads", choices=POOLING_TYPES)
     top_k: int | None = option(None, "LazyStrike K as a count")
     top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches (default: K = 1)")
     out_dim: int = option(1024, "prototypes of the head (DINO: 65536)")
@@ -144,7 +143,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         "num_train": args.scenes_train,
         "num_test": args.scenes_test,
         "seed": args.seed,
-        "image_size": args.image_size or PRESETS[args.preset][4],
+        "image_size": args.image_size or PRESETS[args.preset].image_size,
     }
     train_split, eval_split = load_splits(args.dataset, args.train_split, args.eval_split, args.data_dir, scenes)
     if args.image_column not in train_split.column_names:

@@ -25,8 +25,6 @@ import math
 
 import torch
 
-from lastvit.conversion_options import ConversionError, ConversionOptions
-
 from .key_plan import (
     PIL_BICUBIC,
     ConversionResult,
@@ -44,6 +42,7 @@ from .key_plan import (
     strip_prefixes,
     zeros_like_bias,
 )
+from .options import ConversionError, ConversionOptions
 
 GLOBAL_POOLS = {"token": "cls", "avg": "mean", "avgmax": "avgmax", "max": "max", "map": "map"}
 _UNSUPPORTED_BLOCK_KEYS = {

@@ -31,10 +31,9 @@ from typing import Any
 
 import torch
 
-from lastvit.conversion_options import ConversionError, ConversionOptions
+from modeling_lastvit.image_processing_lastvit import LastViTImageProcessor
+from modeling_lastvit.modeling_lastvit import LastViTForImageClassification
 
-from ..image_processing_lastvit import LastViTImageProcessor
-from ..modeling_lastvit import LastViTForImageClassification
 from .checkpoint_loading import CheckpointLoadError, check_safetensors_file, first_line
 from .hf_recent import RECENT_ARCHITECTURES, RECENT_PLANS, SOURCE_READOUTS, recent_source_outputs, vision_config_of
 from .key_plan import (
@@ -50,6 +49,7 @@ from .key_plan import (
     resolve_head,
     zeros_like_bias,
 )
+from .options import ConversionError, ConversionOptions
 
 HF_ARCHITECTURES = {
     "ViTModel": "vit",

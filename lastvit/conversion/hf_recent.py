@@ -31,9 +31,8 @@ from typing import Any
 
 import torch
 
-from lastvit.conversion_options import ConversionError
-
 from .key_plan import KeyPlan, SourceHead, encoder_config, zeros_like_bias
+from .options import ConversionError
 
 RECENT_ARCHITECTURES = {
     "DINOv3ViTModel": "dinov3",
