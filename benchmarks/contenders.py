@@ -179,7 +179,14 @@ POOLERS = (("1", {"lazystrike_top_k": 1}), ("N/2", {"lazystrike_top_k": None, "l
 
 
 def timm_available() -> bool:
-    return importlib.util.find_spec("timm") is not None
+    """timm imports (installed is not enough: without a working torchvision, timm fails at import)."""
+    if importlib.util.find_spec("timm") is None:
+        return False
+    try:
+        importlib.import_module("timm.models.vision_transformer")
+    except (ImportError, RuntimeError, OSError):
+        return False
+    return True
 
 
 def lazystrike_pooler(model: nn.Module, **options) -> nn.Module:
