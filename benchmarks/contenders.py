@@ -179,7 +179,16 @@ POOLERS = (("1", {"lazystrike_top_k": 1}), ("N/2", {"lazystrike_top_k": None, "l
 
 
 def timm_available() -> bool:
-    return importlib.util.find_spec("timm") is not None
+    """timm is installed and the torchvision it imports loads (installed is not enough: without a working
+    torchvision, timm fails at import). Checked through torchvision, so that a timm a test imported with a
+    stand-in for torchvision does not count: the benchmark's own process could not import it."""
+    if importlib.util.find_spec("timm") is None:
+        return False
+    try:
+        importlib.import_module("torchvision")
+    except (ImportError, RuntimeError, OSError, AttributeError):
+        return False
+    return True
 
 
 def lazystrike_pooler(model: nn.Module, **options) -> nn.Module:

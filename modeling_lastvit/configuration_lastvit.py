@@ -7,7 +7,11 @@ from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 
-POOLING_TYPES = ("cls", "mean", "max", "lazystrike")
+POOLING_TYPES = ("cls", "mean", "max", "lazystrike", "map", "avgmax")
+ROPE_TYPES = ("dinov3",)
+POSITION_EMBEDDING_TYPES = ("learned", "none", "sincos_2d")
+NORM_TYPES = ("layer_norm", "rms_norm")
+INTERPOLATION_MODES = ("bicubic", "bilinear")
 SCORE_RULES = ("repo", "paper")
 LOWPASS_PATHS = ("auto", "matmul", "fft")
 CLASSIFIER_INPUTS = ("pooled", "pooled_and_patch_mean", "pooled_and_first_register")
@@ -48,6 +52,24 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         layerscale_value (`float`, *optional*): initial LayerScale value; `None` means no LayerScale
             (ViT, DeiT, CLIP); DINOv2 uses it.
         use_swiglu_ffn (`bool`, defaults to `False`): SwiGLU MLP instead of fc1-act-fc2 (DINOv2-g).
+        use_gated_mlp (`bool`, defaults to `False`): gated MLP ``down(act(gate(x)) * up(x))`` of exactly
+            `intermediate_size` with `hidden_act` (SwiGLU with `"silu"`), as DINOv3's and AIMv2's. Not with
+            `use_swiglu_ffn`.
+        norm_type (`str`, defaults to `"layer_norm"`): every norm of the model: `"layer_norm"` or `"rms_norm"`
+            (RMSNorm in fp32 with a weight and no bias, as AIMv2's; `layer_norm_eps` is its epsilon).
+        use_patch_norm (`bool`, defaults to `False`): a norm (of `norm_type`) on the patch tokens right after
+            the patch projection, before the position embeddings are added (AIMv2).
+        position_embedding_type (`str`, defaults to `"learned"`): `"learned"` absolute position embeddings
+            (interpolated for other grids), `"none"` (models that encode position with RoPE only, DINOv3) or
+            `"sincos_2d"`: fixed 2-D sin-cos positions computed for each input's grid, laid out
+            [sin(x), cos(x), sin(y), cos(y)] with `hidden_size / 4` frequencies `10000 ** -(i / (hidden_size / 4))`
+            (AIMv2's "native" models, MAE's layout); no parameters, CLS and registers get none.
+        rope_type (`str`, *optional*): 2-D rotary position embeddings on the patch tokens' queries and keys in
+            every block; `None` (default) means none. `"dinov3"`: DINOv3's variant (patch centres normalised to
+            [-1, 1] per axis, `head_dim / 4` frequencies `rope_theta ** -arange(0, 1, 4 / head_dim)` per axis, angles
+            `2 pi * coordinate * frequency` laid out [y, x] and tiled twice, rotate-half). CLS and register tokens are
+            not rotated. Needs `head_dim` divisible by 4.
+        rope_theta (`float`, defaults to 100.0): base of the RoPE frequencies.
         drop_path_rate (`float`, defaults to 0.0): stochastic depth, the same rate in every block.
         hidden_dropout_prob (`float`, defaults to 0.0): dropout on embeddings and block outputs.
         attention_probs_dropout_prob (`float`, defaults to 0.0): dropout on attention weights.
@@ -58,15 +80,28 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             they have no position embedding and are never pooled.
         use_pre_norm (`bool`, defaults to `False`): LayerNorm on the embeddings before the first
             block (CLIP's `ln_pre`).
+        position_embedding_interpolation (`str`, defaults to `"bicubic"`): how learned position embeddings are
+            resized for another grid: `"bicubic"` (ViT, DINOv2, CLIP, SigLIP, timm) or `"bilinear"` (SigLIP2).
         position_embedding_antialias (`bool`, defaults to `False`): antialias when the position
-            embeddings are resized (bicubically) for another grid (DINOv2 with registers uses it).
+            embeddings are resized for another grid (DINOv2 with registers, SigLIP2 and timm use it).
         position_embedding_interpolation_offset (`float`, *optional*): `None` resizes the position
             embeddings to the target grid (`size=`, as transformers' ViT/DINOv2/CLIP do). A value in
             (0, 1) resizes them by `scale_factor = (grid + offset) / native_grid` instead, as the original
             facebookresearch/dino code does with 0.1: the output grid is the same but the sampling points
             differ slightly, so use it only to reproduce such checkpoints exactly.
         pooling (`str`, defaults to `"lazystrike"`): global feature `pooler_output`: `"cls"` (final
-            CLS token), `"mean"` / `"max"` (over patch tokens), `"lazystrike"` (LazyStrike over patch tokens).
+            CLS token), `"mean"` / `"max"` (over patch tokens), `"lazystrike"` (LazyStrike over patch tokens),
+            `"map"` (multi-head attention pooling of the final patch tokens by a learned probe, as SigLIP's, AIMv2's
+            and timm's attention-pool heads; its weights live in `pooler.map_head`), `"avgmax"` (the average of
+            the mean and the per-channel max over patch tokens, timm's `global_pool="avgmax"`).
+        use_fc_norm (`bool`, defaults to `False`): apply the final norm to the pooled feature instead of to the
+            tokens (timm's `fc_norm`, used with its `avg` / `max` / `avgmax` pools): `last_hidden_state` is then
+            the last block's output, un-normed, and every pooling rule reads those tokens. Not with
+            `pooler_dense_act`.
+        map_head_query_projection (`bool`, defaults to `True`): with `pooling="map"`, the probe goes through a
+            query projection (SigLIP, timm); `False` uses the probe as the query itself (AIMv2).
+        map_head_mlp (`bool`, defaults to `True`): with `pooling="map"`, the attended probe gets a residual
+            ``x + mlp(norm(x))`` (SigLIP, timm; the MLP is fc1-act-fc2 of `intermediate_size`); `False`: none (AIMv2).
         lazystrike_top_k (`int`, *optional*, defaults to 1): patches each channel averages.
         lazystrike_top_k_ratio (`float`, *optional*): K as a fraction in (0, 1] of the patch count
             (rounded, at least 1); set it to `None` or leave `lazystrike_top_k` unset: exactly one is used.
@@ -123,6 +158,12 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     qkv_bias: bool = True
     layerscale_value: float | None = None
     use_swiglu_ffn: bool = False
+    use_gated_mlp: bool = False
+    norm_type: str = "layer_norm"
+    use_patch_norm: bool = False
+    position_embedding_type: str = "learned"
+    rope_type: str | None = None
+    rope_theta: float = 100.0
     drop_path_rate: float | int = 0.0
     hidden_dropout_prob: float | int = 0.0
     attention_probs_dropout_prob: float | int = 0.0
@@ -130,6 +171,7 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     use_cls_token: bool = True
     num_register_tokens: int = 0
     use_pre_norm: bool = False
+    position_embedding_interpolation: str = "bicubic"
     position_embedding_antialias: bool = False
     position_embedding_interpolation_offset: float | None = None
     pooling: str = "lazystrike"
@@ -142,6 +184,9 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     pooler_dense_size: int | None = None
     classifier_input: str = "pooled"
     projection_dim: int | None = None
+    map_head_query_projection: bool = True
+    map_head_mlp: bool = True
+    use_fc_norm: bool = False
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 
@@ -178,6 +223,10 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         return self.pooled_feature_size + extra
 
     @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
     def num_prefix_tokens(self) -> int:
         """Tokens before the patch tokens: the CLS token (if any) and the registers."""
         return int(self.use_cls_token) + self.num_register_tokens
@@ -208,6 +257,7 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         offset = self.position_embedding_interpolation_offset
         if offset is not None and not 0.0 < offset < 1.0:
             fail(f"`position_embedding_interpolation_offset` must be in (0, 1) or None, got {offset}.")
+        self._validate_encoder_options(fail)
         if self.pooling not in POOLING_TYPES:
             fail(f"unknown `pooling` {self.pooling!r}; use one of {POOLING_TYPES}.")
         if self.pooling == "cls" and not self.use_cls_token:
@@ -248,6 +298,34 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             fail(f"unknown `classifier_input` {self.classifier_input!r}; use one of {CLASSIFIER_INPUTS}.")
         if self.classifier_input == "pooled_and_first_register" and self.num_register_tokens < 1:
             fail("`classifier_input='pooled_and_first_register'` needs `num_register_tokens >= 1`.")
+
+    def _validate_encoder_options(self, fail):
+        """The options that reproduce newer ViT families (DINOv3, SigLIP, AIMv2, ...); all off by default."""
+        if self.norm_type not in NORM_TYPES:
+            fail(f"unknown `norm_type` {self.norm_type!r}; use one of {NORM_TYPES}.")
+        if self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
+            fail(
+                f"unknown `position_embedding_type` {self.position_embedding_type!r}; "
+                f"use one of {POSITION_EMBEDDING_TYPES}."
+            )
+        if self.position_embedding_interpolation not in INTERPOLATION_MODES:
+            fail(
+                f"unknown `position_embedding_interpolation` {self.position_embedding_interpolation!r}; "
+                f"use one of {INTERPOLATION_MODES}."
+            )
+        if self.position_embedding_type == "sincos_2d" and self.hidden_size % 4:
+            fail(f"`position_embedding_type='sincos_2d'` needs `hidden_size` divisible by 4, got {self.hidden_size}.")
+        if self.use_gated_mlp and self.use_swiglu_ffn:
+            fail("set only one of `use_gated_mlp` (exact width) and `use_swiglu_ffn` (DINOv2's 2/3 width).")
+        if self.use_fc_norm and self.pooler_dense_act is not None:
+            fail("`use_fc_norm` (norm after pooling) does not combine with a dense pooler (`pooler_dense_act`).")
+        if self.rope_type is not None:
+            if self.rope_type not in ROPE_TYPES:
+                fail(f"unknown `rope_type` {self.rope_type!r}; use one of {ROPE_TYPES} or None.")
+            if self.head_dim % 4:
+                fail(f"`rope_type` needs a head dimension divisible by 4, got {self.head_dim}.")
+            if self.rope_theta <= 0:
+                fail(f"`rope_theta` must be > 0, got {self.rope_theta}.")
 
 
 def _pair(value) -> tuple[int, int]:

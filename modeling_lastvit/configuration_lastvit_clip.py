@@ -25,6 +25,9 @@ class LastViTCLIPConfig(PreTrainedConfig):
         text_config (`dict` or `CLIPTextConfig`): the text tower; its `projection_dim` is set likewise.
         projection_dim (`int`, defaults to 512): width of the joint embedding space.
         logit_scale_init_value (`float`, defaults to 2.6592): initial log inverse temperature, ln(1/0.07).
+        logit_bias_init_value (`float`, *optional*): if set, a learned `logit_bias` added to every logit and
+            `return_loss` gives SigLIP's pairwise sigmoid loss instead of CLIP's InfoNCE (SigLIP starts it at -10,
+            with `logit_scale_init_value` ln(10)). `None` (default): CLIP's logits and loss.
     """
 
     model_type = "lastvit-clip"
@@ -34,6 +37,7 @@ class LastViTCLIPConfig(PreTrainedConfig):
     text_config: dict | CLIPTextConfig | None = None
     projection_dim: int = 512
     logit_scale_init_value: float | int = 2.6592
+    logit_bias_init_value: float | int | None = None
 
     def __post_init__(self, **kwargs):
         kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}

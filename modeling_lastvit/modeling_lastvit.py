@@ -1,6 +1,7 @@
 """LastViT: one configurable ViT encoder (CLS / registers / LayerScale / SwiGLU / ln_pre) with
 CLS, mean, max or LazyStrike pooling, following transformers' in-tree vision models."""
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
@@ -152,9 +153,12 @@ class LastViTEmbeddings(nn.Module):
             if config.num_register_tokens
             else None
         )
-        self.position_embeddings = nn.Parameter(
-            torch.zeros(1, num_patches + int(config.use_cls_token), config.hidden_size)
+        self.position_embeddings = (
+            nn.Parameter(torch.zeros(1, num_patches + int(config.use_cls_token), config.hidden_size))
+            if config.position_embedding_type == "learned"
+            else None
         )
+        self.patch_norm = make_norm(config) if config.use_patch_norm else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def interpolate_pos_encoding(self, grid_height: int, grid_width: int) -> torch.Tensor:
@@ -179,7 +183,7 @@ class LastViTEmbeddings(nn.Module):
         patch_pos = nn.functional.interpolate(
             patch_pos.float(),
             **target,
-            mode="bicubic",
+            mode=self.config.position_embedding_interpolation,
             align_corners=False,
             antialias=self.config.position_embedding_antialias,
         ).to(self.position_embeddings.dtype)
@@ -193,16 +197,26 @@ class LastViTEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embeddings(pixel_values)  # validates the input first
+        if self.patch_norm is not None:
+            patches = self.patch_norm(patches)
         batch_size, _, height, width = pixel_values.shape
-        patch_height, patch_width = self.patch_embeddings.patch_size
-        position_embeddings = self.interpolate_pos_encoding(height // patch_height, width // patch_width)
         num_cls = int(self.config.use_cls_token)
+        cls_token = self.cls_token
+        if self.position_embeddings is not None:
+            patch_height, patch_width = self.patch_embeddings.patch_size
+            position_embeddings = self.interpolate_pos_encoding(height // patch_height, width // patch_width)
+            patches = patches + position_embeddings[:, num_cls:]
+            if cls_token is not None:
+                cls_token = cls_token + position_embeddings[:, :num_cls]
+        elif self.config.position_embedding_type == "sincos_2d":
+            patch_height, patch_width = self.patch_embeddings.patch_size
+            patches = patches + sincos_2d_positions(height // patch_height, width // patch_width, patches)
         # [CLS + its position] + registers + [patches + their positions], in one concatenation
-        tokens = [patches + position_embeddings[:, num_cls:]]
+        tokens = [patches]
         if self.register_tokens is not None:
             tokens.insert(0, self.register_tokens.expand(batch_size, -1, -1))
-        if self.cls_token is not None:
-            tokens.insert(0, (self.cls_token + position_embeddings[:, :num_cls]).expand(batch_size, -1, -1))
+        if cls_token is not None:
+            tokens.insert(0, cls_token.expand(batch_size, -1, -1))
         tokens = torch.cat(tokens, dim=1) if len(tokens) > 1 else tokens[0]
         return self.dropout(tokens) if self.training else tokens
 
@@ -250,6 +264,9 @@ class LastViTAttention(nn.Module):
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        rotary = kwargs.pop("position_embeddings", None)
+        if rotary is not None:
+            query, key = apply_rotary_to_patches(query, key, *rotary)
 
         # Only eager attention returns the maps: a call that asks for them runs eagerly (the encoder warns once).
         implementation = "eager" if kwargs.get("output_attentions") else self.config._attn_implementation
@@ -348,11 +365,14 @@ class LastViTLayer(GradientCheckpointingLayer):
     def __init__(self, config: LastViTConfig):
         super().__init__()
         has_layerscale = config.layerscale_value is not None
-        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.norm1 = make_norm(config)
         self.attention = LastViTAttention(config)
         self.layer_scale1 = LastViTLayerScale(config) if has_layerscale else nn.Identity()
-        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = LastViTSwiGLUMLP(config) if config.use_swiglu_ffn else LastViTMLP(config)
+        self.norm2 = make_norm(config)
+        if config.use_gated_mlp:
+            self.mlp = LastViTGatedMLP(config)
+        else:
+            self.mlp = LastViTSwiGLUMLP(config) if config.use_swiglu_ffn else LastViTMLP(config)
         self.layer_scale2 = LastViTLayerScale(config) if has_layerscale else nn.Identity()
         self.drop_path = LastViTDropPath(config.drop_path_rate) if config.drop_path_rate > 0 else nn.Identity()
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -387,6 +407,7 @@ class LastViTPooler(nn.Module):
         self.pooling = config.pooling
         self.num_prefix_tokens = config.num_prefix_tokens
         self.lazystrike = LazyStrikePooler(config) if config.pooling == "lazystrike" else None
+        self.map_head = LastViTAttentionPoolingHead(config) if config.pooling == "map" else None
         self.dense = nn.Linear(config.hidden_size, config.pooled_feature_size) if config.pooler_dense_act else None
         self.activation = ACT2FN[config.pooler_dense_act] if config.pooler_dense_act else None
 
@@ -401,8 +422,12 @@ class LastViTPooler(nn.Module):
         if self.pooling == "cls":
             return PooledFeatures(sequence_output[:, 0])
         patches = sequence_output[:, self.num_prefix_tokens :]
+        if self.pooling == "map":
+            return PooledFeatures(self.map_head(patches))
         if self.pooling == "mean":
             return PooledFeatures(patches.mean(dim=1))
+        if self.pooling == "avgmax":
+            return PooledFeatures(0.5 * (patches.amax(dim=1) + patches.mean(dim=1)))
         if self.pooling == "max":
             pooled, indices = patches.max(dim=1, keepdim=True)
             return PooledFeatures(pooled.squeeze(1), indices, count_votes(indices, patches.shape[1]))
@@ -410,6 +435,146 @@ class LastViTPooler(nn.Module):
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Encoder options of newer ViT families (DINOv3, SigLIP, AIMv2, ...): all off by default
+# ------------------------------------------------------------------------------------------------
+
+
+class LastViTRMSNorm(nn.Module):
+    """RMSNorm as AIMv2 (and T5) compute it: in fp32, ``weight * x / sqrt(mean(x^2) + eps)``, no bias."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.eps)
+        return self.weight * hidden_states.to(input_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.eps}"
+
+
+def make_norm(config: LastViTConfig) -> nn.Module:
+    """The norm `config.norm_type` names (LayerNorm by default), of width `hidden_size`."""
+    if config.norm_type == "rms_norm":
+        return LastViTRMSNorm(config.hidden_size, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+
+class LastViTGatedMLP(nn.Module):
+    """``down(act(gate(x)) * up(x))`` of exactly `intermediate_size` (DINOv3's gated MLP, AIMv2's SwiGLU)."""
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.activation_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.activation_fn(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
+
+
+class LastViTRotaryEmbedding(nn.Module):
+    """2-D rotary position embeddings of the patch grid, DINOv3's variant (`config.rope_type="dinov3"`).
+
+    Patch centres are normalised to [-1, 1] per axis; each axis gets `head_dim / 4` frequencies
+    ``rope_theta ** -arange(0, 1, 4 / head_dim)``; the angles ``2 pi * coordinate * frequency`` are laid out
+    [y frequencies, x frequencies] and tiled twice to `head_dim`. Returns (cos, sin), each [N, head_dim], for
+    `apply_rotary_to_patches`. Computed per call from the input's grid, so any size works; no parameters.
+    """
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        self.patch_size = config.patch_size_hw
+        self.theta = config.rope_theta
+        self.head_dim = config.head_dim
+
+    def forward(self, pixel_values: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        grid_h = pixel_values.shape[-2] // self.patch_size[0]
+        grid_w = pixel_values.shape[-1] // self.patch_size[1]
+        device = pixel_values.device
+        inv_freq = 1 / self.theta ** torch.arange(0, 1, 4 / self.head_dim, dtype=torch.float32, device=device)
+        coords_h = torch.arange(0.5, grid_h, dtype=torch.float32, device=device) / grid_h
+        coords_w = torch.arange(0.5, grid_w, dtype=torch.float32, device=device) / grid_w
+        coords = torch.stack(torch.meshgrid(coords_h, coords_w, indexing="ij"), dim=-1).flatten(0, 1)
+        coords = 2.0 * coords - 1.0
+        angles = (2 * math.pi * coords[:, :, None] * inv_freq[None, None, :]).flatten(1, 2).tile(2)
+        return torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"dinov3, theta={self.theta}"
+
+
+def sincos_2d_positions(grid_height: int, grid_width: int, like: torch.Tensor) -> torch.Tensor:
+    """Fixed 2-D sin-cos positions [1, grid_height * grid_width, D] (`position_embedding_type="sincos_2d"`), row-major,
+    laid out [sin(x), cos(x), sin(y), cos(y)] with D/4 frequencies ``10000 ** -(i / (D/4))``, computed in float64
+    (AIMv2's native models; the layout MAE uses) and cast to `like`'s dtype."""
+    dim = like.shape[-1]
+    compute = torch.float64 if like.device.type != "mps" else torch.float32
+    omega = 1.0 / 10000.0 ** (torch.arange(dim // 4, dtype=compute, device=like.device) / (dim // 4))
+    rows = torch.arange(grid_height, dtype=compute, device=like.device)
+    cols = torch.arange(grid_width, dtype=compute, device=like.device)
+    rows, cols = torch.meshgrid(rows, cols, indexing="ij")
+    angle_y, angle_x = rows.flatten().outer(omega), cols.flatten().outer(omega)
+    return torch.cat([angle_x.sin(), angle_x.cos(), angle_y.sin(), angle_y.cos()], dim=1).to(like.dtype).unsqueeze(0)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary_to_patches(
+    query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate the patch tokens (the last ``cos.shape[0]``) of query and key [B, heads, T, head_dim]; the
+    prefix tokens before them (CLS, registers) are left as they are."""
+    num_patches = cos.shape[-2]
+    num_prefix = query.shape[-2] - num_patches
+
+    def rotate(x):
+        prefix, patches = x.split((num_prefix, num_patches), dim=-2)
+        return torch.cat((prefix, patches * cos + _rotate_half(patches) * sin), dim=-2)
+
+    return rotate(query), rotate(key)
+
+
+class LastViTAttentionPoolingHead(nn.Module):
+    """`pooling="map"`: a learned probe attends to the final patch tokens with multi-head attention; then, with
+    `config.map_head_mlp`, ``x + mlp(norm(x))``. SigLIP's and timm's MAP head project the probe
+    (`map_head_query_projection=True`); AIMv2's uses it as the query directly and has no MLP."""
+
+    def __init__(self, config: LastViTConfig):
+        super().__init__()
+        dim = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.probe = nn.Parameter(torch.zeros(1, 1, dim))
+        self.q_proj = nn.Linear(dim, dim, bias=config.qkv_bias) if config.map_head_query_projection else None
+        self.k_proj = nn.Linear(dim, dim, bias=config.qkv_bias)
+        self.v_proj = nn.Linear(dim, dim, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(dim, dim)
+        self.norm = make_norm(config) if config.map_head_mlp else None
+        self.mlp = LastViTMLP(config) if config.map_head_mlp else None
+
+    def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
+        batch_size, num_tokens, dim = sequence_output.shape
+        query = self.probe if self.q_proj is None else self.q_proj(self.probe)
+        query = query.reshape(1, 1, self.num_heads, -1).transpose(1, 2).expand(batch_size, -1, -1, -1)
+        key = self.k_proj(sequence_output).view(batch_size, num_tokens, self.num_heads, -1).transpose(1, 2)
+        value = self.v_proj(sequence_output).view(batch_size, num_tokens, self.num_heads, -1).transpose(1, 2)
+        attended = nn.functional.scaled_dot_product_attention(query, key, value)
+        pooled = self.o_proj(attended.transpose(1, 2).reshape(batch_size, dim))
+        if self.mlp is not None:
+            pooled = pooled + self.mlp(self.norm(pooled))
+        return pooled
 
 
 class LastViTPreTrainedModel(PreTrainedModel):
@@ -436,8 +601,13 @@ class LastViTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, LastViTRMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, LastViTAttentionPoolingHead):
+            init.trunc_normal_(module.probe, mean=0.0, std=std)
         elif isinstance(module, LastViTEmbeddings):
-            init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            if module.position_embeddings is not None:
+                init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             if module.cls_token is not None:
                 init.trunc_normal_(module.cls_token, mean=0.0, std=std)
             if module.register_tokens is not None:
@@ -504,11 +674,10 @@ class LastViTModel(LastViTPreTrainedModel):
     def __init__(self, config: LastViTConfig):
         super().__init__(config)
         self.embeddings = LastViTEmbeddings(config)
-        self.pre_layernorm = (
-            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_pre_norm else None
-        )
+        self.rotary_embeddings = LastViTRotaryEmbedding(config) if config.rope_type else None
+        self.pre_layernorm = make_norm(config) if config.use_pre_norm else None
         self.encoder = LastViTEncoder(config)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = make_norm(config)
         self.pooler = LastViTPooler(config)
         self.visual_projection = (
             nn.Linear(config.pooled_feature_size, config.projection_dim, bias=False) if config.projection_dim else None
@@ -536,9 +705,16 @@ class LastViTModel(LastViTPreTrainedModel):
         hidden_states = self.embeddings(pixel_values)
         if self.pre_layernorm is not None:
             hidden_states = self.pre_layernorm(hidden_states)
+        if self.rotary_embeddings is not None:
+            kwargs["position_embeddings"] = self.rotary_embeddings(pixel_values, hidden_states.dtype)
         encoder_outputs: BaseModelOutput = self.encoder(hidden_states, **kwargs)
-        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)
-        pooled = self.pooler(sequence_output, return_indices=return_pooling_indices)
+        if self.config.use_fc_norm:  # timm's fc_norm: pool the un-normed tokens, then norm the pooled feature
+            sequence_output = encoder_outputs.last_hidden_state
+            pooled = self.pooler(sequence_output, return_indices=return_pooling_indices)
+            pooled = pooled._replace(pooled=self.layernorm(pooled.pooled))
+        else:
+            sequence_output = self.layernorm(encoder_outputs.last_hidden_state)
+            pooled = self.pooler(sequence_output, return_indices=return_pooling_indices)
         return LastViTModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled.pooled,
@@ -606,11 +782,10 @@ class LastViTBackbone(BackboneMixin, LastViTPreTrainedModel):
         super().__init__(config)
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
         self.embeddings = LastViTEmbeddings(config)
-        self.pre_layernorm = (
-            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_pre_norm else None
-        )
+        self.rotary_embeddings = LastViTRotaryEmbedding(config) if config.rope_type else None
+        self.pre_layernorm = make_norm(config) if config.use_pre_norm else None
         self.encoder = LastViTEncoder(config)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = make_norm(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -622,6 +797,8 @@ class LastViTBackbone(BackboneMixin, LastViTPreTrainedModel):
         hidden_states = self.embeddings(pixel_values)
         if self.pre_layernorm is not None:
             hidden_states = self.pre_layernorm(hidden_states)
+        if self.rotary_embeddings is not None:
+            kwargs["position_embeddings"] = self.rotary_embeddings(pixel_values, hidden_states.dtype)
         outputs: BaseModelOutput = self.encoder(hidden_states, **kwargs)
         height, width = pixel_values.shape[-2:]
         feature_maps = tuple(

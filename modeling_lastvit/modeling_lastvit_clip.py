@@ -40,6 +40,8 @@ class LastViTCLIPModel(PreTrainedModel):
         self.vision_model = LastViTModel._from_config(config.vision_config)
         self.text_model = CLIPTextModelWithProjection._from_config(config.text_config)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        bias = config.logit_bias_init_value
+        self.logit_bias = nn.Parameter(torch.tensor(float(bias))) if bias is not None else None
         self.post_init()
 
     @torch.no_grad()
@@ -47,6 +49,8 @@ class LastViTCLIPModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, LastViTCLIPModel):
             module.logit_scale.fill_(float(self.config.logit_scale_init_value))
+            if module.logit_bias is not None:
+                module.logit_bias.fill_(float(self.config.logit_bias_init_value))
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         """The tower's outputs with `pooler_output` replaced by the projected global feature (as `CLIPModel`)."""
@@ -92,6 +96,8 @@ class LastViTCLIPModel(PreTrainedModel):
         image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)
         text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)
         logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.t()
+        if self.logit_bias is not None:
+            logits_per_text = logits_per_text + self.logit_bias
         logits_per_image = logits_per_text.t()
         loss = None
         if return_loss:
@@ -100,7 +106,11 @@ class LastViTCLIPModel(PreTrainedModel):
                     f"the contrastive loss pairs image i with text i, but got {logits_per_image.shape[0]} images and "
                     f"{logits_per_image.shape[1]} texts; pass one caption per image."
                 )
-            loss = symmetric_contrastive_loss(logits_per_image)
+            loss = (
+                symmetric_contrastive_loss(logits_per_image)
+                if self.logit_bias is None
+                else pairwise_sigmoid_loss(logits_per_image)
+            )
         return CLIPOutput(
             loss=loss,
             logits_per_image=logits_per_image,
@@ -126,4 +136,11 @@ def symmetric_contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
     ) / 2
 
 
-__all__ = ["LastViTCLIPModel", "symmetric_contrastive_loss"]
+def pairwise_sigmoid_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """SigLIP's loss of the biased logits: ``-sum log sigmoid(label * logit) / B``, label +1 for pair i = (image i,
+    text i) and -1 for every other (image, text)."""
+    labels = 2 * torch.eye(logits_per_image.shape[0], device=logits_per_image.device) - 1
+    return -nn.functional.logsigmoid(labels * logits_per_image).sum() / logits_per_image.shape[0]
+
+
+__all__ = ["LastViTCLIPModel", "pairwise_sigmoid_loss", "symmetric_contrastive_loss"]

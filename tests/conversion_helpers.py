@@ -140,3 +140,74 @@ def save_torchscript_clip(path, reference):
     traced.half()
     torch.jit.save(traced, str(path))
     return path
+
+
+# The transformers ViT families of 2025-26 (`conversion/hf_recent.py`): tiny random sources. Heads of 8 channels
+# (RoPE needs a multiple of 4); DINOv3 with registers, both MLP kinds and the biases it leaves out.
+_SIGLIP_TEXT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+_SIGLIP_TEXT.update(vocab_size=50, max_position_embeddings=16, pad_token_id=1, bos_token_id=0, eos_token_id=1)
+_AIMV2_TEXT = {**_SIGLIP_TEXT, "eos_token_id": 1}
+_TINY_SIGLIP2 = {k: v for k, v in TINY.items() if k != "image_size"} | {"num_patches": 16, "intermediate_size": 64}
+RECENT_SOURCES = {
+    "DINOv3ViTModel": lambda: transformers.DINOv3ViTModel(
+        transformers.DINOv3ViTConfig(**TINY, intermediate_size=64, num_register_tokens=2, layerscale_value=0.5)
+    ),
+    "DINOv3ViTModel-gated": lambda: transformers.DINOv3ViTModel(
+        transformers.DINOv3ViTConfig(
+            **TINY, intermediate_size=48, use_gated_mlp=True, hidden_act="silu", mlp_bias=False, rope_theta=50.0
+        )
+    ),
+    "SiglipVisionModel": lambda: transformers.SiglipVisionModel(
+        transformers.SiglipVisionConfig(**TINY, intermediate_size=64)
+    ),
+    "SiglipModel": lambda: transformers.SiglipModel(
+        transformers.SiglipConfig(vision_config=dict(**TINY, intermediate_size=64), text_config=_SIGLIP_TEXT)
+    ),
+    "Siglip2VisionModel": lambda: transformers.Siglip2VisionModel(transformers.Siglip2VisionConfig(**_TINY_SIGLIP2)),
+    "Aimv2VisionModel": lambda: transformers.Aimv2VisionModel(
+        transformers.Aimv2VisionConfig(**TINY, intermediate_size=64)
+    ),
+    "Aimv2VisionModel-48px-biases": lambda: transformers.Aimv2VisionModel(
+        transformers.Aimv2VisionConfig(
+            **{**TINY, "image_size": 48}, intermediate_size=64, qkv_bias=True, mlp_bias=True
+        )
+    ),
+    "Aimv2VisionModel-native": lambda: transformers.Aimv2VisionModel(
+        transformers.Aimv2VisionConfig(**TINY, intermediate_size=64, is_native=True)
+    ),
+    "Aimv2Model": lambda: transformers.Aimv2Model(
+        transformers.Aimv2Config(
+            vision_config=dict(**TINY, intermediate_size=64), text_config=_AIMV2_TEXT, projection_dim=16
+        )
+    ),
+    "IJepaModel": lambda: transformers.IJepaModel(transformers.IJepaConfig(**TINY, intermediate_size=64)),
+    "IJepaForImageClassification": lambda: transformers.IJepaForImageClassification(
+        transformers.IJepaConfig(**TINY, intermediate_size=64, num_labels=3)
+    ),
+}
+
+
+def recent_source(name):
+    torch.manual_seed(0)
+    return perturbed(RECENT_SOURCES[name]())
+
+
+RECENT_PROCESSORS = {
+    "SiglipVisionModel": lambda: transformers.SiglipImageProcessorPil(size={"height": 32, "width": 32}),
+    "Aimv2VisionModel": lambda: transformers.CLIPImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ),
+    "IJepaForImageClassification": lambda: transformers.ViTImageProcessorPil(size={"height": 32, "width": 32}),
+}
+# DINOv3's image processor needs torchvision, which does not load on the CPU test machine: its settings as saved.
+DINOV3_PROCESSOR_CONFIG = {
+    "image_processor_type": "DINOv3ViTImageProcessorFast",
+    "do_resize": True,
+    "size": {"height": 32, "width": 32},
+    "resample": 2,
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": IMAGENET_MEAN,
+    "image_std": [0.229, 0.224, 0.225],
+}

@@ -81,7 +81,8 @@ def test_invalid_settings_raise_a_clear_error(overrides, message):
 
 
 def test_configs_saved_with_the_removed_options_still_load():
-    old_keys = {"position_embedding_interpolation": "bicubic", "lazystrike_eps": 1e-6, "lazystrike_fft_in_fp32": True}
+    # (`position_embedding_interpolation` was removed, then came back for SigLIP2's bilinear resize)
+    old_keys = {"lazystrike_eps": 1e-6, "lazystrike_fft_in_fp32": True}
     config = LastViTConfig.from_dict({**tiny_config().to_dict(), **old_keys})
     assert config.to_diff_dict() == {**tiny_config().to_diff_dict(), **old_keys}
 

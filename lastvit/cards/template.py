@@ -39,16 +39,21 @@ def describe_config(config: LastViTConfig) -> list[str]:
         if config.num_register_tokens
         else []
     )
+    norm = "RMSNorm" if config.norm_type == "rms_norm" else "LayerNorm"
+    mlp = "gated MLP" if config.use_gated_mlp else "MLP"
     lines = [
         f"Encoder: pre-norm ViT, width {config.hidden_size}, {config.num_hidden_layers} blocks, "
-        f"{config.num_attention_heads} heads, MLP {config.intermediate_size} ({config.hidden_act}), "
-        f"LayerNorm eps {config.layer_norm_eps:g}"
-        + (", LayerNorm before the first block" if config.use_pre_norm else "")
+        f"{config.num_attention_heads} heads, {mlp} {config.intermediate_size} ({config.hidden_act}), "
+        f"{norm} eps {config.layer_norm_eps:g}"
+        + (f", {norm} on the patch tokens" if config.use_patch_norm else "")
+        + (f", {norm} before the first block" if config.use_pre_norm else "")
         + (", LayerScale" if config.layerscale_value is not None else "")
+        + (f", 2-D rotary position embeddings ({config.rope_type}) on the patch tokens" if config.rope_type else "")
         + ".",
         f"Input: {height}x{width} px, {patch_h}x{patch_w} patches ({num_patches} patch tokens"
         + (f" plus {' and '.join(tokens)}" if tokens else "")
-        + "); other sizes divisible by the patch size work (position embeddings are resized).",
+        + "); other sizes divisible by the patch size work"
+        + (" (position embeddings are resized)." if config.position_embedding_type == "learned" else "."),
     ]
     if config.pooling == "lazystrike":
         k = (
@@ -66,7 +71,11 @@ def describe_config(config: LastViTConfig) -> list[str]:
             "cls": "the final CLS token",
             "mean": "the mean of the final patch tokens",
             "max": "the per-channel max over the final patch tokens",
+            "map": "multi-head attention pooling of the final patch tokens by a learned probe (MAP head)",
+            "avgmax": "the average of the mean and the per-channel max over the final patch tokens",
         }[config.pooling]
+    if config.use_fc_norm:
+        readout += f", then the final {norm} (on the pooled feature, not on the tokens)"
     if config.pooler_dense_act:
         readout += f", then a dense layer and {config.pooler_dense_act}"
     lines.append(f"Global feature (`pooler_output`): {readout}.")

@@ -1,4 +1,4 @@
-"""CLIP's contrastive loss over the pairs of every process (open_clip's ``gather_with_grad`` with
+"""CLIP's contrastive loss (and SigLIP's sigmoid loss, `sigmoid_loss`) over the pairs of every process (open_clip's ``gather_with_grad`` with
 ``local_loss=True``).
 
 Each process holds a shard of the batch. Its image and text embeddings are gathered from every
@@ -59,9 +59,27 @@ def contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logi
     ) / 2
 
 
+def sigmoid_loss(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor
+) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss of L2-normalised pairs ``[B, D]``: every (image i, text j) is a binary
+    problem on ``logit = logit_scale * image_i . text_j + logit_bias``, positive for i = j, negative otherwise;
+    the loss is ``-sum log sigmoid(label * logit)`` over all pairs divided by the batch size (as big_vision and
+    transformers' `SiglipModel`). Across processes each one scores its own images against the texts of every
+    process, so each pair is counted once and the mean over processes is the whole batch's loss."""
+    rows = image_embeds.shape[0]
+    texts = gather_with_grad(text_embeds)
+    offset = dist.get_rank() * rows if _distributed() else 0
+    logits = logit_scale * image_embeds @ texts.t() + logit_bias
+    labels = -torch.ones_like(logits)
+    labels[torch.arange(rows, device=logits.device), torch.arange(rows, device=logits.device) + offset] = 1.0
+    return -nn.functional.logsigmoid(labels * logits).sum() / rows
+
+
 class ContrastiveEmbedder(nn.Module):
     """The module a CLIP run prepares with accelerate (`clip`: a `LastViTCLIPModel`): one forward gives
-    the normalised image and text embeddings (float32) and the logit scale, so DDP sees every parameter
+    the normalised image and text embeddings (float32) and the logit scale (and, for a model with SigLIP's
+    `logit_bias`, the bias: the arguments of `sigmoid_loss`), so DDP sees every parameter
     used inside its forward, and the loss can gather the embeddings across processes."""
 
     def __init__(self, clip: nn.Module):
@@ -73,4 +91,7 @@ class ContrastiveEmbedder(nn.Module):
         text = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
         image = nn.functional.normalize(image.float(), dim=-1)
         text = nn.functional.normalize(text.float(), dim=-1)
-        return image, text, self.clip.logit_scale.float().exp()
+        scale = self.clip.logit_scale.float().exp()
+        if getattr(self.clip, "logit_bias", None) is None:
+            return image, text, scale
+        return image, text, scale, self.clip.logit_bias.float()  # SigLIP's: the arguments of `sigmoid_loss`

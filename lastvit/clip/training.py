@@ -31,6 +31,9 @@ from lastvit.model_choices import POOLING_TYPES
 from lastvit.training.config import PRESETS as VISION_PRESETS
 from lastvit.training.pretraining import PretrainingError
 
+LOSSES = ("contrastive", "sigmoid")
+SIGLIP_LOGIT_SCALE, SIGLIP_LOGIT_BIAS = math.log(10.0), -10.0  # SigLIP's initial temperature and bias
+
 
 @dataclass(kw_only=True)
 class CLIPTrainingArguments:
@@ -63,6 +66,13 @@ class CLIPTrainingArguments:
     text_heads: int | None = option(None, "text tower attention heads (default: 4)")
     max_text_length: int = option(32, "longest caption in tokens (longer ones are truncated)")
     projection_dim: int | None = option(None, "joint embedding width (default: 128)")
+    loss: str | None = option(
+        None,
+        "contrastive (CLIP's InfoNCE) or sigmoid (SigLIP's pairwise sigmoid loss with a learned logit bias; a model "
+        "without one gets it at -10 and, when new, a logit scale of ln 10, SigLIP's start). Default: sigmoid for a "
+        "--model-name-or-path folder with a logit bias, else contrastive",
+        choices=LOSSES,
+    )
     epochs: float = option(5, "passes over the training set")
     batch_size: int = option(64, "per-device batch size (the contrastive negatives)")
     learning_rate: float = option(5e-4, "peak AdamW learning rate")
@@ -137,6 +147,10 @@ def load_clip_folder(args: CLIPTrainingArguments):
             "alone use --vision-model-name-or-path."
         )
     config = LastViTCLIPConfig.from_pretrained(folder)
+    if args.loss == "contrastive" and config.logit_bias_init_value is not None:
+        raise PretrainingError(
+            f"--model-name-or-path {folder} has SigLIP's logit bias: it trains with --loss sigmoid (drop --loss)."
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as error:
@@ -144,12 +158,17 @@ def load_clip_folder(args: CLIPTrainingArguments):
             f"--model-name-or-path {folder}: no tokenizer beside the model ({error}); save the tokenizer of its text "
             "tower there (lastvit-train-clip and lastvit-convert --from openclip do)."
         ) from error
+    adds_bias = args.loss == "sigmoid" and config.logit_bias_init_value is None
+    if adds_bias:
+        config.logit_bias_init_value = SIGLIP_LOGIT_BIAS
     vision = config.vision_config
     try:
         config.vision_config = type(vision).from_dict({**vision.to_dict(), **_readout(args)})
     except ValueError as error:
         raise PretrainingError(f"the pooling flags do not fit the image tower of {folder}: {error}") from error
     model, info = LastViTCLIPModel.from_pretrained(folder, config=config, output_loading_info=True)
+    if adds_bias:  # the sigmoid loss's bias is new; every other weight must be there
+        info["missing_keys"] = [key for key in info["missing_keys"] if key != "logit_bias"]
     if info["missing_keys"] or info["mismatched_keys"]:
         raise PretrainingError(
             f"--model-name-or-path {folder}: the weights lack {info['missing_keys'] or info['mismatched_keys']}; "
@@ -189,8 +208,12 @@ def build_model(args: CLIPTrainingArguments, tokenizer):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+    sigmoid = {"logit_scale_init_value": SIGLIP_LOGIT_SCALE, "logit_bias_init_value": SIGLIP_LOGIT_BIAS}
     config = LastViTCLIPConfig(
-        vision_config=vision_config, text_config=text_config, projection_dim=args.projection_dim or 128
+        vision_config=vision_config,
+        text_config=text_config,
+        projection_dim=args.projection_dim or 128,
+        **(sigmoid if args.loss == "sigmoid" else {}),
     )
     model = LastViTCLIPModel(config)
     if tower is not None:
@@ -259,7 +282,7 @@ def _train_clip(args: CLIPTrainingArguments, output) -> dict:
     import torch
 
     from lastvit.clip.captions import tokenize, train_word_tokenizer
-    from lastvit.clip.contrastive import ContrastiveEmbedder, contrastive_loss
+    from lastvit.clip.contrastive import ContrastiveEmbedder, contrastive_loss, sigmoid_loss
     from lastvit.data.loading import EpochSampler, ImageTransform, build_processor
     from lastvit.training.pretraining import PretrainingLoop, claim, mean_over_processes, start_run
     from lastvit.training.schedule import lr_lambda
@@ -312,8 +335,9 @@ def _train_clip(args: CLIPTrainingArguments, output) -> dict:
     steps = PretrainingLoop(accelerator, args, total_steps, "clip", resume=claim(accelerator, output, args))
 
     def train_step(batch) -> float:
-        image, text, scale = embedder(batch["pixel_values"], batch["input_ids"], batch.get("attention_mask"))
-        loss = contrastive_loss(image, text, scale)  # against the pairs of every process
+        embeds = embedder(batch["pixel_values"], batch["input_ids"], batch.get("attention_mask"))
+        # against the pairs of every process; a model with a logit bias is trained with SigLIP's loss
+        loss = sigmoid_loss(*embeds) if len(embeds) == 4 else contrastive_loss(*embeds)
         if not torch.isfinite(loss):
             raise PretrainingError(
                 f"the loss became {loss.item()} at step {steps.state['step'] + 1}; lower the learning rate."

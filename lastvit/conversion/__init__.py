@@ -11,6 +11,8 @@ One module per source format (`--from`), over the shared `key_plan`:
 - `hf`: transformers ViT, DeiT, DINOv2 (+ registers) and CLIP vision models (`convert_hf_model`).
 - `torchvision_vit`: torchvision `VisionTransformer` state dicts (`convert_torchvision_state_dict`).
 - `dino`: facebookresearch/dino ViT checkpoints (`convert_dino_state_dict`).
+- `timm_vit`: timm `VisionTransformer` state dicts with registers, every `global_pool`, `fc_norm`,
+  `no_embed_class` (`convert_timm_state_dict`); `hf_recent` (under `hf`): DINOv3, SigLIP/SigLIP2, AIMv2, I-JEPA.
 - `openclip`: OpenAI CLIP / open_clip visual towers (`convert_openclip_state_dict`); with
   `openclip_text` the whole model, text tower and `logit_scale` included, as a `LastViTCLIPModel`
   (`convert_openclip_clip_state_dict`, `--with-text-tower`), its tokenizer built by `clip_tokenizer`
@@ -47,6 +49,7 @@ _EXPORTS = {
     "load_hf_model": "hf",
     "convert_torchvision_state_dict": "torchvision_vit",
     "convert_dino_state_dict": "dino",
+    "convert_timm_state_dict": "timm_vit",
     "convert_openclip_state_dict": "openclip",
     "CLIPConversionResult": "openclip_text",
     "convert_openclip_clip_state_dict": "openclip_text",
@@ -73,6 +76,7 @@ __all__ = [
     "convert_hf_model",
     "convert_openclip_clip_state_dict",
     "convert_openclip_state_dict",
+    "convert_timm_state_dict",
     "convert_torchvision_state_dict",
     "extract_state_dict",
     "load_checkpoint",

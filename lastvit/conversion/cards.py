@@ -38,12 +38,19 @@ def converted_model_card(
     classifier = type(result.model).__name__ == "LastViTForImageClassification"
     notes = "".join(f"- {note}\n" for note in result.notes)
     dropped = "".join(f"- Dropped {count} source tensors: {reason}.\n" for reason, count in result.dropped.items())
+    same_readout = result.model.config.pooling == result.source_pooling and "pooling lazystrike" not in command
     source_text = f"Converted from a {result.description} with `lastvit-convert --from {result.source}`. " + (
         "The readout is the source's own, so the outputs match the source (see the conversion check)."
-        if result.model.config.pooling == "cls" and "pooling lazystrike" not in command
+        if same_readout
         else "The encoder weights are the source's; the readout was changed, so the global feature differs from "
         "the source's and the weights were not trained for it unless the source was a LaSt-ViT checkpoint."
     )
+    if result.source_readout:
+        source_text += (
+            f" The source's global feature was {result.source_readout}; this folder's `pooler_output` is "
+            f"`pooling={result.model.config.pooling!r}`"
+            + (" (the same readout)." if same_readout else " (see Model details).")
+        )
     sections = [
         ("Source", source_text + ("\n\n" + notes + dropped if notes or dropped else "")),
         ("Conversion check", "\n".join(parity_lines)),

@@ -24,6 +24,7 @@ How the outputs correspond (tested in `tests/test_conversion_hf.py`):
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from modeling_lastvit.image_processing_lastvit import LastViTImageProcessor
 from modeling_lastvit.modeling_lastvit import LastViTForImageClassification
 
 from .checkpoint_loading import CheckpointLoadError, check_safetensors_file, first_line
+from .hf_recent import RECENT_ARCHITECTURES, RECENT_PLANS, SOURCE_READOUTS, recent_source_outputs, vision_config_of
 from .key_plan import (
     PIL_BICUBIC,
     ConversionResult,
@@ -62,6 +64,7 @@ HF_ARCHITECTURES = {
     "CLIPVisionModel": "clip",
     "CLIPVisionModelWithProjection": "clip",
     "CLIPModel": "clip",
+    **RECENT_ARCHITECTURES,
 }
 
 
@@ -93,6 +96,24 @@ def load_hf_model(name_or_path: str):
             f"the weights of {where} cannot be loaded ({first_line(error)}): the weights file is missing, "
             "truncated or corrupt; save or download the model again."
         ) from error
+
+
+def load_hf_processor_settings(name_or_path: str):
+    """The source's image processor, or None without one. Processors that need torchvision (DINOv3's has only a
+    torchvision backend) are read from `preprocessor_config.json` instead: their settings are what is copied."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(name_or_path)
+    except ImportError:
+        from types import SimpleNamespace
+
+        from transformers.image_processing_base import ImageProcessingMixin
+
+        settings, _ = ImageProcessingMixin.get_image_processor_dict(name_or_path)
+        return SimpleNamespace(**settings)
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def check_hf_input(name_or_path: str) -> bool:
@@ -157,12 +178,15 @@ def convert_hf_model(model, options: ConversionOptions, image_processor=None) ->
     if family is None:
         raise ConversionError(f"the hf converter takes {sorted(HF_ARCHITECTURES)}, not {architecture}.")
     state_dict = {key: value for key, value in model.state_dict().items()}
-    converter = {"vit": _plan_hf_vit, "deit": _plan_hf_vit, "dinov2": _plan_hf_dinov2, "clip": _plan_hf_clip}[family]
-    plan, base, source_head = converter(model, state_dict)
+    converter = {"vit": _plan_hf_vit, "deit": _plan_hf_vit, "dinov2": _plan_hf_dinov2, "clip": _plan_hf_clip}
+    plan, base, source_head = {**converter, **RECENT_PLANS}[family](model, state_dict)
     notes: list[str] = []
     head = resolve_head(source_head, options, notes)
     if source_head is not None and head is not source_head:
         plan.dropped["classification head (dropped or replaced)"] = plan.dropped.pop("classification head", [])
+    source_pooling = base.get("pooling", "cls")
+    if source_pooling == "map" and options.pooling not in ("source", "map"):
+        plan.drop_targets("pooler.map_head.", f"attention-pooling head (the readout is now {options.pooling})")
     model_out = build_model(base, plan.execute(), head, options)
     processor, note = _processor_from_hf(image_processor, family, model.config)
     if note:
@@ -174,6 +198,8 @@ def convert_hf_model(model, options: ConversionOptions, image_processor=None) ->
         description=f"transformers {architecture}",
         notes=notes,
         dropped=dropped_counts(plan),
+        source_pooling=source_pooling,
+        source_readout=SOURCE_READOUTS.get(family),
     )
 
 
@@ -338,7 +364,8 @@ def _plan_hf_clip(model, sd):
 
 
 def _processor_from_hf(source_processor, family: str, config) -> tuple[LastViTImageProcessor, str | None]:
-    image_size = config.vision_config.image_size if hasattr(config, "vision_config") else config.image_size
+    vision = vision_config_of(_ConfigHolder(config))
+    image_size = getattr(vision, "image_size", None) or math.isqrt(vision.num_patches) * vision.patch_size
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
     if source_processor is None:
         default = (
@@ -356,7 +383,32 @@ def _processor_from_hf(source_processor, family: str, config) -> tuple[LastViTIm
         value = getattr(source_processor, key, None)
         if value is not None:
             kwargs[key] = dict(value) if isinstance(value, dict) else value
+    if not kwargs["do_center_crop"]:  # keep `crop_size` the input size (what training reads) when nothing is cropped
+        height, width = _height_width(kwargs.get("size")) or (image_size, image_size)
+        kwargs["crop_size"] = {"height": height, "width": width}
+    if family == "siglip2" and getattr(source_processor, "max_num_patches", None):
+        native = {"height": image_size, "width": image_size}
+        kwargs.update(size=native, do_center_crop=False)
+        return LastViTImageProcessor(**kwargs), (
+            f"SigLIP2's processor resizes each image, keeping its aspect ratio, to at most "
+            f"{source_processor.max_num_patches} patches; the converted folder's processor resizes to the native "
+            f"{image_size}x{image_size} (the same as SigLIP2's for square images). The model itself takes any height "
+            "and width divisible by the patch size, so aspect-preserving inputs can be passed one image (or one "
+            "shape) per batch."
+        )
     return LastViTImageProcessor(**kwargs), None
+
+
+def _height_width(size) -> tuple[int, int] | None:
+    """(height, width) of a processor's `size` when it names both (a dict or transformers' SizeDict), else None."""
+    get = size.get if isinstance(size, dict) else (lambda key: getattr(size, key, None))
+    height, width = (get("height"), get("width")) if size is not None else (None, None)
+    return (height, width) if height and width else None
+
+
+class _ConfigHolder:
+    def __init__(self, config):
+        self.config = config
 
 
 def _call_accepts(fn, name: str) -> bool:
@@ -368,6 +420,8 @@ def compare_with_hf_source(source, converted, pixel_values: torch.Tensor) -> dic
     """Max abs differences between a transformers source and its conversion on `pixel_values`
     (per output, using the correspondences in this module's docstring)."""
     architecture = type(source).__name__
+    if architecture in RECENT_ARCHITECTURES:
+        return _compare_recent(source, converted, pixel_values)
     kwargs = {"output_hidden_states": True}
     native = converted.config.image_size_hw
     if tuple(pixel_values.shape[-2:]) != native:
@@ -400,4 +454,34 @@ def compare_with_hf_source(source, converted, pixel_values: torch.Tensor) -> dic
     else:
         diffs["last_hidden_state"] = diff(expected.last_hidden_state, actual.last_hidden_state)
         diffs["pooler_output"] = diff(expected.pooler_output, actual.pooler_output)
+    return diffs
+
+
+def recent_output_pairs(source, converted, pixel_values: torch.Tensor) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(output, source tensor, converted tensor) for every output a recent-family source defines (`hf_recent`)."""
+    expected = recent_source_outputs(source, pixel_values)
+    is_classifier = isinstance(converted, LastViTForImageClassification)
+    base = converted.lastvit if is_classifier else converted
+    with torch.no_grad():
+        actual = base(pixel_values, output_hidden_states=True)
+        pairs = [
+            (f"hidden_states[{i}]", a, b) for i, (a, b) in enumerate(zip(expected.hidden_states, actual.hidden_states))
+        ]
+        if len(expected.hidden_states) != len(actual.hidden_states):
+            raise ConversionError("internal error: the source and the conversion record different numbers of layers.")
+        if is_classifier:
+            return pairs + [("logits", expected.logits, converted(pixel_values).logits)]
+        pairs.append(("last_hidden_state", expected.last_hidden_state, actual.last_hidden_state))
+        same_readout = converted.config.pooling in ("cls", "map")  # the readouts of the recent sources with one
+        if expected.pooler_output is not None and same_readout:
+            pairs.append(("pooler_output", expected.pooler_output, actual.pooler_output))
+        if getattr(expected, "image_embeds", None) is not None and same_readout:
+            pairs.append(("image_embeds", expected.image_embeds, actual.image_embeds))
+    return pairs
+
+
+def _compare_recent(source, converted, pixel_values: torch.Tensor) -> dict[str, float]:
+    pairs = recent_output_pairs(source, converted, pixel_values)
+    diffs = {"hidden_states": max((a - b).abs().max().item() for name, a, b in pairs if name.startswith("hidden_"))}
+    diffs.update({name: (a - b).abs().max().item() for name, a, b in pairs if not name.startswith("hidden_")})
     return diffs

@@ -41,6 +41,8 @@ class ConversionResult:
     description: str
     notes: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> number of source tensors dropped
+    source_pooling: str = "cls"  # the LastViT pooling that reproduces the source's own readout
+    source_readout: str | None = None  # the source's readout in words, for the card
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,6 +164,16 @@ class KeyPlan:
         self.copy_linear(f"{dst}mlp.fc1", prefix + names.fc1)
         self.copy_linear(f"{dst}mlp.fc2", prefix + names.fc2)
 
+    def drop_targets(self, prefix: str, reason: str) -> None:
+        """Drop the planned LastViT tensors under `prefix` (e.g. a head another readout replaces), with their sources."""
+        kept = []
+        for target, keys, fn in self.entries:
+            if target.startswith(prefix):
+                self.dropped[reason].extend(key for key in keys if key not in self.dropped[reason])
+            else:
+                kept.append((target, keys, fn))
+        self.entries = kept
+
     def drop(self, reason: str, predicate: Callable[[str], bool]) -> None:
         for key in self.state_dict:
             if predicate(key):
@@ -269,7 +281,12 @@ def build_model(
     options: ConversionOptions,
 ) -> LastViTModel | LastViTForImageClassification:
     config_kwargs = dict(base_config)
-    config_kwargs["pooling"] = "cls" if options.pooling == "source" else options.pooling
+    source_pooling = config_kwargs.pop("pooling", "cls")  # a converter names the source's readout; CLS if not
+    config_kwargs["pooling"] = source_pooling if options.pooling == "source" else options.pooling
+    if config_kwargs["pooling"] == "map" and source_pooling != "map":
+        raise ConversionError("--pooling map needs a source with an attention-pooling (MAP) head; this one has none.")
+    if config_kwargs["pooling"] != "map":  # the source's MAP head is not part of another readout
+        encoder = {key: value for key, value in encoder.items() if not key.startswith("pooler.map_head.")}
     if options.top_k_ratio is not None:
         config_kwargs.update(lazystrike_top_k=None, lazystrike_top_k_ratio=options.top_k_ratio)
     elif options.top_k is not None:

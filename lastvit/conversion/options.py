@@ -16,13 +16,15 @@ from lastvit.arguments import option
 from lastvit.errors import LastViTUserError
 from lastvit.model_choices import POOLING_TYPES, SCORE_RULES
 
-SOURCES = ("hf", "torchvision", "dino", "openclip")
+SOURCES = ("hf", "torchvision", "dino", "openclip", "timm")
 SOURCE_NAMES = {
     "hf": "transformers model",
     "torchvision": "torchvision VisionTransformer",
     "dino": "facebookresearch/dino ViT",
     "openclip": "OpenAI CLIP / open_clip model",
+    "timm": "timm VisionTransformer",
 }
+TIMM_GLOBAL_POOLS = ("token", "avg", "avgmax", "max", "map")  # timm's `global_pool`, not stored in its state dicts
 TEXT_TOWER_SOURCES = ("openclip",)  # sources whose checkpoints hold a text tower `--with-text-tower` converts
 POOLING_CHOICES = ("source", *POOLING_TYPES)
 CLIP_ACTIVATIONS = ("quick_gelu", "gelu")
@@ -53,9 +55,9 @@ class ConversionJob:
     """What to convert and where to write it (everything but the readout)."""
 
     source: str = option(
-        help="source kind: hf (a transformers model), torchvision (VisionTransformer state dict), "
-        "dino (facebookresearch/dino ViT checkpoint), openclip (OpenAI CLIP / open_clip "
-        "checkpoint or TorchScript archive)",
+        help="source kind: hf (a transformers model, incl. DINOv3, SigLIP/SigLIP2, AIMv2, I-JEPA), torchvision "
+        "(VisionTransformer state dict), dino (facebookresearch/dino ViT checkpoint), openclip (OpenAI CLIP / "
+        "open_clip checkpoint or TorchScript archive), timm (timm VisionTransformer state dict)",
         flag="--from",
         choices=SOURCES,
     )
@@ -143,6 +145,12 @@ class ConversionOptions:
         None,
         "with --with-text-tower: text-tower attention heads (default: width // 64, OpenAI's and open_clip's rule)",
     )
+    global_pool: str | None = option(
+        None,
+        "timm: the model's global_pool, which its state dict does not record (default: map with an attn_pool, "
+        "avg with fc_norm or without a CLS token, else token)",
+        choices=TIMM_GLOBAL_POOLS,
+    )
 
     def validate(self) -> None:
         if self.pooling not in POOLING_CHOICES:
@@ -163,6 +171,8 @@ class ConversionOptions:
             raise ConversionError(f"--num-heads must be >= 1, got {self.num_heads}.")
         if self.clip_activation not in CLIP_ACTIVATIONS:
             raise ConversionError(f"--clip-activation must be 'quick_gelu' or 'gelu', got {self.clip_activation!r}.")
+        if self.global_pool is not None and self.global_pool not in TIMM_GLOBAL_POOLS:
+            raise ConversionError(f"unknown --global-pool {self.global_pool!r}; use one of {TIMM_GLOBAL_POOLS}.")
         if self.text_num_heads is not None and not self.text_tower:
             raise ConversionError("--text-num-heads only applies with --with-text-tower.")
         if self.text_num_heads is not None and self.text_num_heads < 1:

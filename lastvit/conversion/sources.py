@@ -7,16 +7,18 @@ import torch
 
 from .checkpoint_loading import load_checkpoint
 from .dino import convert_dino_state_dict
-from .hf import compare_with_hf_source, convert_hf_model, load_hf_model
+from .hf import compare_with_hf_source, convert_hf_model, load_hf_model, load_hf_processor_settings
 from .key_plan import ConversionResult, extract_state_dict
 from .openclip import convert_openclip_state_dict
 from .options import SOURCES, TEXT_TOWER_SOURCES, ConversionError, ConversionOptions
+from .timm_vit import convert_timm_state_dict
 from .torchvision_vit import convert_torchvision_state_dict
 
 STATE_DICT_CONVERTERS = {
     "torchvision": convert_torchvision_state_dict,
     "dino": convert_dino_state_dict,
     "openclip": convert_openclip_state_dict,
+    "timm": convert_timm_state_dict,
 }
 
 
@@ -41,12 +43,7 @@ def convert_checkpoint(
         raise ConversionError("--tokenizer only applies with --with-text-tower.")
     if source == "hf":
         source_model = load_hf_model(input_path)
-        try:
-            from transformers import AutoImageProcessor
-
-            source_processor = AutoImageProcessor.from_pretrained(input_path)
-        except (OSError, ValueError, KeyError):
-            source_processor = None
+        source_processor = load_hf_processor_settings(input_path)
         result = convert_hf_model(source_model, options, source_processor)
         height, width = result.model.config.image_size_hw
         pixel_values = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
