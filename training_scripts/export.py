@@ -17,11 +17,13 @@ import sys
 
 from lastvit.arguments import add_arguments, from_args
 from lastvit.data.arguments import DataArguments, add_data_arguments
+from lastvit.export_options import DATA_FLAGS, ExportOptions
+
+OPTIONS = (ExportOptions, DataArguments)
+DEFAULTS = {"scenes_test": 200}  # held-out images are all the export needs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lastvit.export_options import DATA_FLAGS, ExportOptions
-
     parser = argparse.ArgumentParser(
         prog="lastvit-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(
         parser.add_argument_group("held-out images (check and int8 accuracy)"),
         include=DATA_FLAGS,
-        defaults={"scenes_test": 200},
+        defaults=DEFAULTS,
         help={"scenes_test": "scenes: held-out images to build (default: 200)"},
     )
     return parser
@@ -39,7 +41,6 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from lastvit.data.loading import DataError
     from lastvit.export import ExportError, run_export
-    from lastvit.export_options import ExportOptions
     from lastvit.files import ModelPathError
 
     options = from_args(ExportOptions, args, data=DataArguments.from_args(args))
