@@ -290,7 +290,7 @@ def test_training_moves_the_teacher_and_reports_it_beside_the_untrained_start(un
     start, teacher = load_file(tiny_backbone / "model.safetensors"), load_file(folder / "model.safetensors")
     assert any(not torch.equal(start[k], teacher[k]) for k in start)
     for name in ("teacher", "untrained"):
-        assert set(results[name]) == {"knn_top1", "point_in_box", "corloc", "segmentation_iou"}
+        assert set(results[name]) == {"knn_top1", "point_in_box", "corloc", "segmentation_iou", "map_auroc"}
         assert all(0 <= v <= 1 for v in results[name].values())
     card = (folder / "README.md").read_text()
     assert "lastvit-train-dino" in card and "pipeline_tag: image-feature-extraction" in card

@@ -9,6 +9,12 @@ to the same architecture untrained (`lastvit-evaluate --mode dino|clip` and the 
   each projected patch with the text embedding of the image's true class); and the image tower's
   Patch-Score PiB / CorLoc / coarse segmentation, as for DINO.
 
+Next to the paper's thresholded scores, every map also gets `auroc_against_coverage`: the per-image
+AUROC of the map against the exact per-patch object coverage (threshold-free, and a map that ranks
+the background above the object scores below 0.5 instead of hiding behind a sign or a threshold;
+its ceiling is 1.0, the coverage map itself). NOTE: the main study (issue 25) adds its own per-image
+AUROC to `lastvit.measure`; this one should merge with it.
+
 The untrained twin is the same class and config freshly initialised from `seed`
 (`localization.untrained_copy`); for CLIP it keeps the trained tokenizer. Dense metrics need images
 at the model's input size with ``bbox`` and ``mask`` columns (the built-in scenes have both). The
@@ -75,9 +81,37 @@ def knn_accuracy(model, train_pixels, train_labels, eval_pixels, eval_labels, k:
     return float((votes.argmax(dim=-1) == torch.as_tensor(eval_labels)).float().mean())
 
 
+def patch_coverage(masks, patch_size) -> torch.Tensor:
+    """``[B, N]`` share of each patch's pixels inside the exact object mask (`masks` ``[B, H, W]``,
+    H and W multiples of the patch size), patches in row-major order."""
+    masks = torch.as_tensor(masks, dtype=torch.float32)
+    count, height, width = masks.shape
+    ph, pw = patch_size
+    grid = masks.reshape(count, height // ph, ph, width // pw, pw)
+    return grid.mean(dim=(2, 4)).reshape(count, -1)
+
+
+def auroc_against_coverage(scores, coverage, min_coverage: float = 0.5) -> float:
+    """Mean per-image AUROC of a patch map `scores` ``[B, N]`` against the patches whose object
+    `coverage` ``[B, N]`` is at least `min_coverage` (the positives; ties count one half: the
+    Mann-Whitney statistic). Images whose patches are all positive or all negative have no AUROC and
+    are left out; NaN when no image has both. 0.5 is chance, 1.0 the ceiling, below 0.5 a map that
+    ranks the background first."""
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    positive = torch.as_tensor(coverage) >= min_coverage
+    values = []
+    for score, label in zip(scores, positive):
+        pos, neg = score[label], score[~label]
+        if len(pos) == 0 or len(neg) == 0:
+            continue
+        diff = pos[:, None] - neg[None, :]
+        values.append(float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean()))
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
 def dense_localisation(backbone, pixel_values, boxes, masks=None) -> dict:
     """Patch Score (`patch_score_maps`) -> Point-in-Box, CorLoc and coarse-segmentation IoU
-    (`lastvit.measure.dense`)."""
+    (`lastvit.measure.dense`), and with exact masks the map's AUROC against the object coverage."""
     from .dense import dense_metrics
 
     scores = patch_score_maps(backbone, pixel_values)
@@ -86,6 +120,8 @@ def dense_localisation(backbone, pixel_values, boxes, masks=None) -> dict:
     patch_size = backbone.config.patch_size_hw
     metrics = dense_metrics(scores, grid, patch_size, boxes, masks)
     hits = point_in_box(scores, boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
+    if masks is not None:
+        metrics["map_auroc"] = auroc_against_coverage(scores, patch_coverage(masks, patch_size))
     return {"point_in_box": float(hits.mean()), **metrics}
 
 
@@ -98,17 +134,21 @@ def _eval_transform(tower, size, transform_class, mean=None, std=None):
     return transform_class(size=size, mean=mean, std=std, train=False)
 
 
-def zero_shot_map_pib(model, tokenizer, pixel_values, labels, boxes, class_names: Sequence[str], batch_size=64):
+def zero_shot_map_pib(
+    model, tokenizer, pixel_values, labels, boxes, class_names: Sequence[str], batch_size=64, masks=None
+):
     """Point-in-Box of zero-shot patch maps: each image's map is the cosine of its projected patches
     with its true class's text embedding (`zero_shot.zero_shot_patch_maps`); a hit when the map's
-    highest patch lies in the box."""
+    highest patch lies in the box. With exact `masks`: ``(PiB, AUROC against the object coverage)``."""
     from .zero_shot import zero_shot_patch_maps
 
     _, maps = zero_shot_patch_maps(model, tokenizer, pixel_values, labels, class_names, batch_size=batch_size)
     height, width = pixel_values.shape[-2:]
     patch_size = model.config.vision_config.patch_size_hw
     hits = point_in_box(maps, boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
-    return float(hits.mean())
+    if masks is None:
+        return float(hits.mean())
+    return float(hits.mean()), auroc_against_coverage(maps, patch_coverage(masks, patch_size))
 
 
 @torch.no_grad()
@@ -136,7 +176,11 @@ def clip_metrics(model, tokenizer, split, class_names, transform, background_nam
     measured = evaluate_split(model, tokenizer, split, class_names, transform, background_names)
     pixels, labels, boxes, masks = eval_arrays(split, transform)
     if boxes is not None and labels is not None:
-        measured["zero_shot_map_pib"] = zero_shot_map_pib(model, tokenizer, pixels, labels, boxes, class_names)
+        if masks is not None:
+            pib, auroc = zero_shot_map_pib(model, tokenizer, pixels, labels, boxes, class_names, masks=masks)
+            measured["zero_shot_map_pib"], measured["zero_shot_map_auroc"] = pib, auroc
+        else:
+            measured["zero_shot_map_pib"] = zero_shot_map_pib(model, tokenizer, pixels, labels, boxes, class_names)
         measured["patch_score"] = dense_localisation(model.vision_model, pixels, boxes, masks)
     return measured
 
@@ -160,8 +204,9 @@ def flat_clip(metrics: dict) -> dict:
         flat["zero_shot_miou"] = metrics["segmentation_ignore_background"]["miou"]
     if "segmentation_with_background" in metrics:
         flat["zero_shot_miou_bg"] = metrics["segmentation_with_background"]["miou"]
-    if "zero_shot_map_pib" in metrics:
-        flat["zero_shot_map_pib"] = metrics["zero_shot_map_pib"]
+    for key in ("zero_shot_map_pib", "zero_shot_map_auroc"):
+        if key in metrics:
+            flat[key] = metrics[key]
     for key, value in metrics.get("patch_score", {}).items():
         flat[f"patch_score_{key}"] = value
     return flat
@@ -177,6 +222,9 @@ TITLES = {
     "zero_shot_miou": "zero-shot segmentation mIoU (objects only)",
     "zero_shot_miou_bg": "zero-shot segmentation mIoU (with background)",
     "zero_shot_map_pib": "zero-shot map Point-in-Box",
+    "zero_shot_map_auroc": "zero-shot map AUROC vs object coverage",
+    "map_auroc": "Patch-Score AUROC vs object coverage",
+    "patch_score_map_auroc": "Patch-Score AUROC vs object coverage",
     "patch_score_point_in_box": "Patch-Score Point-in-Box",
     "patch_score_corloc": "CorLoc",
     "patch_score_segmentation_iou": "coarse segmentation IoU",
@@ -339,6 +387,7 @@ def markdown_report(results: dict, title: str, figures: dict[str, str] | None = 
 __all__ = [
     "FIGURE_IMAGES",
     "MODES",
+    "auroc_against_coverage",
     "clip_metrics",
     "dino_metrics",
     "evaluate_clip_model",
@@ -347,6 +396,7 @@ __all__ = [
     "flat_clip",
     "load_pretrained",
     "markdown_report",
+    "patch_coverage",
     "patch_score_maps",
     "zero_shot_map_pib",
 ]
