@@ -16,7 +16,8 @@ Every `--diagnostics-every` steps the run records DINO's collapse diagnostics (t
 entropy of the batch's mean teacher distribution, KL(teacher || student), the centre's norm;
 `dino.dino_diagnostics`) and every `--knn-every` steps the teacher's k-NN top-1 on a labelled
 validation split (`--curve-split`, never the evaluation split): ``training_curves.json`` in the output
-folder and the ``curves`` entry of the results. Step 0 is the untrained start.
+folder, the ``curves`` entry of the results and, with `--report-to`, the tracker (e.g. TensorBoard
+under the output folder). Step 0 is the untrained start.
 
 Several processes: only the student is prepared (DDP, or FSDP version 2); the teacher is a plain
 module on every process, never wrapped and never given gradients. Its EMA reads the student through
@@ -108,6 +109,9 @@ class DINOTrainingArguments:
     curve_bank: int = option(2000, "training images in the k-NN curve's memory bank")
     knn_k: int = option(20, "neighbours of the k-NN sanity metric")
     seed: int = option(0, "seed of weights, order and augmentation")
+    report_to: str = option(
+        "none", "also log the curves and diagnostics to this tracker", choices=("none", "tensorboard", "wandb", "all")
+    )
     mixed_precision: str | None = option(None, "no / fp16 / bf16 (default: the accelerate config's)")
     overwrite: bool = option(False, "replace an output folder that holds another run")
     resume: bool = option(False, "continue the run in --output-dir from its last checkpoint")
@@ -276,12 +280,15 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         curve = knn_curve_arrays(train_split, curve_split, eval_transform, args)
 
     steps = PretrainingLoop(accelerator, args, total_steps, "dino")
+    if args.report_to != "none":
+        accelerator.init_trackers("dino", config={k: str(v) for k, v in asdict(args).items()})
     steps.state.setdefault("diagnostics", [])
     steps.state.setdefault("knn_curve", [])
 
     def measure_curve(step: int) -> None:
         if curve is not None and not any(point["step"] == step for point in steps.state["knn_curve"]):
             steps.state["knn_curve"].append({"step": step, "knn_top1": curve_knn(teacher.backbone, curve, args.knn_k)})
+            accelerator.log({"val/knn_top1": steps.state["knn_curve"][-1]["knn_top1"]}, step=step)
 
     def train_step(batch) -> float:
         step = steps.state["step"]
@@ -317,6 +324,9 @@ def train_dino(args: DINOTrainingArguments) -> dict:
             steps.state["diagnostics"].append(
                 {"step": step, "loss": round(loss.item(), 6), "lr": lr, "teacher_temp": temp, "momentum": momentum}
                 | {k: round(v, 6) for k, v in measured.items()}
+            )
+            accelerator.log(
+                {f"dino/{k}": v for k, v in steps.state["diagnostics"][-1].items() if k != "step"}, step=step
             )
         loss_fn.update_center(teacher_out, reduce=lambda x: accelerator.reduce(x, "mean"))
         return mean_over_processes(accelerator, loss)

@@ -42,7 +42,12 @@ def start_run(args, fsdp: str | None = None):
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, set_seed
 
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    report_to = getattr(args, "report_to", "none")  # DINO's --report-to; CLIP logs to its JSON only
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if report_to == "none" else report_to,
+        project_dir=str(args.output_dir),
+    )
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         if accelerator.distributed_type != DistributedType.FSDP:
             raise PretrainingError(
