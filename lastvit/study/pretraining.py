@@ -252,26 +252,32 @@ def measure_counterfactuals(model, tokenizer, splits: dict, class_names, seed: i
     return measured
 
 
-def _pooling(spec: dict) -> dict:
-    return {"pooling": spec["pooling"], "top_k": spec.get("top_k"), "top_k_ratio": spec.get("top_k_ratio")}
+def _common_arguments(config: PretrainingStudyConfig, name: str, seed: int, data_path: Path, out: Path) -> dict:
+    """The trainer flags every study run shares (DINO and CLIP)."""
+    spec = VARIANTS[name]
+    return {
+        "output_dir": out,
+        "dataset": str(data_path),
+        "eval_split": "test",
+        "image_size": config.image_size,
+        "preset": config.preset,
+        "batch_size": config.batch_size,
+        "seed": seed,
+        "overwrite": True,
+        "progress": config.progress,
+        "save_every": 10**9,  # only the final checkpoint: the study never resumes
+        "pooling": spec["pooling"],
+        "top_k": spec.get("top_k"),
+        "top_k_ratio": spec.get("top_k_ratio"),
+    }
 
 
-def dino_arguments(config: PretrainingStudyConfig, name: str, seed: int, data_path: Path, out: Path, **overrides):
+def dino_arguments(config: PretrainingStudyConfig, name: str, seed: int, data_path: Path, out: Path):
     """The `DINOTrainingArguments` of one study run (the pilot uses the same)."""
     from lastvit.training.dino_trainer import DINOTrainingArguments
 
-    fields = dict(
-        output_dir=out,
-        dataset=str(data_path),
-        eval_split="test",
+    return DINOTrainingArguments(
         curve_split="validation",
-        image_size=config.image_size,
-        preset=config.preset,
-        batch_size=config.batch_size,
-        seed=seed,
-        overwrite=True,
-        progress=config.progress,
-        save_every=10**9,  # only the final checkpoint: the study never resumes
         epochs=config.dino_epochs,
         out_dim=config.dino_out_dim,
         num_local_crops=config.num_local_crops,
@@ -279,9 +285,8 @@ def dino_arguments(config: PretrainingStudyConfig, name: str, seed: int, data_pa
         learning_rate=config.dino_learning_rate,
         knn_every=config.dino_knn_every,
         diagnostics_every=config.dino_diagnostics_every,
-        **_pooling(VARIANTS[name]),
+        **_common_arguments(config, name, seed, data_path, out),
     )
-    return DINOTrainingArguments(**{**fields, **overrides})
 
 
 def train_and_measure(
@@ -308,20 +313,7 @@ def train_and_measure(
         from lastvit.clip.training import CLIPTrainingArguments, train_clip
 
         trained = train_clip(
-            CLIPTrainingArguments(
-                output_dir=out,
-                dataset=str(data_path),
-                eval_split="test",
-                image_size=config.image_size,
-                preset=config.preset,
-                batch_size=config.batch_size,
-                seed=seed,
-                overwrite=True,
-                progress=config.progress,
-                save_every=10**9,
-                epochs=config.clip_epochs,
-                **_pooling(spec),
-            )
+            CLIPTrainingArguments(epochs=config.clip_epochs, **_common_arguments(config, name, seed, data_path, out))
         )
         reset_accelerate()
         model = AutoModel.from_pretrained(out, trust_remote_code=True)
@@ -777,6 +769,13 @@ def _clip_sections(config, results, names) -> list[str]:
     return lines
 
 
+def _label_axis(axis, xlabel: str, ylabel: str) -> None:
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+
+
 def write_figures(folder: Path, config: PretrainingStudyConfig, results: dict) -> list[str]:
     from lastvit.measure.plots import _figure, _save, plot_seed_points
 
@@ -803,10 +802,7 @@ def write_figures(folder: Path, config: PretrainingStudyConfig, results: dict) -
                 curve = summary[n]["knn_curve"]
                 axis.plot(curve["steps"], curve["mean"], marker="o", markersize=3, label=VARIANTS[n]["label"])
             axis.axhline(results["chance"], color="black", linestyle="--", linewidth=1, label="chance")
-            axis.set_xlabel("step")
-            axis.set_ylabel("k-NN top-1 (validation)")
-            axis.legend(fontsize=7)
-            axis.grid(alpha=0.3)
+            _label_axis(axis, "step", "k-NN top-1 (validation)")
             _save(figure, folder / "dino_curves.png")
             names.append("dino_curves.png")
     if "clip" in config.families:
@@ -818,10 +814,7 @@ def write_figures(folder: Path, config: PretrainingStudyConfig, results: dict) -
                 means = [v["mean"] for v in test["difference_by_rate"].values()]
                 axis.plot(rates, means, marker="o", label=test["description"].split(" minus")[0] + " − CLS")
         axis.axhline(0.0, color="black", linewidth=1)
-        axis.set_xlabel("share of captions naming the background")
-        axis.set_ylabel("zero-shot top-1 difference (mean over seeds)")
-        axis.legend(fontsize=7)
-        axis.grid(alpha=0.3)
+        _label_axis(axis, "share of captions naming the background", "zero-shot top-1 difference (mean over seeds)")
         _save(figure, folder / "clip_rates.png")
         names.append("clip_rates.png")
     return names
@@ -1011,10 +1004,7 @@ def _pilot_figure(pilot: dict, path: Path) -> None:
     )
     left.axhline(curve[0]["knn_top1"], color="tab:gray", linestyle=":", label="untrained (step 0)")
     left.axhline(pilot["chance"], color="black", linestyle="--", linewidth=1, label="chance")
-    left.set_xlabel("step")
-    left.set_ylabel("k-NN top-1 (validation)")
-    left.legend(fontsize=7)
-    left.grid(alpha=0.3)
+    _label_axis(left, "step", "k-NN top-1 (validation)")
     diagnostics = pilot["curves"]["diagnostics"]
     steps = [d["step"] for d in diagnostics]
     for key, label in (
@@ -1024,10 +1014,7 @@ def _pilot_figure(pilot: dict, path: Path) -> None:
     ):
         right.plot(steps, [d[key] for d in diagnostics], label=label)
     right.axhline(math.log(pilot["config"]["dino_out_dim"]), color="black", linestyle="--", linewidth=1, label="log K")
-    right.set_xlabel("step")
-    right.set_ylabel("nats")
-    right.legend(fontsize=7)
-    right.grid(alpha=0.3)
+    _label_axis(right, "step", "nats")
     _save(figure, path)
 
 
