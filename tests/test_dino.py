@@ -23,7 +23,7 @@ from lastvit.training.dino import (
     teacher_temperature,
     update_teacher,
 )
-from lastvit.training.dino_trainer import DINOTrainingArguments, load_head, train_dino
+from lastvit.training.dino_trainer import DINOTrainingArguments, build_backbone, load_head, train_dino
 from lastvit.training.pretraining import PretrainingError
 from modeling_lastvit import LastViTModel
 
@@ -150,6 +150,14 @@ def test_colour_jitter_can_be_turned_off_and_the_default_draws_are_unchanged():
     plain = MultiCrop(**crops, colour_jitter=0.0)(image, 0, 0)
     assert any(not torch.equal(a, b) for a, b in zip(jittered, plain))
     assert all(torch.equal(a, b) for a, b in zip(jittered, MultiCrop(**crops, colour_jitter=0.8)(image, 0, 0)))
+
+
+def test_drop_path_reaches_the_student_backbone_and_rates_of_one_are_refused():
+    args = DINOTrainingArguments(output_dir="unused", image_size=32, drop_path_rate=0.1)
+    assert build_backbone(args).config.drop_path_rate == 0.1
+    assert build_backbone(DINOTrainingArguments(output_dir="unused", image_size=32)).config.drop_path_rate == 0.0
+    with pytest.raises(PretrainingError, match="--drop-path-rate a rate in"):
+        DINOTrainingArguments(output_dir="unused", drop_path_rate=1.0)
 
 
 def test_diagnostics_of_a_uniform_teacher_and_an_identical_student():

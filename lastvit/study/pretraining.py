@@ -899,6 +899,7 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent))
     try:
+        _log(start, "the declared design: " + json.dumps(config.design(), indent=2))  # before any run
         _log(start, f"building {config.num_train} + {config.num_val} + {config.num_test} scenes ...")
         data = build_data(config)
         paths = _save_data(config, data, work)
