@@ -1,9 +1,9 @@
-"""The LaSt-ViT toolkit around the model: data (`lastvit.data`), measurement (`lastvit.measure`),
-model cards (`lastvit.cards`), training (`lastvit.training`) and atomic folder writing
-(`lastvit.files`).
+"""The LaSt-ViT toolkit around the models: checkpoint conversion (`lastvit.conversion`), data
+(`lastvit.data`), measurement (`lastvit.measure`), model cards (`lastvit.cards`), training
+(`lastvit.training`) and atomic folder writing (`lastvit.files`).
 
-The model a checkpoint carries lives in `modeling_lastvit` and never imports this package, so
-`save_pretrained` can copy it as remote code.
+The models a checkpoint carries (LastViT and LastViT-CLIP) live in `modeling_lastvit` and never import
+this package (`tests/test_package_layout.py`), so `save_pretrained` can copy them as remote code.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -29,7 +29,7 @@ def option(
     **argparse_kwargs,
 ):
     """A dataclass field that is also a flag. `flag` renames it (e.g. ``--no-progress`` for
-    ``progress: bool = True``); `argparse_kwargs` (choices, metavar, nargs, ...) go to `add_argument`;
+    ``progress: bool = True``; a name without dashes, the field's own, makes it positional); `argparse_kwargs` (choices, metavar, nargs, ...) go to `add_argument`;
     ``cli=False`` keeps a field out of the parser (e.g. an in-memory dataset)."""
     metadata = {"help": help, "flag": flag, "cli": cli, "argparse": argparse_kwargs}
     if isinstance(default, (list, dict, set)):
@@ -38,13 +38,13 @@ def option(
 
 
 def _base_type(annotation):
-    """``int | None`` -> int; ``tuple[float, float]`` -> (float, 2)."""
+    """``int | None`` -> int; ``tuple[float, float]`` -> (float, 2); ``tuple[int, ...]`` -> (int, "+")."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         annotation = args[0]
     if typing.get_origin(annotation) is tuple:
         args = typing.get_args(annotation)
-        return args[0], len(args)
+        return args[0], "+" if args[-1] is Ellipsis else len(args)
     if typing.get_origin(annotation) is typing.Literal:
         return str, None
     return annotation, None
@@ -85,6 +85,10 @@ def add_arguments(
             kwargs.setdefault("type", base if base in (int, float, Path) else str)
             if count:
                 kwargs.setdefault("nargs", count)
+        if not flag.startswith("-"):  # a positional argument: argparse names it by `flag` and requires it
+            del kwargs["dest"]
+            parser.add_argument(flag, **kwargs)
+            continue
         if default is dataclasses.MISSING or field.name in required:
             kwargs["required"] = True
         else:
@@ -93,10 +97,40 @@ def add_arguments(
 
 
 def from_args(cls, namespace: argparse.Namespace, **overrides):
-    """Build dataclass `cls` from the parsed flags it has (fields the parser lacks keep their defaults)."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    values = {name: value for name, value in vars(namespace).items() if name in names}
+    """Build dataclass `cls` from the parsed flags it has (fields the parser lacks keep their defaults);
+    the lists of ``nargs`` flags become tuples where the field is a tuple."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.init and field.name in vars(namespace):
+            value = getattr(namespace, field.name)
+            if isinstance(value, list) and _is_tuple(hints[field.name]):
+                value = tuple(value)
+            values[field.name] = value
     return cls(**{**values, **overrides})
+
+
+def _is_tuple(annotation) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(typing.get_origin(a) is tuple for a in typing.get_args(annotation))
+    return typing.get_origin(annotation) is tuple
+
+
+def declared_defaults(*classes, defaults: dict | None = None) -> dict:
+    """What the flags of `classes` default to (`defaults` overriding a field's, as in `add_arguments`):
+    the specification a CLI's `--help` is tested against."""
+    values = {}
+    for cls in classes:
+        for field in dataclasses.fields(cls):
+            if not field.metadata.get("cli", True):
+                continue
+            if field.default is not dataclasses.MISSING:
+                values[field.name] = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                values[field.name] = field.default_factory()
+            else:
+                values[field.name] = None  # a required flag
+    return {**values, **(defaults or {})}
 
 
 def to_argv(instance, program: str, skip: Iterable[str] = ()) -> str:

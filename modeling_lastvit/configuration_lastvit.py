@@ -9,7 +9,6 @@ from transformers.backbone_utils import BackboneConfigMixin
 
 POOLING_TYPES = ("cls", "mean", "max", "lazystrike")
 SCORE_RULES = ("repo", "paper")
-INTERPOLATION_MODES = ("bicubic", "bilinear")
 CLASSIFIER_INPUTS = ("pooled", "pooled_and_patch_mean", "pooled_and_first_register")
 
 # Written into every saved config so that a checkpoint opens with any of these Auto classes via
@@ -58,10 +57,8 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             they have no position embedding and are never pooled.
         use_pre_norm (`bool`, defaults to `False`): LayerNorm on the embeddings before the first
             block (CLIP's `ln_pre`).
-        position_embedding_interpolation (`str`, defaults to `"bicubic"`): how the position
-            embeddings are resized for another grid (`"bicubic"` or `"bilinear"`).
-        position_embedding_antialias (`bool`, defaults to `False`): antialias when resizing them
-            (DINOv2 with registers uses it).
+        position_embedding_antialias (`bool`, defaults to `False`): antialias when the position
+            embeddings are resized (bicubically) for another grid (DINOv2 with registers uses it).
         position_embedding_interpolation_offset (`float`, *optional*): `None` resizes the position
             embeddings to the target grid (`size=`, as transformers' ViT/DINOv2/CLIP do). A value in
             (0, 1) resizes them by `scale_factor = (grid + offset) / native_grid` instead, as the original
@@ -76,9 +73,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             as in the authors' code.
         lazystrike_score (`str`, defaults to `"repo"`): `"repo"` = x / |x_hat - x| (released code,
             required for checkpoint parity), `"paper"` = x_hat / (|x_hat - x| + eps) (Eq. 5).
-        lazystrike_eps (`float`, defaults to 1e-6): clamp / offset of the score's denominator.
-        lazystrike_fft_in_fp32 (`bool`, defaults to `True`): run the score path in fp32 when the
-            model runs in fp16/bf16 (the selection is sensitive to rounding).
         pooler_dense_act (`str`, *optional*): if set, `pooler_output` is `act(dense(pooled))`: a linear
             layer on the pooled feature followed by this activation (a key of `ACT2FN`). `"tanh"`
             reproduces the `pooler` of transformers' `ViTModel` / `DeiTModel` (on the CLS token) and
@@ -128,7 +122,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     use_cls_token: bool = True
     num_register_tokens: int = 0
     use_pre_norm: bool = False
-    position_embedding_interpolation: str = "bicubic"
     position_embedding_antialias: bool = False
     position_embedding_interpolation_offset: float | None = None
     pooling: str = "lazystrike"
@@ -136,8 +129,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     lazystrike_top_k_ratio: float | None = None
     lazystrike_sigma: float | None = None
     lazystrike_score: str = "repo"
-    lazystrike_eps: float = 1e-6
-    lazystrike_fft_in_fp32: bool = True
     pooler_dense_act: str | None = None
     pooler_dense_size: int | None = None
     classifier_input: str = "pooled"
@@ -146,7 +137,9 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        self._validate()
+        # The same check `validate()` runs (with transformers' own validators) after construction and before
+        # every save; run first here so that a bad argument fails with its one-line ValueError.
+        self.validate_lastvit_options()
         self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, self.num_hidden_layers + 1)]
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
@@ -180,7 +173,10 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         """Tokens before the patch tokens: the CLS token (if any) and the registers."""
         return int(self.use_cls_token) + self.num_register_tokens
 
-    def _validate(self):
+    def validate_lastvit_options(self):
+        """A `@strict` class validator: `config.validate()` (which transformers also runs before saving) checks
+        every option, including values assigned after construction. Raises one-line `ValueError`s."""
+
         def fail(message):
             raise ValueError(f"Invalid LastViTConfig: {message}")
 
@@ -200,11 +196,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         for name in ("drop_path_rate", "hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 fail(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
-        if self.position_embedding_interpolation not in INTERPOLATION_MODES:
-            fail(
-                f"unknown `position_embedding_interpolation` {self.position_embedding_interpolation!r}; "
-                f"use one of {INTERPOLATION_MODES}."
-            )
         offset = self.position_embedding_interpolation_offset
         if offset is not None and not 0.0 < offset < 1.0:
             fail(f"`position_embedding_interpolation_offset` must be in (0, 1) or None, got {offset}.")
@@ -233,8 +224,6 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             fail(f"`lazystrike_sigma` must be > 0 (or None for sqrt(hidden_size)), got {self.lazystrike_sigma}.")
         if self.lazystrike_score not in SCORE_RULES:
             fail(f"unknown `lazystrike_score` {self.lazystrike_score!r}; use one of {SCORE_RULES}.")
-        if self.lazystrike_eps <= 0:
-            fail(f"`lazystrike_eps` must be > 0, got {self.lazystrike_eps}.")
         if self.projection_dim is not None and self.projection_dim < 1:
             fail(f"`projection_dim` must be a positive integer or None, got {self.projection_dim}.")
         if self.pooler_dense_act is not None and self.pooler_dense_act not in ACT2FN:

@@ -145,7 +145,7 @@ class LastViTEmbeddings(nn.Module):
         patch_pos = nn.functional.interpolate(
             patch_pos.float(),
             **target,
-            mode=self.config.position_embedding_interpolation,
+            mode="bicubic",
             align_corners=False,
             antialias=self.config.position_embedding_antialias,
         ).to(self.position_embeddings.dtype)

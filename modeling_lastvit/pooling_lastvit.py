@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-SCORE_RULES = ("repo", "paper")
+from .configuration_lastvit import SCORE_RULES
 
 
 def gaussian_channel_window(dim: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -173,8 +173,6 @@ class LazyStrikePooler(nn.Module):
         self.top_k_ratio = config.lazystrike_top_k_ratio
         self.sigma = config.lazystrike_sigma
         self.score_rule = config.lazystrike_score
-        self.eps = config.lazystrike_eps
-        self.fft_in_fp32 = config.lazystrike_fft_in_fp32
 
     def forward(self, patch_tokens: torch.Tensor, return_indices: bool = True) -> PooledFeatures:
         return lazystrike_pool(
@@ -183,8 +181,6 @@ class LazyStrikePooler(nn.Module):
             top_k_ratio=self.top_k_ratio,
             sigma=self.sigma,
             score_rule=self.score_rule,
-            eps=self.eps,
-            fft_in_fp32=self.fft_in_fp32,
             return_indices=return_indices,
         )
 

@@ -28,7 +28,7 @@ def converted_dinov2_with_registers():
     """A tiny transformers Dinov2WithRegistersModel converted to LastViT, with its processor."""
     import transformers
 
-    from modeling_lastvit.conversion import ConversionOptions, convert_hf_model
+    from lastvit.conversion import ConversionOptions, convert_hf_model
 
     source = transformers.Dinov2WithRegistersModel(
         transformers.Dinov2WithRegistersConfig(

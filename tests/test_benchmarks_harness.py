@@ -103,3 +103,13 @@ def test_memory_worker_reports_a_peak_per_batch():
     assert result["params_mib"] > 0
     assert set(result["peak_mib"]) == {"1", "2"}
     assert all(value >= 0 for value in result["peak_mib"].values())
+
+
+def test_the_report_names_the_commit_it_measured():
+    import subprocess
+
+    from benchmarks.report import report_header, source_commit
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert source_commit().split(" ")[0] == head
+    assert f"at commit `{source_commit()}`" in "".join(report_header(60.0))

@@ -36,6 +36,23 @@ def test_console_script_target_exists(name):
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_flag_is_a_dataclass_field_and_defaults_to_the_dataclass_default(name):
+    """One way to declare options: each CLI's flags come from the dataclasses it names in `OPTIONS`
+    (`lastvit.arguments`), and `--help` shows their defaults (or the CLI's declared `DEFAULTS`)."""
+    from lastvit.arguments import declared_defaults
+
+    module = importlib.import_module(SCRIPTS[name].partition(":")[0])
+    expected = declared_defaults(*module.OPTIONS, defaults=getattr(module, "DEFAULTS", None))
+    actions = [a for a in module.build_parser()._actions if a.dest != "help"]
+    assert actions
+    for action in actions:
+        assert action.dest in expected, f"{name}: {action.option_strings or action.dest} is not a dataclass field"
+        assert action.default == expected[action.dest] or (action.required and expected[action.dest] is None), (
+            f"{name}: {action.option_strings} defaults to {action.default!r}, its dataclass to {expected[action.dest]!r}"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_help_imports_no_heavy_library(name):
     module, _, function = SCRIPTS[name].partition(":")
     code = (

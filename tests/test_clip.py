@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from lastvit.clip.captions import CaptionError, check_captions, scene_captions, tokenize, train_word_tokenizer
-from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel, symmetric_contrastive_loss
 from lastvit.clip.training import CLIPTrainingArguments, train_clip
 from lastvit.training.pretraining import PretrainingError
+from modeling_lastvit import LastViTCLIPModel, symmetric_contrastive_loss
 
 from .test_saving_and_remote_code import run_isolated
 from .tiny import tiny_clip_config
@@ -151,6 +151,7 @@ def test_training_writes_a_complete_folder_with_measured_zero_shot_results(train
         "config.json",
         "model.safetensors",
         "modeling_lastvit_clip.py",
+        "configuration_lastvit_clip.py",
         "modeling_lastvit.py",
         "tokenizer.json",
         "preprocessor_config.json",

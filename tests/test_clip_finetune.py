@@ -29,9 +29,8 @@ def first_batch_loss(folder, args) -> float:
     from transformers import AutoImageProcessor, AutoTokenizer
 
     from lastvit.clip.captions import tokenize
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
     from lastvit.data.loading import ImageTransform
-    from modeling_lastvit import LastViTConfig
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel, LastViTConfig
 
     config = LastViTCLIPConfig.from_pretrained(folder)
     config.vision_config = LastViTConfig.from_dict({**config.vision_config.to_dict(), "pooling": args.pooling})

@@ -6,13 +6,13 @@ import pytest
 from huggingface_hub import EvalResult
 
 from lastvit.cards.model_card import RELEASED_CHECKPOINTS, released_model_card, render_model_card
-from modeling_lastvit import LastViTForImageClassification
-from modeling_lastvit.conversion import (
+from lastvit.conversion import (
     ConversionOptions,
     convert_dino_state_dict,
     convert_openclip_state_dict,
     convert_torchvision_state_dict,
 )
+from modeling_lastvit import LastViTForImageClassification
 from training_scripts.convert import build_parser
 
 from .conversion_helpers import REPO_ROOT, clip_reference, dino_reference, torchvision_reference
@@ -22,7 +22,7 @@ from .reference_vits import dino_training_checkpoint
 @pytest.mark.parametrize("name", sorted(RELEASED_CHECKPOINTS))
 def test_committed_model_cards_are_the_generators_output(name):
     committed = (REPO_ROOT / "model_cards" / name / "README.md").read_text()
-    assert committed == released_model_card(name).content, "run `python -m lastvit.cards.model_card`"
+    assert committed == released_model_card(name).content, "regenerate with write_released_cards (CONTRIBUTING.md)"
 
 
 PAPER_NUMBERS = {

@@ -4,8 +4,8 @@
 import pytest
 import torch
 
-from modeling_lastvit.conversion import ConversionOptions, convert_dino_state_dict
-from modeling_lastvit.conversion.sources import convert_checkpoint
+from lastvit.conversion import ConversionOptions, convert_dino_state_dict
+from lastvit.conversion.sources import convert_checkpoint
 
 from .conversion_helpers import NATIVE, SIZE_IDS, SIZES, assert_close, dino_reference, pixels
 from .reference_vits import authors_lazystrike, dino_training_checkpoint

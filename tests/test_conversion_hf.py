@@ -6,8 +6,8 @@ import pytest
 import torch
 import transformers
 
+from lastvit.conversion import ConversionError, ConversionOptions, convert_hf_model
 from modeling_lastvit import LastViTForImageClassification, LastViTModel
-from modeling_lastvit.conversion import ConversionError, ConversionOptions, convert_hf_model
 from modeling_lastvit.pooling_lastvit import lazystrike_pool
 
 from .conversion_helpers import (

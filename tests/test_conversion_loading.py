@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from modeling_lastvit.conversion import CheckpointLoadError, ConversionError, extract_state_dict, load_checkpoint
+from lastvit.conversion import CheckpointLoadError, ConversionError, extract_state_dict, load_checkpoint
 
 from .conversion_helpers import torchvision_reference
 

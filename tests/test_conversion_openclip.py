@@ -4,8 +4,8 @@ its code), convert with identical embeddings."""
 import pytest
 import torch
 
-from modeling_lastvit.conversion import ConversionOptions, convert_openclip_state_dict, read_torchscript_tensors
-from modeling_lastvit.conversion.sources import convert_checkpoint
+from lastvit.conversion import ConversionOptions, convert_openclip_state_dict, read_torchscript_tensors
+from lastvit.conversion.sources import convert_checkpoint
 
 from .conversion_helpers import (
     NATIVE,

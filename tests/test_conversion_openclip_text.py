@@ -12,11 +12,11 @@ import regex
 import torch
 from PIL import Image
 
-from lastvit.conversion_options import ConversionError, ConversionOptions
-from modeling_lastvit.conversion import clip_tokenizer
-from modeling_lastvit.conversion.clip_tokenizer import bytes_to_unicode, clip_tokenizer_from_bpe, load_clip_tokenizer
-from modeling_lastvit.conversion.openclip_text import convert_openclip_clip_state_dict
-from modeling_lastvit.conversion.sources import convert_checkpoint
+from lastvit.conversion import clip_tokenizer
+from lastvit.conversion.clip_tokenizer import bytes_to_unicode, clip_tokenizer_from_bpe, load_clip_tokenizer
+from lastvit.conversion.openclip_text import convert_openclip_clip_state_dict
+from lastvit.conversion.options import ConversionError, ConversionOptions
+from lastvit.conversion.sources import convert_checkpoint
 from training_scripts.convert import main
 
 from .conversion_helpers import NATIVE, assert_close, perturbed, pixels, random_image
@@ -294,6 +294,7 @@ def test_cli_writes_what_save_pretrained_writes_and_a_card(converted_clip):
         "config.json",
         "model.safetensors",
         "modeling_lastvit_clip.py",
+        "configuration_lastvit_clip.py",
         "configuration_lastvit.py",
         "modeling_lastvit.py",
         "pooling_lastvit.py",
@@ -320,7 +321,7 @@ def test_auto_classes_and_the_pipeline_load_the_folder_in_process_without_remote
         pipeline,
     )
 
-    from lastvit.clip import LastViTCLIPConfig, LastViTCLIPModel
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel
 
     assert type(AutoConfig.from_pretrained(converted_clip)) is LastViTCLIPConfig
     for auto_class in (AutoModel, AutoModelForZeroShotImageClassification):
@@ -338,7 +339,7 @@ def test_auto_classes_and_the_pipeline_load_the_folder_in_process_without_remote
 def test_converted_folder_runs_the_zero_shot_pipeline_in_a_fresh_process_without_the_package(converted_clip, tmp_path):
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    from lastvit.clip import LastViTCLIPModel
+    from modeling_lastvit import LastViTCLIPModel
 
     random_image(*NATIVE).save(tmp_path / "image.png")
     model = LastViTCLIPModel.from_pretrained(converted_clip).eval()

@@ -1,11 +1,8 @@
-"""`ConversionOptions`: inconsistent options are refused before anything loads, and the torch-free
-copies of the config's choices stay equal to the config's."""
+"""`ConversionOptions`: inconsistent options are refused before anything loads."""
 
 import pytest
 
-from lastvit import conversion_options
-from modeling_lastvit import configuration_lastvit
-from modeling_lastvit.conversion import ConversionError, ConversionOptions
+from lastvit.conversion import ConversionError, ConversionOptions
 
 
 @pytest.mark.parametrize(
@@ -19,8 +16,3 @@ from modeling_lastvit.conversion import ConversionError, ConversionOptions
 def test_inconsistent_options_are_refused(options, message):
     with pytest.raises(ConversionError, match=message):
         ConversionOptions(**options).validate()
-
-
-def test_the_torch_free_choices_equal_the_configs():
-    assert conversion_options.POOLING_TYPES == configuration_lastvit.POOLING_TYPES
-    assert conversion_options.SCORE_RULES == configuration_lastvit.SCORE_RULES

@@ -4,8 +4,8 @@ a detectron2 file) convert with identical logits; other layouts are readable err
 import pytest
 import torch
 
-from modeling_lastvit.conversion import ConversionError, ConversionOptions, convert_torchvision_state_dict
-from modeling_lastvit.conversion.sources import convert_checkpoint
+from lastvit.conversion import ConversionError, ConversionOptions, convert_torchvision_state_dict
+from lastvit.conversion.sources import convert_checkpoint
 
 from .conversion_helpers import (
     SIZE_IDS,

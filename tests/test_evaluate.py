@@ -115,7 +115,7 @@ def save_scenes(folder, num_train=8, num_test=12):
 
 def save_tiny_clip(folder, pooling="lazystrike", seed=0):
     from lastvit.clip.captions import scene_captions, train_word_tokenizer
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel
+    from modeling_lastvit import LastViTCLIPModel
 
     names = ["bird", "mammal", "vehicle", "small animal", "insect", "fish", "aircraft"]
     tokenizer = train_word_tokenizer(scene_captions(list(range(7)), ["sand"] * 7, names, seed=0))

@@ -1,4 +1,4 @@
-"""LazyStrike pooling, checked against the semantics of the authors' code (science.md §1.1)."""
+"""LazyStrike pooling, checked against the semantics of the authors' code (the released LaSt-ViT code)."""
 
 import math
 

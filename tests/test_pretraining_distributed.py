@@ -217,7 +217,7 @@ CAPTIONS = [f"a photo of a {c} on {b}." for c in ("bird", "mammal", "vehicle", "
 
 def _tiny_clip_batch():
     from lastvit.clip.captions import tokenize, train_word_tokenizer
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel
+    from modeling_lastvit import LastViTCLIPModel
 
     from .tiny import tiny_clip_config
 

@@ -640,3 +640,71 @@ def test_remote_code_pipelines_match_in_process_results_without_the_package(tmp_
         image=tmp_path / "image.png",
         expected=tmp_path / "expected.pt",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# LastViT-CLIP: the second model a checkpoint carries, saved through register_for_auto_class
+# --------------------------------------------------------------------------------------------
+
+CLIP_AUTO_MAP = {
+    "AutoConfig": "configuration_lastvit_clip.LastViTCLIPConfig",
+    "AutoModel": "modeling_lastvit_clip.LastViTCLIPModel",
+    "AutoModelForZeroShotImageClassification": "modeling_lastvit_clip.LastViTCLIPModel",
+}
+CLIP_CODE_FILES = ("configuration_lastvit_clip.py", "modeling_lastvit_clip.py", *MODEL_CODE_FILES)
+
+
+def tiny_clip_model():
+    from transformers import CLIPTextConfig
+
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel
+
+    text = CLIPTextConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4
+    )
+    torch.manual_seed(0)
+    return LastViTCLIPModel(LastViTCLIPConfig(vision_config=tiny_config(), text_config=text, projection_dim=16)).eval()
+
+
+def test_clip_model_saves_its_code_and_auto_map_through_register_for_auto_class(tmp_path):
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel
+
+    assert (LastViTCLIPModel._auto_class, LastViTCLIPConfig._auto_class) == ("AutoModel", "AutoConfig")
+    assert "save_pretrained" not in vars(LastViTCLIPModel), "the code is saved by transformers, not copied by hand"
+    tiny_clip_model().save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.glob("*.py")} == set(CLIP_CODE_FILES)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "lastvit-clip"
+    assert config["auto_map"] == CLIP_AUTO_MAP
+
+
+def test_remote_code_clip_model_reproduces_outputs_without_the_package(tmp_path):
+    folder = tmp_path / "clip"
+    model = tiny_clip_model()
+    model.save_pretrained(folder)
+    inputs = {"pixel_values": pixel_batch(), "input_ids": torch.randint(0, 50, (3, 7), generator=torch.Generator())}
+    with torch.no_grad():
+        out = model(**inputs)
+    torch.save({**inputs, "logits_per_image": out.logits_per_image}, tmp_path / "expected.pt")
+
+    run_isolated(
+        tmp_path,
+        """
+        from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification
+
+        folder = ARGS["folder"]
+        expected = torch.load(ARGS["expected"], weights_only=True)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        check_remote(config)
+        assert type(config).__name__ == "LastViTCLIPConfig" and config.projection_dim == 16
+        for auto_class in (AutoModel, AutoModelForZeroShotImageClassification):
+            model = auto_class.from_pretrained(folder, trust_remote_code=True).eval()
+            check_remote(model)
+            assert type(model).__name__ == "LastViTCLIPModel"
+            with torch.no_grad():
+                out = model(pixel_values=expected["pixel_values"], input_ids=expected["input_ids"])
+            check_close("logits_per_image", out.logits_per_image, expected["logits_per_image"])
+        """,
+        folder=folder,
+        expected=tmp_path / "expected.pt",
+    )

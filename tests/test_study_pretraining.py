@@ -57,6 +57,8 @@ def test_tiny_study_trains_every_variant_at_every_caption_rate_and_writes_the_de
     kinds = [t["kind"] for t in report["tests"]]
     assert kinds.count("primary") == 2 and kinds.index("secondary") > kinds.index("primary")
     assert report["verdict"] == results["verdict"] and report["verdict"][0].startswith("Primary (DINO)")
+    assert set(report["data_fingerprint"]) == {"train", "validation", "test"}
+    assert {"pillow", "numpy", "datasets", "torch"} <= set(report["environment"]["packages"])
     for name in ("dino.png", "dino_curves.png", "clip_rates.png", "report.md"):
         assert (out / name).exists()
     assert not list(tmp_path.glob(".study*"))  # staging and work folders are gone
@@ -173,14 +175,11 @@ def test_cli_refuses_to_overwrite_a_folder_without_overwrite(tmp_path, capsys):
     assert (tmp_path / "study" / "keep.txt").exists()
 
 
-def test_the_cli_defaults_are_the_study_configs_defaults():
-    """The CLI repeats the defaults (its --help imports no torch); they must not drift apart."""
-    args = vars(study_pretraining.build_parser().parse_args([]))
-    config = PretrainingStudyConfig(output_dir=args["output_dir"])
-    shared = {name for name in args if hasattr(config, name)}
-    assert {"num_train", "num_val", "caption_rates", "primary_clip_variant", "momentum_teacher"} <= shared
-    for name in shared - {"seeds", "families", "caption_rates"}:
-        assert args[name] == getattr(config, name), name
-    assert tuple(args["seeds"]) == config.seeds and tuple(args["families"]) == config.families
-    assert tuple(args["caption_rates"]) == config.caption_rates
-    assert config.momentum_teacher == 0.996 and set(METRICS["dino"]) >= set(TESTED["dino"])
+def test_the_study_declares_its_design_in_the_config_defaults():
+    config = PretrainingStudyConfig(output_dir="unused")
+    assert config.caption_rates == (0.0, 0.3, 0.6, 0.9) and len(config.seeds) >= 5
+    assert config.primary_clip_variant == "clip_k1" and config.momentum_teacher == 0.996
+    assert set(config.design()["primary"]) == {"dino", "clip"} and "holm" in config.design()["correction"]
+    assert set(METRICS["dino"]) >= set(TESTED["dino"])
+    args = study_pretraining.build_parser().parse_args(["--pilot", "dino_cls", "--caption-rates", "0", "0.5"])
+    assert args.pilot == "dino_cls" and args.caption_rates == [0.0, 0.5]

@@ -96,7 +96,7 @@ def test_class_embeddings_average_the_prompts_and_are_unit_vectors():
 def test_prompts_longer_than_the_text_towers_context_are_truncated_like_clips_77_tokens():
     """A converted tower may have a short context; a long prompt is cut to it, [EOS] kept last."""
     from lastvit.clip.captions import train_word_tokenizer
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPModel
+    from modeling_lastvit import LastViTCLIPModel
     from tests.tiny import tiny_clip_config
 
     tokenizer = train_word_tokenizer(["a photo of a very very small cat on grass ."])

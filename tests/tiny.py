@@ -22,7 +22,7 @@ def tiny_clip_config(tokenizer, pooling: str = "lazystrike"):
     sized to `tokenizer`, in a 16-dimensional joint space."""
     from transformers import CLIPTextConfig
 
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig
+    from modeling_lastvit import LastViTCLIPConfig
 
     text = CLIPTextConfig(
         vocab_size=len(tokenizer),

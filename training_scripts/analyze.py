@@ -27,67 +27,86 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from lastvit.data.arguments import add_data_arguments
+from lastvit.arguments import add_arguments, option
+from lastvit.data.arguments import DataArguments, add_data_arguments
 
 MARKDOWN_NAME = "analysis.md"
+
+
+@dataclass(kw_only=True)
+class AnalysisArguments:
+    """The flags of lastvit-analysis besides the shared data flags (`DataArguments`)."""
+
+    model: str = option(help="a LastViT checkpoint folder (LastViTModel or ...ForImageClassification)")
+    output_dir: Path = option(help="folder for analysis.json, analysis.md and the PNGs")
+    overwrite: bool = option(False, "replace an --output-dir that already holds files")
+    # images
+    bbox_column: str = option("bbox", "column with one ground-truth box per image, used when present")
+    bbox_format: str = option(
+        "xywh",
+        "box layout in original-image pixels: [x, y, w, h] (scenes, COCO) or [x0, y0, x1, y1]",
+        choices=("xywh", "xyxy"),
+    )
+    num_images: int = option(256, "images to analyse, a seeded random subset of the split")
+    random_images: int | None = option(
+        None,
+        "analyse N generated scenes (an ellipse on a textured background, box known) instead "
+        "of a dataset: a quick smoke run with no data",
+        metavar="N",
+    )
+    seed: int = option(0, "seed for the subset, the scenes and generated images")
+    # one-shot decoding test
+    one_shot: bool = option(
+        False,
+        "also run the one-shot test: one image per class from --train-split (fit) and one from the "
+        "evaluation split (test), seeded; needs a labelled dataset",
+    )
+    # measurement and run
+    batch_size: int = option(16, "images per forward pass (default: 16)")
+    norm_threshold: float | None = option(
+        None, "high-norm token threshold on the L2 norm (default: mean + --norm-std x std of the set)"
+    )
+    norm_std: float = option(3.0, "standard deviations above the mean for the default threshold")
+    num_overlays: int = option(4, "images drawn with attention overlays (default: 4)")
+    device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
+    progress: bool = option(True, "hide progress bars", flag="--no-progress")
+
+
+OPTIONS = (AnalysisArguments, DataArguments)
+# This command's own data defaults: no dataset means scenes (or --random-images); a small one-shot pool.
+DEFAULTS = {"dataset": None, "scenes_train": 200}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lastvit-analysis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--model", required=True, help="a LastViT checkpoint folder (LastViTModel or ...ForImageClassification)"
-    )
-    p.add_argument("--output-dir", type=Path, required=True, help="folder for analysis.json, analysis.md and the PNGs")
-    p.add_argument("--overwrite", action="store_true", help="replace an --output-dir that already holds files")
+    add_arguments(p, AnalysisArguments, include=("model", "output_dir", "overwrite"))
 
     data = p.add_argument_group("images (the trainer's data flags, or --random-images)")
     add_data_arguments(
         data,
-        include=("dataset", "data_dir", "eval_split", "image_column"),
-        defaults={"dataset": None},
+        include=("dataset", "data_dir", "eval_split", "image_column", "scenes_clutter"),
+        defaults=DEFAULTS,
         help={
             "dataset": "'scenes' (built-in, offline), 'imagefolder' (with --data-dir), a save_to_disk folder, "
             "or a Hub dataset name (default: scenes, unless --random-images)",
             "eval_split": "split to analyse (default: validation, else test)",
         },
     )
-    data.add_argument(
-        "--bbox-column", default="bbox", help="column with one ground-truth box per image, used when present"
+    add_arguments(
+        data, AnalysisArguments, include=("bbox_column", "bbox_format", "num_images", "random_images", "seed")
     )
-    data.add_argument(
-        "--bbox-format",
-        choices=("xywh", "xyxy"),
-        default="xywh",
-        help="box layout in original-image pixels: [x, y, w, h] (scenes, COCO) or [x0, y0, x1, y1]",
-    )
-    data.add_argument(
-        "--num-images", type=int, default=256, help="images to analyse, a seeded random subset of the split"
-    )
-    data.add_argument("--scenes-clutter", type=int, default=0, help="scenes: clutter fragments per image")
-    data.add_argument(
-        "--random-images",
-        type=int,
-        metavar="N",
-        help="analyse N generated scenes (an ellipse on a textured background, box known) instead "
-        "of a dataset: a quick smoke run with no data",
-    )
-    data.add_argument("--seed", type=int, default=0, help="seed for the subset, the scenes and generated images")
 
     one_shot = p.add_argument_group("one-shot decoding test (Lappe & Giese §3)")
-    one_shot.add_argument(
-        "--one-shot",
-        action="store_true",
-        help="also run the one-shot test: one image per class from --train-split (fit) and one from the "
-        "evaluation split (test), seeded; needs a labelled dataset",
-    )
+    add_arguments(one_shot, AnalysisArguments, include=("one_shot",))
     add_data_arguments(
         one_shot,
         include=("train_split", "label_column", "scenes_train"),
-        defaults={"scenes_train": 200},
+        defaults=DEFAULTS,
         help={
             "train_split": "split the one-shot readout is fitted on (default: train)",
             "scenes_train": "scenes: training scenes generated to draw one per class from (default: 200)",
@@ -95,18 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     run = p.add_argument_group("measurement and run")
-    run.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: 16)")
-    run.add_argument(
-        "--norm-threshold",
-        type=float,
-        help="high-norm token threshold on the L2 norm (default: mean + --norm-std x std of the set)",
+    add_arguments(
+        run,
+        AnalysisArguments,
+        include=("batch_size", "norm_threshold", "norm_std", "num_overlays", "device", "progress"),
     )
-    run.add_argument(
-        "--norm-std", type=float, default=3.0, help="standard deviations above the mean for the default threshold"
-    )
-    run.add_argument("--num-overlays", type=int, default=4, help="images drawn with attention overlays (default: 4)")
-    run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 
@@ -283,7 +295,7 @@ def run(args) -> dict:
     from lastvit.measure.evaluation import resolve_device
 
     check_args(args)
-    progress = not args.no_progress
+    progress = args.progress
     model = load_model(args.model, resolve_device(args.device))
     transform = eval_transform(build_processor(model, args.model), model.config)
     size, mean, std = transform.size, transform.mean, transform.std

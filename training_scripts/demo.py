@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+from lastvit.arguments import add_arguments, from_args, option
 
 
 def save_atomically(objects, output_dir: Path, overwrite: bool) -> None:
@@ -31,16 +34,28 @@ def vote_grid(votes) -> str:
     return "\n".join("    " + "".join(shades[v] * 2 for v in row) for row in scaled.tolist())
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+@dataclass(kw_only=True)
+class DemoArguments:
+    output_dir: Path = option(Path("outputs/demo"), "where the checkpoint is saved")
+    overwrite: bool = option(False, "replace an existing --output-dir")
+    top_k: int = option(4, "LazyStrike K: patches each channel averages")
+    registers: int = option(4, "number of register tokens")
+    seed: int = option(0, "seed for the weights and the scene")
+
+
+OPTIONS = (DemoArguments,)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lastvit-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--output-dir", type=Path, default=Path("outputs/demo"), help="where the checkpoint is saved")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
-    parser.add_argument("--top-k", type=int, default=4, help="LazyStrike K: patches each channel averages")
-    parser.add_argument("--registers", type=int, default=4, help="number of register tokens")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the weights and the scene")
-    return parser.parse_args(argv)
+    add_arguments(parser, DemoArguments)
+    return parser
+
+
+def parse_args(argv=None) -> DemoArguments:
+    return from_args(DemoArguments, build_parser().parse_args(argv))
 
 
 def main(argv=None) -> int:

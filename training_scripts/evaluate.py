@@ -27,41 +27,64 @@ are the local evaluate modules `mean_iou` and `corloc` (lastvit.measure.load_met
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from lastvit.data.arguments import add_data_arguments
+from lastvit.arguments import add_arguments, option
+from lastvit.data.arguments import DataArguments, add_data_arguments
+
+
+@dataclass(kw_only=True)
+class EvaluateArguments:
+    """The flags of lastvit-evaluate besides the shared data flags (`DataArguments`)."""
+
+    mode: str = option(
+        "classifier",
+        "classifier (default): a LastViT classifier; clip: a LastViT-CLIP folder; dino: a LastViT backbone",
+        choices=("classifier", "clip", "dino"),
+    )
+    model: str = option(help="the folder to evaluate (e.g. a lastvit-train output)")
+    baseline: str | None = option(
+        None, "clip/dino: a second folder of the same kind measured alike (e.g. CLS readout)"
+    )
+    num_images: int | None = option(None, "evaluate only the first N images")
+    knn_k: int = option(20, "dino: neighbours of the k-NN classifier (default: 20)")
+    seed: int = option(0, "scenes seed, random masking order, untrained baseline")
+    batch_size: int = option(128, "images per forward pass (default: 128)")
+    device: str = option("auto", "auto (default: CUDA when available), cpu, cuda, ...")
+    probe_images: int | None = option(None, "images in the masking probe (default: all)")
+    norm_threshold: float | None = option(None, "high-norm token threshold (default: mean + 3 std)")
+    output_dir: Path = option(help="where report.json, report.md and PNGs go")
+    overwrite: bool = option(False, "replace an existing --output-dir")
+    progress: bool = option(True, "hide progress bars", flag="--no-progress")
+
+
+OPTIONS = (EvaluateArguments, DataArguments)
+DEFAULTS = {"scenes_train": 1000}  # dino's k-NN pool
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lastvit-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--mode",
-        choices=("classifier", "clip", "dino"),
-        default="classifier",
-        help="classifier (default): a LastViT classifier; clip: a LastViT-CLIP folder; dino: a LastViT backbone",
-    )
-    p.add_argument("--model", required=True, help="the folder to evaluate (e.g. a lastvit-train output)")
-    p.add_argument("--baseline", help="clip/dino: a second folder of the same kind measured alike (e.g. CLS readout)")
+    add_arguments(p, EvaluateArguments, include=("mode", "model", "baseline"))
     add_data_arguments(
         p,
-        include=("dataset", "data_dir", "eval_split", "image_column", "label_column", "scenes_test"),
-        help={"eval_split": "split to evaluate (default: validation, else test)"},
+        include=("dataset", "data_dir", "eval_split", "image_column", "label_column", "scenes_test", "scenes_train"),
+        defaults=DEFAULTS,
+        help={
+            "eval_split": "split to evaluate (default: validation, else test)",
+            "scenes_train": "dino: scenes training images for k-NN (default: 1000)",
+        },
     )
-    p.add_argument("--num-images", type=int, help="evaluate only the first N images")
-    p.add_argument(
-        "--scenes-train", type=int, default=1000, help="dino: scenes training images for k-NN (default: 1000)"
-    )
-    p.add_argument("--knn-k", type=int, default=20, help="dino: neighbours of the k-NN classifier (default: 20)")
-    p.add_argument("--seed", type=int, default=0, help="scenes seed, random masking order, untrained baseline")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, ...")
-    p.add_argument("--probe-images", type=int, help="images in the masking probe (default: all)")
-    p.add_argument("--norm-threshold", type=float, help="high-norm token threshold (default: mean + 3 std)")
-    p.add_argument("--output-dir", type=Path, required=True, help="where report.json, report.md and PNGs go")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_arguments(
+        p,
+        EvaluateArguments,
+        include=(
+            "num_images", "knn_k", "seed", "batch_size", "device", "probe_images", "norm_threshold", "output_dir",
+            "overwrite", "progress",
+        ),
+    )  # fmt: skip
     return p
 
 
@@ -113,14 +136,14 @@ def evaluate_classifier(args) -> None:
         args.image_column,
         args.label_column,
         args.num_images,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     metrics, arrays = evaluate_model(
         model,
         data,
         batch_size=args.batch_size,
         device=args.device,
-        progress=not args.no_progress,
+        progress=args.progress,
         seed=args.seed,
         probe_images=args.probe_images,
         norm_threshold=args.norm_threshold,

@@ -19,6 +19,9 @@ from lastvit.training.cli import run_training
 from lastvit.training.config import TrainConfig, add_train_arguments
 from lastvit.training.peft import FINETUNE_DEFAULTS, PeftArguments
 
+OPTIONS = (TrainConfig, PeftArguments)
+DEFAULTS = FINETUNE_DEFAULTS  # fine-tuning's milder recipe
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -12,18 +12,29 @@ resume checkpoints (`checkpoints/`), `best/` and hidden staging folders stay loc
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+from lastvit.arguments import add_arguments, option
+
+
+@dataclass(kw_only=True)
+class PublishArguments:
+    folder: Path = option(help="checkpoint or adapter folder (e.g. a lastvit-train --output-dir)", flag="folder")
+    repo_id: str | None = option(None, "Hub repository, e.g. you/lastvit-tiny (not needed with --dry-run)")
+    private: bool = option(False, "create the repository as private")
+    token: str | None = option(None, "Hugging Face token (default: HF_TOKEN or the one `hf auth login` saved)")
+    dry_run: bool = option(False, "validate only, offline; upload nothing")
+
+
+OPTIONS = (PublishArguments,)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lastvit-publish", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("folder", type=Path, help="checkpoint or adapter folder (e.g. a lastvit-train --output-dir)")
-    parser.add_argument("--repo-id", help="Hub repository, e.g. you/lastvit-tiny (not needed with --dry-run)")
-    parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the one `hf auth login` saved)")
-    parser.add_argument("--dry-run", action="store_true", help="validate only, offline; upload nothing")
+    add_arguments(parser, PublishArguments)
     return parser
 
 

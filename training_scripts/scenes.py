@@ -8,10 +8,12 @@ For example:
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lastvit.arguments import add_arguments, option
 from lastvit.data.scenes import (
     BACKGROUND_SOURCES,
     DEFAULT_BACKGROUND_SOURCES,
@@ -26,7 +28,55 @@ from lastvit.data.scenes import (
 from lastvit.files import write_folder
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+@dataclass(kw_only=True)
+class ScenesArguments:
+    variant: str = option(
+        "scenes",
+        "scenes: Tux Paint photo cut-outs in 7 classes; fashion: Fashion-MNIST items at half opacity",
+        choices=VARIANTS,
+    )
+    num_train: int = option(20000, "number of training images (default 20000)")
+    num_test: int = option(2000, "number of test images (default 2000)")
+    image_size: int | None = option(None, "image side in pixels (default 64; 48 for fashion)")
+    seed: int = option(0, "fixes the held-out instances and backgrounds and every image (default 0)")
+    clutter: int = option(0, "fragments of objects of other classes per image (default 0)")
+    objects: Path | None = option(
+        None,
+        "your own cut-outs: one sub-folder per class (its name is the class) of RGBA images; scenes only",
+        metavar="DIR",
+    )
+    backgrounds: Path | None = option(
+        None, "your own backgrounds: a folder of images, searched recursively (.pat textures are tiled)", metavar="DIR"
+    )
+    background_sources: str = option(
+        ",".join(DEFAULT_BACKGROUND_SOURCES),
+        f"comma-separated, among {','.join(BACKGROUND_SOURCES)} (default: the Debian ones; skimage and sklearn "
+        "need those packages); ignored with --backgrounds",
+    )
+    test_fraction: float = option(
+        0.25, "share of the object instances of each class and of the backgrounds held out for test (default 0.25)"
+    )
+    output: Path | None = option(
+        None, "save the DatasetDict here with save_to_disk (reload: datasets.load_from_disk(DIR))", metavar="DIR"
+    )
+    imagefolder: Path | None = option(
+        None,
+        "write an imagefolder with metadata.jsonl and masks here (reload: lastvit.data.scenes.load_imagefolder(DIR))",
+        metavar="DIR",
+    )
+    scale_range: tuple[float, float] = option(
+        DEFAULT_SCALE_RANGE,
+        "the object's longer side as a share of the image side (default 0.2 0.45)",
+        metavar=("LOW", "HIGH"),
+    )
+    opacity: float | None = option(None, "object opacity (default: 1 for scenes, 0.5 for fashion)")
+    overwrite: bool = option(False, "replace existing --output / --imagefolder folders")
+
+
+OPTIONS = (ScenesArguments,)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lastvit-scenes",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -37,68 +87,12 @@ def parse_args(argv=None) -> argparse.Namespace:
             f"    {INSTALL_COMMAND}"
         ),
     )
-    add = parser.add_argument
-    add(
-        "--variant",
-        choices=VARIANTS,
-        default="scenes",
-        help="scenes: Tux Paint photo cut-outs in 7 classes; fashion: Fashion-MNIST items at half opacity",
-    )
-    add("--num-train", type=int, default=20000, help="number of training images (default 20000)")
-    add("--num-test", type=int, default=2000, help="number of test images (default 2000)")
-    add("--image-size", type=int, default=None, help="image side in pixels (default 64; 48 for fashion)")
-    add("--seed", type=int, default=0, help="fixes the held-out instances and backgrounds and every image (default 0)")
-    add("--clutter", type=int, default=0, help="fragments of objects of other classes per image (default 0)")
-    add(
-        "--objects",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="your own cut-outs: one sub-folder per class (its name is the class) of RGBA images; scenes only",
-    )
-    add(
-        "--backgrounds",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="your own backgrounds: a folder of images, searched recursively (.pat textures are tiled)",
-    )
-    add(
-        "--background-sources",
-        default=",".join(DEFAULT_BACKGROUND_SOURCES),
-        help=f"comma-separated, among {','.join(BACKGROUND_SOURCES)} (default: the Debian ones; skimage and sklearn "
-        "need those packages); ignored with --backgrounds",
-    )
-    add(
-        "--test-fraction",
-        type=float,
-        default=0.25,
-        help="share of the object instances of each class and of the backgrounds held out for test (default 0.25)",
-    )
-    add(
-        "--output",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="save the DatasetDict here with save_to_disk (reload: datasets.load_from_disk(DIR))",
-    )
-    add(
-        "--imagefolder",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="write an imagefolder with metadata.jsonl and masks here (reload: lastvit.data.scenes.load_imagefolder(DIR))",
-    )
-    add(
-        "--scale-range",
-        type=float,
-        nargs=2,
-        default=DEFAULT_SCALE_RANGE,
-        metavar=("LOW", "HIGH"),
-        help="the object's longer side as a share of the image side (default 0.2 0.45)",
-    )
-    add("--opacity", type=float, default=None, help="object opacity (default: 1 for scenes, 0.5 for fashion)")
-    add("--overwrite", action="store_true", help="replace existing --output / --imagefolder folders")
+    add_arguments(parser, ScenesArguments)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.output is None and args.imagefolder is None:
         parser.error("give --output DIR and/or --imagefolder DIR: where should the dataset go?")

@@ -23,6 +23,8 @@ from lastvit.arguments import from_args
 from lastvit.training.cli import run_training
 from lastvit.training.config import TrainConfig, add_train_arguments
 
+OPTIONS = (TrainConfig,)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -24,9 +24,12 @@ folder). `--resume` continues a killed run from `DIR/checkpoints/last`.
 import argparse
 import sys
 
+from lastvit.clip.training import CLIPTrainingArguments
+
+OPTIONS = (CLIPTrainingArguments,)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from lastvit.clip.training import CLIPTrainingArguments
     from lastvit.training.pretraining import pretraining_parser
 
     return pretraining_parser("lastvit-train-clip", __doc__, CLIPTrainingArguments)
@@ -34,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from lastvit.clip.captions import CaptionError
-    from lastvit.clip.training import CLIPTrainingArguments, train_clip
+    from lastvit.clip.training import train_clip
     from lastvit.training.pretraining import run_pretraining
 
     return run_pretraining(build_parser(), argv, CLIPTrainingArguments, train_clip, (CaptionError,))

@@ -24,16 +24,19 @@ untrained backbone).
 import argparse
 import sys
 
+from lastvit.training.dino_trainer import DINOTrainingArguments
+
+OPTIONS = (DINOTrainingArguments,)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from lastvit.training.dino_trainer import DINOTrainingArguments
     from lastvit.training.pretraining import pretraining_parser
 
     return pretraining_parser("lastvit-train-dino", __doc__, DINOTrainingArguments)
 
 
 def main(argv=None) -> int:
-    from lastvit.training.dino_trainer import DINOTrainingArguments, train_dino
+    from lastvit.training.dino_trainer import train_dino
     from lastvit.training.pretraining import run_pretraining
 
     return run_pretraining(build_parser(), argv, DINOTrainingArguments, train_dino)

@@ -1,5 +1,9 @@
-"""The cards of the authors' three released LaSt-ViT checkpoints (committed in `model_cards/<name>/`;
-regenerate them with ``python -m lastvit.cards.model_card``)."""
+"""The cards of the authors' three released LaSt-ViT checkpoints, committed in `model_cards/<name>/`.
+
+Regenerate them (a maintainer's step after changing this module or the template) with
+
+    python -c "from lastvit.cards.released import write_released_cards; write_released_cards('model_cards')"
+"""
 
 from __future__ import annotations
 

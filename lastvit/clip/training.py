@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lastvit.arguments import option, to_argv
-from lastvit.training.config import PRESETS as VISION_PRESETS  # name: (hidden, layers, heads, mlp, image, patch)
+from lastvit.model_choices import POOLING_TYPES
+from lastvit.training.config import PRESETS as VISION_PRESETS
 from lastvit.training.pretraining import PretrainingError
 
 
@@ -53,7 +54,7 @@ class CLIPTrainingArguments:
     pooling: str = option(
         "lazystrike",
         "global readout of the image tower, also of one loaded from a folder",
-        choices=("cls", "mean", "max", "lazystrike"),
+        choices=POOLING_TYPES,
     )
     top_k: int | None = option(None, "LazyStrike K as a count")
     top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches (default: 0.5, Tab. 8's best)")
@@ -102,7 +103,7 @@ class CLIPTrainingArguments:
 
     @property
     def scenes_image_size(self) -> int:
-        return self.image_size or VISION_PRESETS[self.preset or "micro"][4]
+        return self.image_size or VISION_PRESETS[self.preset or "micro"].image_size
 
 
 def _readout(args: CLIPTrainingArguments) -> dict:
@@ -119,7 +120,7 @@ def load_clip_folder(args: CLIPTrainingArguments):
     (both towers, projections, logit_scale), the image tower's readout set by the pooling flags."""
     from transformers import AutoTokenizer
 
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel
 
     folder = args.model_name_or_path
     try:
@@ -162,9 +163,8 @@ def load_clip_folder(args: CLIPTrainingArguments):
 def build_model(args: CLIPTrainingArguments, tokenizer):
     from transformers import CLIPTextConfig
 
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
     from lastvit.training.presets import preset_config
-    from modeling_lastvit import LastViTModel
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel, LastViTModel
 
     pooling = _readout(args)
     if args.vision_model_name_or_path:

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .resample import composite_over, fit_size, from_array, premultiply, resize
+
 DEBIAN_PACKAGES = (
     "tuxpaint-stamps-default",
     "tuxpaint-data",
@@ -118,10 +120,11 @@ def read_gimp_pattern(path: str | os.PathLike) -> Image.Image:
     if bpp not in (1, 2, 3, 4) or width * height == 0 or len(data) < header_size + width * height * bpp:
         raise ValueError(f"{path}: truncated or unsupported GIMP pattern ({width}x{height}, {bpp} bytes per pixel).")
     pixels = np.frombuffer(data, np.uint8, width * height * bpp, header_size).reshape(height, width, bpp)
-    image = Image.fromarray(pixels[..., 0] if bpp == 1 else pixels, {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[bpp])
-    if bpp in (2, 4):
-        image = Image.alpha_composite(Image.new("RGBA", image.size, (128, 128, 128, 255)), image.convert("RGBA"))
-    return image.convert("RGB")
+    if bpp <= 2:  # grey (+ alpha) -> RGB
+        pixels = np.concatenate([pixels[..., :1].repeat(3, axis=-1), pixels[..., 1:]], axis=-1)
+    if pixels.shape[-1] == 4:
+        pixels = composite_over(pixels, (128, 128, 128))
+    return from_array(pixels, "RGB")
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -152,9 +155,9 @@ def _load_cutout(path: str, _mtime: int, _size: int) -> Image.Image | None:
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     if len(xs) < MIN_OPAQUE_FRACTION * (box[2] - box[0]) * (box[3] - box[1]):
         return None
-    image = image.crop(box)
-    image.thumbnail((512, 512), Image.Resampling.LANCZOS)  # scenes need far less; keeps memory small
-    return image.convert("RGBa")  # premultiplied: resizing never bleeds hidden colours into the edges
+    # premultiplied: resizing never bleeds hidden colours into the edges
+    image = from_array(premultiply(np.asarray(image.crop(box))), "RGBa")
+    return resize(image, fit_size(image.size, 512), "bicubic")  # scenes need far less; keeps memory small
 
 
 def load_cutout(path: str | os.PathLike) -> Image.Image | None:
@@ -167,12 +170,11 @@ def load_cutout(path: str | os.PathLike) -> Image.Image | None:
 def _load_background(path: str, _mtime: int, _size: int) -> Image.Image:
     if path.endswith(".pat"):
         return read_gimp_pattern(path)
-    with Image.open(path) as opened:
-        opened.draft("RGB", (1024, 1024))  # JPEGs decode directly at a reduced scale
+    with Image.open(path) as opened:  # decoded at full size: no DCT-scaled (library-dependent) JPEG decoding
         image = opened.convert("RGB")
     if min(image.size) > 1024:
         scale = 1024 / min(image.size)
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+        image = resize(image, (round(image.width * scale), round(image.height * scale)), "bicubic")
     return image
 
 
@@ -407,7 +409,7 @@ def _fashion_item(item: np.ndarray) -> Image.Image:
     """A Fashion-MNIST item as a premultiplied RGBa cut-out: grey = the item, opaque where nonzero."""
     ys, xs = np.nonzero(item)
     item = item[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    return Image.fromarray(np.dstack([item, item, item, np.where(item > 0, 255, 0).astype(np.uint8)]), "RGBa")
+    return from_array(np.dstack([item, item, item, np.where(item > 0, 255, 0).astype(np.uint8)]), "RGBa")
 
 
 def scene_splits(

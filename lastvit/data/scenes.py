@@ -20,7 +20,9 @@ mask's bounding box), ``mask`` (a mode-"L" PNG with values 0/255) and ``object_i
 like a Hub dataset. :func:`generate_scenes` gives numpy arrays without ``datasets``.
 
 This file is not part of the model's remote code: it needs numpy and Pillow (``datasets`` for
-the ``DatasetDict`` builders) and does not import the model.
+the ``DatasetDict`` builders) and does not import the model. Pillow only decodes files: every
+resize is :mod:`lastvit.data.resample`'s exact integer code, so a seed gives the same pixels with
+any Pillow (:func:`lastvit.data.fingerprint.scenes_fingerprint` hashes them).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .resample import resize
 
 # Every public name of the sources stays importable from here: `from lastvit.data.scenes import read_idx`.
 from .scene_sources import *
@@ -138,7 +142,7 @@ class SceneGenerator:
             return tiled
         if min(image.size) > target:
             scale = target / min(image.size)
-            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+            image = resize(image, (round(image.width * scale), round(image.height * scale)), "bicubic")
         return image
 
     def _object(self, index: int) -> Image.Image:
@@ -149,7 +153,7 @@ class SceneGenerator:
             if max(image.size) > 2 * self.max_side:
                 scale = 2 * self.max_side / max(image.size)
                 size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-                image = image.resize(size, Image.Resampling.BOX)
+                image = resize(image, size, "box")
             if len(self._objects) < 100_000:
                 self._objects[index] = image
         return image
@@ -165,7 +169,7 @@ class SceneGenerator:
         short = min(image.size)
         crop = round(math.exp(rng.uniform(math.log(min(size, short)), math.log(short))))
         x0, y0 = int(rng.integers(image.width - crop + 1)), int(rng.integers(image.height - crop + 1))
-        canvas = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x0 + crop, y0 + crop)))
+        canvas = np.asarray(resize(image, (size, size), "bilinear", box=(x0, y0, x0 + crop, y0 + crop)))
         if rng.random() < 0.5:
             canvas = canvas[:, ::-1]
         return canvas.astype(np.float32), self.sources.backgrounds[index].name
@@ -202,7 +206,7 @@ class SceneGenerator:
                 cut = keep * image.height
                 top = 0.0 if from_start else image.height - cut
                 box, h = (0.0, top, float(image.width), top + cut), max(1, round(keep * h))
-            piece = np.asarray(image.resize((w, h), Image.Resampling.BILINEAR, box=box))
+            piece = np.asarray(resize(image, (w, h), "bilinear", box=box))
             if (piece[..., 3] >= ALPHA_THRESHOLD).mean() >= 0.2:  # else a mostly transparent part: cut again
                 self._paste(canvas, piece, rng)
                 return
@@ -216,7 +220,7 @@ class SceneGenerator:
         for _ in range(100):
             index = int(members[rng.integers(len(members))])
             image = self._object(index)
-            rgba = np.asarray(image.resize(self._object_size(image, rng), Image.Resampling.BILINEAR))
+            rgba = np.asarray(resize(image, self._object_size(image, rng), "bilinear"))
             if (rgba[..., 3] >= ALPHA_THRESHOLD).any():
                 break
         else:

@@ -24,6 +24,7 @@ import torch
 
 from . import dense
 from . import localization as L
+from .accuracy import top_k_accuracy
 
 MAP_LABELS = {
     "patch_score": "Patch Score (pooled feature, Eq. 3)",
@@ -168,12 +169,8 @@ def score_maps(encoded: dict) -> dict[str, torch.Tensor]:
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     k = min(5, logits.shape[1])
-    hits = logits.topk(k, dim=1).indices == labels[:, None]
-    return {
-        "top1": hits[:, 0].float().mean().item(),
-        f"top{k}": hits.any(1).float().mean().item(),
-        "num_images": len(labels),
-    }
+    accuracy = top_k_accuracy(logits, labels, (1, k))
+    return {"top1": accuracy[1], f"top{k}": accuracy[k], "num_images": len(labels)}
 
 
 def localisation_metrics(scores, data: EvaluationData, size: int, patch: int, grid: Sequence[int]) -> dict:

@@ -2,7 +2,7 @@
 registers and the CLS token's own path, measured at one attention layer.
 
 Pure functions on a layer's weights and its input hidden states, and on what `LastViTModel`
-returns (attention maps, hidden states). Definitions follow `shared/design/science.md` §2.
+returns (attention maps, hidden states). Definitions follow the paper; each docstring cites its section.
 Token layout: ``[CLS] + registers + patches`` (CLS at index 0), as LastViT builds it.
 """
 

@@ -1,7 +1,7 @@
 """Measurements for LaSt-ViT (arXiv 2602.22394) and Lappe & Giese (arXiv 2505.05892).
 
 Pure functions on what `LastViTModel` returns (patch tokens, pooled feature, votes, attention
-maps, hidden states). Definitions follow `shared/design/science.md`; each docstring cites its
+maps, hidden states). Definitions follow the papers and the authors' code; each docstring cites its
 source. Not a remote-code file: `save_pretrained` never copies it.
 
 Conventions
@@ -79,7 +79,7 @@ def patch_scores(patch_tokens: torch.Tensor, global_feature: torch.Tensor, eps: 
 
     `patch_tokens` [B, N, D] are the final (post-LN) patch tokens, `global_feature` [B, D] the
     pooled feature: for LaSt-ViT the LazyStrike token (`pooler_output`), for a CLS model the CLS
-    output, for a ConvNet the GAP feature (science.md §1.2).
+    output, for a ConvNet the GAP feature (the LaSt-ViT paper's localization metrics).
     """
     if patch_tokens.ndim != 3 or global_feature.ndim != 2 or patch_tokens.shape[::2] != global_feature.shape:
         raise ValueError(
@@ -90,7 +90,7 @@ def patch_scores(patch_tokens: torch.Tensor, global_feature: torch.Tensor, eps: 
 
 
 def foreground_mask(scores, num_std: float = 1.0) -> torch.Tensor:
-    """Unsupervised foreground (science.md §1.2): ``score > mean + num_std * std`` per image.
+    """Unsupervised foreground (the LaSt-ViT paper's localization metrics): ``score > mean + num_std * std`` per image.
 
     `scores` [B, N] (or [B, rows, cols]); mean and the population std (ddof=0) are taken over
     each image's patches. Returns a boolean tensor of the input's shape.
@@ -189,7 +189,7 @@ def box_to_patches(
     patch: int | Sequence[int] = 16,
     resize: int | None = 256,
 ) -> np.ndarray:
-    """The authors' box-to-patch rule (science.md §1.2): every patch the mapped box overlaps.
+    """The authors' box-to-patch rule (the LaSt-ViT paper's localization metrics): every patch the mapped box overlaps.
 
     The box is mapped with `map_box`; the patch set is rows ``floor(y0/ph) .. min(floor(y1/ph),
     rows-1)`` and the same for columns (a box edge exactly on a patch border includes the next

@@ -14,7 +14,7 @@ The mIoU is the local `evaluate` module ``mean_iou`` (`lastvit.measure.load_metr
 calls `confusion_matrix` and `mean_iou` here: one definition for the library and the module.
 
 Models need `get_image_features`, `get_text_features` and `get_patch_features`
-(`lastvit.clip.modeling_lastvit_clip.LastViTCLIPModel`).
+(`modeling_lastvit.LastViTCLIPModel`).
 """
 
 from __future__ import annotations

@@ -4,11 +4,21 @@ untrained twin and map-free baselines, test the differences, and write the repor
 
     from lastvit.study import StudyConfig, run_study
     results = run_study(StudyConfig(output_dir="outputs/study", scale="cpu"))
+
+The configs import no torch; the runners are imported on first use, so a CLI's `--help` stays light.
 """
 
+import importlib
+
 from .config import OPTIONAL_VARIANTS, SCALES, VARIANTS, StudyConfig
-from .pretraining import PretrainingStudyConfig, PretrainingStudyError, run_pretraining_study
-from .runner import StudyError, run_study
+
+_LAZY = {
+    "PretrainingStudyConfig": ".pretraining",
+    "PretrainingStudyError": ".pretraining",
+    "run_pretraining_study": ".pretraining",
+    "StudyError": ".runner",
+    "run_study": ".runner",
+}
 
 __all__ = [
     "OPTIONAL_VARIANTS",
@@ -21,3 +31,9 @@ __all__ = [
     "run_pretraining_study",
     "run_study",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import shutil
 import tempfile
 import time
@@ -41,6 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lastvit.arguments import option
+from lastvit.data.fingerprint import scenes_fingerprint
+from lastvit.provenance import environment
+from lastvit.training.config import PRESETS
 from lastvit.training.loop import reset_accelerate
 
 from .statistics import ALPHA, mean_std, paired_test
@@ -86,6 +89,17 @@ COUNTERFACTUALS = ("mixed_rand", "only_bg")
 AUROC_NOTE = "AUROC against the exact per-patch object coverage: chance 0.5, ceiling 1.0, below 0.5 = background first"
 
 
+@dataclass(kw_only=True)
+class PilotOptions:
+    """`lastvit-study-pretraining --pilot`: train one DINO variant for the first seed and write its curve."""
+
+    pilot: str | None = option(
+        None,
+        "train only this DINO variant (e.g. dino_cls), first seed, and write its learning curve",
+        metavar="VARIANT",
+    )
+
+
 class PretrainingStudyError(ValueError):
     """The study cannot run as asked; the message says what to change."""
 
@@ -95,38 +109,47 @@ class PretrainingStudyConfig:
     """Data, models, the per-family budget and the pre-declared design; every variant of a family
     gets the same budget."""
 
-    output_dir: Path
-    overwrite: bool = False
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    families: tuple[str, ...] = ("dino", "clip")
+    output_dir: Path = option(help="where the report goes (lastvit-study-pretraining: outputs/study_pretraining)")
+    overwrite: bool = option(False, "replace an existing --output-dir")
+    seeds: tuple[int, ...] = option((0, 1, 2, 3, 4), "training seeds (default: 0 1 2 3 4)")
+    families: tuple[str, ...] = option(("dino", "clip"), "what to train", choices=("dino", "clip"))
     # the main study's learnable benchmark (Fashion-MNIST items, 0.5-0.8 of the side, held-out backgrounds)
-    data_variant: str = "fashion"
-    num_train: int = 8000
-    # scenes from the training distribution (seen backgrounds) for DINO's k-NN learning curve
-    num_val: int = 1000
-    num_test: int = 1000
-    image_size: int = 32
-    scale_range: tuple[float, float] = (0.5, 0.8)
-    opacity: float = 1.0
-    data_seed: int = 0
-    # the caption experiment's factor: shares of captions that also name the background (a shortcut)
-    caption_rates: tuple[float, ...] = (0.0, 0.3, 0.6, 0.9)
-    # the LazyStrike variant of the primary readout x rate test (the other one is secondary)
-    primary_clip_variant: str = "clip_k1"
-    preset: str = "micro"
-    batch_size: int = 64
-    dino_epochs: float = 4
-    clip_epochs: float = 4
-    dino_out_dim: int = 1024
+    data_variant: str = option("fashion", "scenes variant (default: fashion)", choices=("scenes", "fashion"))
+    num_train: int = option(8000, "training scenes (default: 8000)")
+    num_val: int = option(
+        1000, "validation scenes (training backgrounds) for DINO's k-NN learning curve (default: 1000)"
+    )
+    num_test: int = option(1000, "test scenes (default: 1000)")
+    image_size: int = option(32, "image side in pixels (default: 32)")
+    scale_range: tuple[float, float] = option(
+        (0.5, 0.8), "the object's longer side as a share of the image side (default: 0.5 0.8)", metavar=("LOW", "HIGH")
+    )
+    opacity: float = option(1.0, "object opacity (default: 1)")
+    data_seed: int = option(0, "seed of the generated scenes (default: 0)")
+    caption_rates: tuple[float, ...] = option(
+        (0.0, 0.3, 0.6, 0.9),
+        "the caption experiment's levels: shares of CLIP captions that also name the background, a shortcut "
+        "past the object (default: 0 0.3 0.6 0.9)",
+    )
+    primary_clip_variant: str = option(
+        "clip_k1",
+        "the LazyStrike variant of the primary readout x caption-rate test (default: clip_k1)",
+        choices=("clip_k1", "clip_khalf"),
+    )
+    preset: str = option("micro", "backbone size", choices=tuple(PRESETS))
+    batch_size: int = option(64, "per-step batch of every run (default: 64)")
+    dino_epochs: float = option(4, "DINO epochs (default: 4)")
+    clip_epochs: float = option(4, "CLIP epochs (default: 4)")
+    dino_out_dim: int = option(1024, "DINO prototypes (default: 1024)")
     # DINO's recipe: 0.996 -> 1 along a cosine (a teacher that copies the student does not converge)
-    momentum_teacher: float = 0.996
+    momentum_teacher: float = option(0.996, "DINO initial teacher momentum, cosine to 1 (default: 0.996)")
     # lr at batch 256 (DINO's linear rule): 4e-3 gives 1e-3 at batch 64
-    dino_learning_rate: float = 4e-3
-    num_local_crops: int = 2
-    dino_knn_every: int = 50
-    dino_diagnostics_every: int = 10
-    progress: bool = False
-    variants: tuple[str, ...] = field(init=False)
+    dino_learning_rate: float = option(4e-3, "DINO lr at batch 256 (default: 4e-3)")
+    num_local_crops: int = option(2, "DINO local crops per image (default: 2)")
+    dino_knn_every: int = option(50, "steps between DINO k-NN curve points on the validation split (default: 50)")
+    dino_diagnostics_every: int = option(10, "steps between DINO collapse diagnostics (default: 10)")
+    progress: bool = option(False, "hide progress bars", flag="--no-progress")
+    variants: tuple[str, ...] = field(init=False, metadata={"cli": False})
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -820,19 +843,6 @@ def write_figures(folder: Path, config: PretrainingStudyConfig, results: dict) -
     return names
 
 
-def environment() -> dict:
-    import torch
-    import transformers
-
-    return {
-        "device": "cpu",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-
-
 def write_report(out: Path, config: PretrainingStudyConfig, results: dict) -> dict:
     """Tests, summary, sentences, report.md, report.json and figures from ``results["per_seed"]``,
     written whole."""
@@ -902,6 +912,7 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
         _log(start, "the declared design: " + json.dumps(config.design(), indent=2))  # before any run
         _log(start, f"building {config.num_train} + {config.num_val} + {config.num_test} scenes ...")
         data = build_data(config)
+        data_fingerprint = scenes_fingerprint(data)
         paths = _save_data(config, data, work)
         extra = counterfactual_sets(config, data) if "clip" in config.families else {}
         per_seed = {name: [] for name in config.variants}
@@ -930,7 +941,8 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
             "class_names": data["test"].features["label"].names,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "variants": {name: VARIANTS[name] for name in config.variants},
-            "environment": environment(),
+            "environment": environment("cpu"),
+            "data_fingerprint": data_fingerprint,
             "per_seed": per_seed,
             "minutes": (time.time() - start) / 60,
         }
@@ -963,6 +975,7 @@ def run_dino_pilot(config: PretrainingStudyConfig, name: str = "dino_cls", comma
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent))
     try:
         data = build_data(config)
+        data_fingerprint = scenes_fingerprint(data)
         data.save_to_disk(str(work / "data"))
         seed = config.seeds[0]
         _log(start, f"pilot: {VARIANTS[name]['label']}, seed {seed}, {config.dino_epochs} epochs")
@@ -979,7 +992,8 @@ def run_dino_pilot(config: PretrainingStudyConfig, name: str = "dino_cls", comma
             "steps": run["steps"],
             "final_loss": run["final_loss"],
             "curves": run["curves"],
-            "environment": environment(),
+            "environment": environment("cpu"),
+            "data_fingerprint": data_fingerprint,
             "minutes": (time.time() - start) / 60,
         }
 
@@ -1075,6 +1089,7 @@ __all__ = [
     "METRICS",
     "TESTED",
     "VARIANTS",
+    "PilotOptions",
     "PretrainingStudyConfig",
     "PretrainingStudyError",
     "holm",

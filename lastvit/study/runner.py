@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
-import torch
-
+from lastvit.data.fingerprint import scenes_fingerprint
 from lastvit.files import is_nonempty_dir, swap_in
+from lastvit.provenance import environment
 from lastvit.training.loop import reset_accelerate
 
 from .config import OPTIONAL_VARIANTS, VARIANTS, StudyConfig
@@ -85,21 +84,6 @@ def train_variant(config: StudyConfig, name: str, seed: int, data, out: Path) ->
     return out
 
 
-def environment(device: torch.device) -> dict:
-    import transformers
-
-    info = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def run_study(config: StudyConfig) -> dict:
     """Run the whole study into ``config.output_dir`` (written whole at the end). Returns the
     results that ``report.json`` holds."""
@@ -130,6 +114,7 @@ def run_study(config: StudyConfig) -> dict:
     tic = time.time()
     data = build_data(config)
     class_names = data["test"].features["label"].names
+    data_fingerprint = scenes_fingerprint(data)
     timings["data"] = time.time() - tic
 
     per_run = {name: [] for name in config.variants}
@@ -174,6 +159,7 @@ def run_study(config: StudyConfig) -> dict:
         "variants": {name: {**VARIANTS, **OPTIONAL_VARIANTS}[name] for name in config.variants},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()},
         "environment": environment(device),
+        "data_fingerprint": data_fingerprint,
         "per_seed": per_run,
         "summary": summarise(per_run),
         "raw": raw,

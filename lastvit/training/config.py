@@ -10,18 +10,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from lastvit.arguments import option
 from lastvit.data.arguments import DataArguments
+from lastvit.model_choices import POOLING_TYPES
 
+
+class Preset(NamedTuple):
+    """A named architecture: its `LastViTConfig` sizes (the field names are the config's)."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    image_size: int
+    patch_size: int
+
+
+# micro and tiny are sized for 64 px scenes on a CPU
 PRESETS = {
-    # name: (hidden, layers, heads, mlp, image, patch); micro and tiny are sized for 64 px scenes on a CPU
-    "micro": (128, 4, 4, 512, 64, 8),
-    "tiny": (192, 4, 3, 768, 64, 8),
-    "small": (384, 12, 6, 1536, 224, 16),
-    "base": (768, 12, 12, 3072, 224, 16),
-}
-POOLINGS = ("cls", "mean", "max", "lazystrike")
+    "micro": Preset(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512, image_size=64,
+                    patch_size=8),
+    "tiny": Preset(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, image_size=64,
+                   patch_size=8),
+    "small": Preset(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                    image_size=224, patch_size=16),
+    "base": Preset(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                   image_size=224, patch_size=16),
+}  # fmt: skip
 REPORT_TO = ("none", "tensorboard", "wandb", "all")
 
 
@@ -40,7 +57,7 @@ class ModelArguments:
     pooling: str | None = option(
         None,
         "global readout (default: lazystrike from scratch; the checkpoint's own otherwise)",
-        choices=POOLINGS,
+        choices=POOLING_TYPES,
     )
     top_k: int | None = option(None, "LazyStrike K as a count (default: 1, the released setting)")
     top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches, in (0, 1]")
@@ -97,8 +114,8 @@ class TrainConfig(RunArguments, OptimArguments, ModelArguments, DataArguments):
             raise ConfigError("pass only one of --top-k and --top-k-ratio")
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
-        if self.pooling is not None and self.pooling not in POOLINGS:
-            raise ConfigError(f"unknown pooling {self.pooling!r}; choose one of {list(POOLINGS)}")
+        if self.pooling is not None and self.pooling not in POOLING_TYPES:
+            raise ConfigError(f"unknown pooling {self.pooling!r}; choose one of {list(POOLING_TYPES)}")
         if self.report_to not in REPORT_TO:
             raise ConfigError(f"unknown --report-to {self.report_to!r}; choose one of {list(REPORT_TO)}")
 

@@ -43,7 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lastvit.arguments import option, to_argv
-from lastvit.training.config import PRESETS  # name: (hidden, layers, heads, mlp, image, patch)
+from lastvit.model_choices import POOLING_TYPES
+from lastvit.training.config import PRESETS
 from lastvit.training.pretraining import PretrainingError
 
 HEAD_FILE, HEAD_CONFIG = "dino_head.safetensors", "dino_head.json"
@@ -76,9 +77,7 @@ class DINOTrainingArguments:
     local_crop_scale: tuple[float, float] = option((0.05, 0.4), "area range of the local crops (DINO: 0.05 0.4)")
     colour_jitter: float = option(0.8, "probability of colour jitter per crop (DINO: 0.8; 0: off)")
     drop_path_rate: float = option(0.0, "stochastic depth of the student backbone (DINO ViT-S: 0.1; teacher: none)")
-    pooling: str = option(
-        "lazystrike", "the backbone readout the head reads", choices=("cls", "mean", "max", "lazystrike")
-    )
+    pooling: str = option("lazystrike", "the backbone readout the head reads", choices=POOLING_TYPES)
     top_k: int | None = option(None, "LazyStrike K as a count")
     top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches (default: K = 1)")
     out_dim: int = option(1024, "prototypes of the head (DINO: 65536)")
@@ -200,7 +199,7 @@ def train_dino(args: DINOTrainingArguments) -> dict:
         "num_train": args.scenes_train,
         "num_test": args.scenes_test,
         "seed": args.seed,
-        "image_size": args.image_size or PRESETS[args.preset][4],
+        "image_size": args.image_size or PRESETS[args.preset].image_size,
     }
     train_split, eval_split = load_splits(args.dataset, args.train_split, args.eval_split, args.data_dir, scenes)
     if args.image_column not in train_split.column_names:

@@ -1,4 +1,4 @@
-"""The `PRESETS` architectures as LastViT configs: one place that reads a preset's tuple."""
+"""The `PRESETS` architectures as LastViT configs."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ def preset_config(preset: str, image_size: int | None = None, patch_size: int | 
     (else the preset's), with any other config `fields` (pooling, registers, labels...)."""
     from modeling_lastvit import LastViTConfig
 
-    hidden, layers, heads, mlp, image, patch = PRESETS[preset]
+    sizes = PRESETS[preset]
     return LastViTConfig(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=mlp,
-        image_size=image_size or image,
-        patch_size=patch_size or patch,
+        **sizes._replace(
+            image_size=image_size or sizes.image_size, patch_size=patch_size or sizes.patch_size
+        )._asdict(),
         **fields,
     )

@@ -32,6 +32,7 @@ from lastvit.data.loading import (
     load_splits,
 )
 from lastvit.files import check_model_path, write_folder
+from lastvit.measure.accuracy import top_k_hits
 
 from . import loop
 from .config import ConfigError, TrainConfig
@@ -108,11 +109,10 @@ def evaluate(model, loader, accelerator, num_labels: int) -> dict:
         if "pixel_values" not in batch:
             continue
         logits = model(pixel_values=batch["pixel_values"]).logits
-        top, labels = accelerator.gather_for_metrics((logits.topk(k, dim=-1).indices, batch["labels"]))
-        hits = top == labels[:, None]
+        hits = accelerator.gather_for_metrics(top_k_hits(logits, batch["labels"], k))
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
-        seen += labels.numel()
+        seen += len(hits)
     model.train()
     return {"top1": correct1 / max(seen, 1), f"top{k}": correct5 / max(seen, 1), "eval_examples": seen}
 

@@ -23,7 +23,7 @@ Args:
 Returns:
     linear_cka (`float`): CKA(X, Y); NaN when either representation is constant across examples.
 Examples:
-    >>> metric = evaluate.load("modeling_lastvit/metrics/linear_cka")
+    >>> metric = evaluate.load("lastvit/measure/metrics/linear_cka")
     >>> metric.compute(predictions=[[1, 0], [0, 1], [1, 1]], references=[[2, 0], [0, 2], [2, 2]])
     {'linear_cka': 1.0}
 """

@@ -50,7 +50,7 @@ Returns:
     <name> (`float`): hit rate of each entry of `baseline_scores`.
     num_images (`int`): images evaluated (after the filter).
 Examples:
-    >>> metric = evaluate.load("modeling_lastvit/metrics/point_in_box")
+    >>> metric = evaluate.load("lastvit/measure/metrics/point_in_box")
     >>> metric.compute(predictions=[[0.0, 1.0, 0.0, 0.0]], references=[[20, 2, 30, 12]], image_sizes=[[32, 32]],
     ...                model_input=32, patch_size=16, resize=None)["point_in_box"]
     1.0

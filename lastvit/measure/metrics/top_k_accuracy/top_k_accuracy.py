@@ -6,6 +6,9 @@ Load it offline with ``evaluate.load("<this folder>")`` or ``lastvit.measure.loa
 import datasets
 import evaluate
 import numpy as np
+import torch
+
+from lastvit.measure.accuracy import top_k_accuracy
 
 _DESCRIPTION = """
 Top-k accuracy: the fraction of examples whose label is among the k highest-scoring classes.
@@ -21,7 +24,7 @@ Args:
 Returns:
     top{k}_accuracy (`float`): accuracy in [0, 1] for every k (only `top1_accuracy` for class-index predictions).
 Examples:
-    >>> metric = evaluate.load("modeling_lastvit/metrics/top_k_accuracy")
+    >>> metric = evaluate.load("lastvit/measure/metrics/top_k_accuracy")
     >>> metric.compute(predictions=[[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], references=[2, 0], k=[1, 2])
     {'top1_accuracy': 0.5, 'top2_accuracy': 1.0}
 """
@@ -46,19 +49,10 @@ class TopKAccuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, k=(1, 5)):
-        references = np.asarray(references)
-        ks = [k] if isinstance(k, int) else list(k)
-        if any(int(value) < 1 for value in ks):
-            raise ValueError(f"k must be positive, got {ks}.")
-        if len(references) == 0:
-            raise ValueError("top_k_accuracy got no examples.")
         if np.ndim(predictions[0]) == 0:  # class indices
-            return {"top1_accuracy": float(np.mean(np.asarray(predictions) == references))}
-        scores = np.asarray(predictions, dtype=np.float64)
-        ranking = np.argsort(-scores, axis=1, kind="stable")
-        hits = ranking == references[:, None]
-        return {
-            f"top{value}_accuracy": float(hits[:, :value].any(axis=1).mean())
-            for value in ks
-            if value <= scores.shape[1]
-        }
+            if len(references) == 0:
+                raise ValueError("top_k_accuracy got no examples.")
+            return {"top1_accuracy": float(np.mean(np.asarray(predictions) == np.asarray(references)))}
+        ks = [k] if isinstance(k, int) else list(k)
+        accuracy = top_k_accuracy(torch.as_tensor(np.asarray(predictions, dtype=np.float64)), references, ks)
+        return {f"top{value}_accuracy": score for value, score in accuracy.items()}

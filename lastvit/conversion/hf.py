@@ -30,10 +30,9 @@ from typing import Any
 
 import torch
 
-from lastvit.conversion_options import ConversionError, ConversionOptions
+from modeling_lastvit.image_processing_lastvit import LastViTImageProcessor
+from modeling_lastvit.modeling_lastvit import LastViTForImageClassification
 
-from ..image_processing_lastvit import LastViTImageProcessor
-from ..modeling_lastvit import LastViTForImageClassification
 from .checkpoint_loading import CheckpointLoadError, check_safetensors_file, first_line
 from .key_plan import (
     PIL_BICUBIC,
@@ -48,6 +47,7 @@ from .key_plan import (
     resolve_head,
     zeros_like_bias,
 )
+from .options import ConversionError, ConversionOptions
 
 HF_ARCHITECTURES = {
     "ViTModel": "vit",

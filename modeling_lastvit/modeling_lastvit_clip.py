@@ -7,67 +7,20 @@ InfoNCE loss with a learnable temperature (`logit_scale`, CLIP's initial value l
 
 `get_image_features` / `get_text_features` / `logits_per_image` follow transformers' `CLIPModel`, so
 `pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)` works on a saved
-folder. `save_pretrained` writes this file and the LastViT files beside the weights, so the folder
+folder. The class is registered for `AutoModel` (`register_for_auto_class`, in the package's
+`__init__`), so `save_pretrained` writes this file and the files it imports beside the weights and the folder
 loads where this package is not installed; the image tower alone is the sub-module `vision_model`
 (a `LastViTModel`, saved by `save_image_tower`).
 """
 
-import shutil
-import sys
-from pathlib import Path
-
 import torch
-from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection, PreTrainedConfig, PreTrainedModel
+from transformers import CLIPTextModelWithProjection, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPOutput
 
-try:  # as remote code, the LastViT files sit beside this one
-    from .configuration_lastvit import LastViTConfig
-    from .modeling_lastvit import LastViTModel
-
-    _IN_PACKAGE = False
-except ImportError:  # inside the installed `lastvit` package
-    from modeling_lastvit import LastViTConfig, LastViTModel
-
-    _IN_PACKAGE = True
-
-AUTO_MAP = {
-    "AutoConfig": "modeling_lastvit_clip.LastViTCLIPConfig",
-    "AutoModel": "modeling_lastvit_clip.LastViTCLIPModel",
-    "AutoModelForZeroShotImageClassification": "modeling_lastvit_clip.LastViTCLIPModel",
-}
-# The LastViT files this model needs as remote code (relative imports are followed by transformers).
-_LASTVIT_FILES = ("configuration_lastvit.py", "modeling_lastvit.py", "pooling_lastvit.py")
-
-
-@strict
-class LastViTCLIPConfig(PreTrainedConfig):
-    r"""
-    Configuration of a [`LastViTCLIPModel`].
-
-    Args:
-        vision_config (`dict` or `LastViTConfig`): the image tower; its `projection_dim` is set to
-            `projection_dim` (the projection is the tower's own `visual_projection`).
-        text_config (`dict` or `CLIPTextConfig`): the text tower; its `projection_dim` is set likewise.
-        projection_dim (`int`, defaults to 512): width of the joint embedding space.
-        logit_scale_init_value (`float`, defaults to 2.6592): initial log inverse temperature, ln(1/0.07).
-    """
-
-    model_type = "lastvit-clip"
-    sub_configs_defaults = {"vision_config": LastViTConfig, "text_config": CLIPTextConfig}
-
-    vision_config: dict | LastViTConfig | None = None
-    text_config: dict | CLIPTextConfig | None = None
-    projection_dim: int = 512
-    logit_scale_init_value: float | int = 2.6592
-
-    def __post_init__(self, **kwargs):
-        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
-        super().__post_init__(**kwargs)
-        # One joint space: both towers project to it (their own `projection_dim` is overridden).
-        self.vision_config.projection_dim = self.text_config.projection_dim = self.projection_dim
+from .configuration_lastvit_clip import LastViTCLIPConfig
+from .modeling_lastvit import LastViTModel
 
 
 class LastViTCLIPModel(PreTrainedModel):
@@ -158,16 +111,6 @@ class LastViTCLIPModel(PreTrainedModel):
             vision_model_output=vision_outputs,
         )
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, then this file and the LastViT files as remote code."""
-        self.config.auto_map = {**AUTO_MAP, **(self.config.auto_map or {})}
-        super().save_pretrained(save_directory, *args, **kwargs)
-        here = Path(sys.modules[type(self).__module__].__file__)
-        lastvit_dir = Path(sys.modules[LastViTModel.__module__].__file__).parent
-        shutil.copy(here, Path(save_directory) / "modeling_lastvit_clip.py")
-        for name in _LASTVIT_FILES:
-            shutil.copy(lastvit_dir / name, Path(save_directory) / name)
-
     def save_image_tower(self, save_directory, *args, **kwargs):
         """The image tower alone as a LastViT folder (`AutoModel`, `trust_remote_code=True`); its
         `image_embeds` are this model's image embeddings before normalisation."""
@@ -183,9 +126,4 @@ def symmetric_contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
     ) / 2
 
 
-if _IN_PACKAGE:  # the installed package registers the Auto classes (remote code: transformers does it on load)
-    from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification
-
-    AutoConfig.register(LastViTCLIPConfig.model_type, LastViTCLIPConfig, exist_ok=True)
-    AutoModel.register(LastViTCLIPConfig, LastViTCLIPModel, exist_ok=True)
-    AutoModelForZeroShotImageClassification.register(LastViTCLIPConfig, LastViTCLIPModel, exist_ok=True)
+__all__ = ["LastViTCLIPModel", "symmetric_contrastive_loss"]

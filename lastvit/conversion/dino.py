@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from lastvit.conversion_options import ConversionOptions
-
 from .key_plan import (
     PIL_BICUBIC,
     ConversionResult,
@@ -28,6 +26,7 @@ from .key_plan import (
     square_grid,
     strip_prefixes,
 )
+from .options import ConversionOptions
 
 DINO_BLOCK = FusedQKVBlock("norm1", "attn.qkv.weight", "attn.qkv.bias", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from lastvit.conversion_options import SOURCES, TEXT_TOWER_SOURCES, ConversionError, ConversionOptions
-
 from .checkpoint_loading import load_checkpoint
 from .dino import convert_dino_state_dict
 from .hf import compare_with_hf_source, convert_hf_model, load_hf_model
 from .key_plan import ConversionResult, extract_state_dict
 from .openclip import convert_openclip_state_dict
+from .options import SOURCES, TEXT_TOWER_SOURCES, ConversionError, ConversionOptions
 from .torchvision_vit import convert_torchvision_state_dict
 
 STATE_DICT_CONVERTERS = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from huggingface_hub import ModelCard
 
-from .released import released_model_card
-from .template import PAPER, clip_usage_text, common_tail, describe_config, render_model_card
+from lastvit.cards.released import released_model_card
+from lastvit.cards.template import PAPER, clip_usage_text, common_tail, describe_config, render_model_card
 
 
 def converted_model_card(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from lastvit.conversion_options import ConversionOptions
-
 from .key_plan import (
     PIL_BILINEAR,
     ConversionResult,
@@ -28,6 +26,7 @@ from .key_plan import (
     square_grid,
     strip_prefixes,
 )
+from .options import ConversionOptions
 
 
 def convert_torchvision_state_dict(

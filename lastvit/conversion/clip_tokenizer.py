@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from lastvit.conversion_options import ConversionError
+from .options import ConversionError
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 # SimpleTokenizer reads lines 1 .. 48894 of the BPE file: 49152 - 256 - 2 merges (the vocabulary is 49408).

@@ -19,14 +19,14 @@ from typing import Any, NamedTuple
 import torch
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
 from transformers.image_utils import IMAGENET_DEFAULT_STD as IMAGENET_STD
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from lastvit.conversion_options import SOURCE_NAMES, STANDARD_NUM_HEADS, ConversionError, ConversionOptions
+from modeling_lastvit.configuration_lastvit import LastViTConfig
+from modeling_lastvit.image_processing_lastvit import LastViTImageProcessor
+from modeling_lastvit.modeling_lastvit import LastViTForImageClassification, LastViTModel
 
-from ..configuration_lastvit import LastViTConfig
-from ..image_processing_lastvit import LastViTImageProcessor
-from ..modeling_lastvit import LastViTForImageClassification, LastViTModel
+from .options import SOURCE_NAMES, STANDARD_NUM_HEADS, ConversionError, ConversionOptions
 
-OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 PIL_BILINEAR, PIL_BICUBIC = 2, 3
 _MAX_LISTED_KEYS = 12
 

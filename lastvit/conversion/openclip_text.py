@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from lastvit.conversion_options import ConversionError, ConversionOptions
+from modeling_lastvit.image_processing_lastvit import LastViTImageProcessor
 
-from ..image_processing_lastvit import LastViTImageProcessor
 from .clip_tokenizer import load_clip_tokenizer
 from .key_plan import FusedQKVBlock, KeyPlan, count_blocks, dropped_counts, require_key, strip_prefixes
 from .openclip import convert_openclip_state_dict
+from .options import ConversionError, ConversionOptions
 
 TEXT_BLOCK = FusedQKVBlock(
     "ln_1", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"
@@ -63,7 +63,7 @@ def convert_openclip_clip_state_dict(
     special-token ids go into the text config."""
     from transformers import CLIPTextConfig
 
-    from lastvit.clip.modeling_lastvit_clip import LastViTCLIPConfig, LastViTCLIPModel
+    from modeling_lastvit import LastViTCLIPConfig, LastViTCLIPModel
 
     options.validate()
     source = "openclip"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from lastvit.conversion_options import ConversionError
 from lastvit.files import write_folder as write_whole_folder
+from modeling_lastvit.modeling_lastvit import LastViTForImageClassification
 
-from ..modeling_lastvit import LastViTForImageClassification
 from .key_plan import ConversionResult
+from .options import ConversionError
 
 
 def write_folder(

@@ -14,8 +14,6 @@ import re
 
 import torch
 
-from lastvit.conversion_options import ConversionOptions
-
 from .key_plan import (
     ConversionResult,
     FusedQKVBlock,
@@ -31,6 +29,7 @@ from .key_plan import (
     strip_prefixes,
     zeros_like_bias,
 )
+from .options import ConversionOptions
 
 OPENCLIP_BLOCK = FusedQKVBlock(
     "ln_1", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"

@@ -1,4 +1,5 @@
-"""Convert ViT-family checkpoints into LastViT checkpoints, with exact parity (`lastvit-convert`).
+"""Checkpoint conversion, one room: ViT-family checkpoints into LastViT checkpoints, with exact parity
+(`lastvit-convert` is a thin command line over it).
 
 Every source becomes one `LastViTModel` (or `LastViTForImageClassification` when it has a head) by
 options and a key map, never by a subclass. With the source's own pooling (`--pooling source`, the
@@ -15,22 +16,23 @@ One module per source format (`--from`), over the shared `key_plan`:
   (`convert_openclip_clip_state_dict`, `--with-text-tower`), its tokenizer built by `clip_tokenizer`
   from CLIP's BPE file (`load_clip_tokenizer`).
 
-`sources.convert_checkpoint` loads what `--input` names and picks the converter; `writer.write_folder`
-(`write_clip_folder` for a CLIP model) writes the folder atomically; `cli` is the command line. Loading is safe by default
+`options` holds what a conversion can be asked (`ConversionOptions`, torch-free); `sources.convert_checkpoint`
+loads what `--input` names and picks the converter; `writer.write_folder` (`write_clip_folder` for a CLIP
+model) writes the folder atomically; `cards` renders its model card. Loading is safe by default
 (`checkpoint_loading`): `torch.load(..., weights_only=True)` (with `argparse.Namespace` allowed, which
 DINO checkpoints hold), and TorchScript archives are read by a restricted unpickler that only rebuilds
 tensors. `--trust-pickle` opts in to full unpickling / `torch.jit.load`, which can run arbitrary code
 from the file: use it only for files you trust.
 
-The names below are imported on first use, so importing this package (or `cli`) does not import torch.
+The names below are imported on first use, so importing this package (or `options`) does not import torch.
 """
 
 import importlib
 
 _EXPORTS = {
-    "ConversionError": "key_plan",
-    "ConversionOptions": "key_plan",
-    "SOURCES": "sources",
+    "ConversionError": "options",
+    "ConversionOptions": "options",
+    "SOURCES": "options",
     "ConversionResult": "key_plan",
     "extract_state_dict": "key_plan",
     "CheckpointLoadError": "checkpoint_loading",
@@ -50,8 +52,6 @@ _EXPORTS = {
     "write_clip_folder": "writer",
     "convert_checkpoint": "sources",
     "write_folder": "writer",
-    "build_parser": "cli",
-    "main": "cli",
 }
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
     "ConversionError",
     "ConversionOptions",
     "ConversionResult",
-    "build_parser",
     "clip_tokenizer_from_bpe",
     "compare_with_hf_source",
     "convert_checkpoint",
@@ -75,7 +74,6 @@ __all__ = [
     "load_checkpoint",
     "load_clip_tokenizer",
     "load_hf_model",
-    "main",
     "read_torchscript_tensors",
     "write_clip_folder",
     "write_folder",
