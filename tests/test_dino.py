@@ -16,11 +16,14 @@ from lastvit.training.dino import (
     DINOLoss,
     DINOModel,
     MultiCrop,
+    clip_gradients,
+    default_local_size,
+    dino_diagnostics,
     teacher_momentum,
     teacher_temperature,
     update_teacher,
 )
-from lastvit.training.dino_trainer import DINOTrainingArguments, load_head, train_dino
+from lastvit.training.dino_trainer import DINOTrainingArguments, build_backbone, load_head, train_dino
 from lastvit.training.pretraining import PretrainingError
 from modeling_lastvit import LastViTModel
 
@@ -91,6 +94,100 @@ def test_schedules_warm_up_the_temperature_and_raise_the_momentum_to_one():
     assert teacher_momentum(100, 100) == pytest.approx(1.0)
 
 
+def test_default_momentum_rises_from_0996_to_one_along_a_cosine_over_the_run():
+    args = DINOTrainingArguments(output_dir="unused")
+    assert args.momentum_teacher == 0.996
+    assert teacher_momentum(0, 400, args.momentum_teacher) == pytest.approx(0.996)
+    assert teacher_momentum(100, 400, args.momentum_teacher) == pytest.approx(1 - 0.004 * (1 + np.cos(np.pi / 4)) / 2)
+    assert teacher_momentum(200, 400, args.momentum_teacher) == pytest.approx(0.998)
+    assert teacher_momentum(400, 400, args.momentum_teacher) == pytest.approx(1.0)
+
+
+def test_the_teacher_temperature_defaults_to_dinos_constant_004_and_warms_up_when_asked():
+    """DINO's main_dino.py: teacher_temp = warmup_teacher_temp = 0.04, warm-up 0 epochs by default;
+    0.04 -> 0.07 over 30 epochs is its option for longer runs (here a share of the steps)."""
+    args = DINOTrainingArguments(output_dir="unused")
+    assert (args.warmup_teacher_temp, args.teacher_temp, args.warmup_teacher_temp_ratio) == (0.04, 0.04, 0.0)
+    assert teacher_temperature(0, 0, args.warmup_teacher_temp, args.teacher_temp) == pytest.approx(0.04)
+    warm = round(0.3 * 100)
+    assert [teacher_temperature(s, warm, 0.04, 0.07) for s in (0, 15, 30, 99)] == pytest.approx(
+        [0.04, 0.055, 0.07, 0.07]
+    )
+
+
+def test_warm_up_and_the_frozen_last_layer_are_small_shares_of_the_steps_and_larger_ones_are_refused():
+    args = DINOTrainingArguments(output_dir="unused")
+    assert args.warmup_ratio <= 0.1 and args.freeze_last_layer_ratio <= 0.05
+    with pytest.raises(PretrainingError, match=r"--warmup-ratio is a share of the training steps; got 0.8"):
+        DINOTrainingArguments(output_dir="unused", warmup_ratio=0.8)
+    with pytest.raises(PretrainingError, match=r"--freeze-last-layer-ratio"):
+        DINOTrainingArguments(output_dir="unused", freeze_last_layer_ratio=-0.1)
+
+
+def test_gradients_are_clipped_per_parameter_as_dino_not_by_their_global_norm():
+    small, large = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    small.grad, large.grad = torch.tensor([0.6, 0.8]), torch.tensor([30.0, 40.0])  # norms 1 and 50
+    untouched = torch.nn.Parameter(torch.zeros(1))
+    assert clip_gradients([small, large, untouched], 3.0) == pytest.approx([1.0, 50.0])
+    torch.testing.assert_close(small.grad, torch.tensor([0.6, 0.8]))  # under the limit: unchanged
+    torch.testing.assert_close(large.grad, torch.tensor([1.8, 2.4]), rtol=1e-5, atol=1e-6)  # norm 3 alone
+    # a global-norm clip (norm sqrt(2501)) would have shrunk the small gradient too
+    assert DINOTrainingArguments(output_dir="unused").max_grad_norm == 3.0
+
+
+def test_local_crops_hold_several_patches_and_smaller_ones_are_refused(tmp_path, tiny_backbone):
+    assert default_local_size(224, 16) == 96  # DINO's 6 x 6 patches
+    assert default_local_size(32, 8) == 24  # 3 x 3 patches, not 3/7 of 32 (2 x 2)
+    assert default_local_size(16, 8) == 16  # never above the global crop
+    with pytest.raises(PretrainingError, match=r"--local-size 8 px is under 2 x 2 patches of 8 px"):
+        train_dino(run_args(tmp_path / "run", tiny_backbone, local_size=8))
+
+
+def test_colour_jitter_can_be_turned_off_and_the_default_draws_are_unchanged():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    crops = dict(global_size=32, local_size=16, num_local=1, mean=(0.5,) * 3, std=(0.25,) * 3, seed=1)
+    jittered = MultiCrop(**crops)(image, 0, 0)
+    plain = MultiCrop(**crops, colour_jitter=0.0)(image, 0, 0)
+    assert any(not torch.equal(a, b) for a, b in zip(jittered, plain))
+    assert all(torch.equal(a, b) for a, b in zip(jittered, MultiCrop(**crops, colour_jitter=0.8)(image, 0, 0)))
+
+
+def test_drop_path_reaches_the_student_backbone_and_rates_of_one_are_refused():
+    args = DINOTrainingArguments(output_dir="unused", image_size=32, drop_path_rate=0.1)
+    assert build_backbone(args).config.drop_path_rate == 0.1
+    assert build_backbone(DINOTrainingArguments(output_dir="unused", image_size=32)).config.drop_path_rate == 0.0
+    with pytest.raises(PretrainingError, match="--drop-path-rate a rate in"):
+        DINOTrainingArguments(output_dir="unused", drop_path_rate=1.0)
+
+
+def test_diagnostics_of_a_uniform_teacher_and_an_identical_student():
+    out_dim = 8
+    # a constant teacher (every logit equal) is uniform: entropy log(K), batch entropy log(K)
+    teacher = torch.zeros(4, out_dim)  # 2 global views x 2 images
+    student = torch.zeros(6, out_dim)  # 3 views x 2 images
+    measured = dino_diagnostics(student, teacher, torch.zeros(1, out_dim), teacher_temp=0.04)
+    assert measured["teacher_entropy"] == pytest.approx(np.log(out_dim))
+    assert measured["teacher_batch_entropy"] == pytest.approx(np.log(out_dim))
+    assert measured["kl"] == pytest.approx(0.0, abs=1e-6)  # a uniform student predicts it exactly
+    # a student whose every view equals the teacher's distribution: KL 0, the loss is the entropy alone
+    logits = torch.randn(2, out_dim)
+    teacher = torch.cat([logits, logits]) * 0.04
+    student = torch.cat([logits, logits, logits]) * 0.1  # same softmax at T_s = 0.1 as the teacher at 0.04
+    measured = dino_diagnostics(student, teacher, torch.zeros(1, out_dim), teacher_temp=0.04)
+    assert measured["kl"] == pytest.approx(0.0, abs=1e-5)
+    loss = DINOLoss(out_dim)(student, teacher, 0.04).item()
+    assert loss == pytest.approx(measured["teacher_entropy"] + measured["kl"], rel=1e-5)
+    # a one-hot teacher collapsed onto one prototype: both entropies 0; the centre's norm is reported
+    collapsed = torch.zeros(4, out_dim)
+    collapsed[:, 3] = 10.0
+    center = torch.full((1, out_dim), 0.5)
+    measured = dino_diagnostics(student, collapsed, center, teacher_temp=0.04)
+    assert measured["teacher_entropy"] == pytest.approx(0.0, abs=1e-6)
+    assert measured["teacher_batch_entropy"] == pytest.approx(0.0, abs=1e-6)
+    assert measured["center_norm"] == pytest.approx(0.5 * np.sqrt(out_dim))
+    assert measured["kl"] > 0
+
+
 def test_head_prototypes_are_unit_vectors_and_frozen_in_norm():
     head = DINOHead(32, 10, hidden_dim=16, bottleneck_dim=8)
     weight = head.last_layer.weight
@@ -148,8 +245,8 @@ def run_args(output_dir, backbone, **overrides):
         head_hidden_dim=32,
         bottleneck_dim=16,
         learning_rate=0.05,
-        warmup_epochs=0.25,
-        freeze_last_layer_epochs=0.25,
+        warmup_ratio=0.25,
+        freeze_last_layer_ratio=0.25,
         knn_k=5,
         progress=False,
         **overrides,
@@ -157,17 +254,38 @@ def run_args(output_dir, backbone, **overrides):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, tiny_backbone):
+def scenes_with_validation(tmp_path_factory):
+    """24 training scenes, 6 validation scenes for the learning curve, 12 test scenes."""
+    import datasets
+
+    from lastvit.data.scenes import build_scenes
+
+    data = build_scenes(30, 12, image_size=32, seed=0)
+    parts = data["train"].train_test_split(test_size=6, seed=0)
+    folder = tmp_path_factory.mktemp("data") / "scenes"
+    datasets.DatasetDict(train=parts["train"], validation=parts["test"], test=data["test"]).save_to_disk(folder)
+    return str(folder)
+
+
+CURVES = {"diagnostics_every": 1, "knn_every": 2, "eval_split": "test", "curve_bank": 16}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_backbone, scenes_with_validation):
     folder = tmp_path_factory.mktemp("dino") / "full"
-    return folder, train_dino(run_args(folder, tiny_backbone, save_every=2))
+    args = run_args(folder, tiny_backbone, save_every=2, dataset=scenes_with_validation, **CURVES)
+    return folder, train_dino(args)
 
 
-def test_a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(uninterrupted, tiny_backbone, tmp_path):
+def test_a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
+    uninterrupted, tiny_backbone, scenes_with_validation, tmp_path
+):
     full, results = uninterrupted
     assert results["step"] == 4
     resumed = tmp_path / "resumed"
-    assert train_dino(run_args(resumed, tiny_backbone, save_every=2, stop_after=2)) == {"stopped_at_step": 2}
-    assert train_dino(run_args(resumed, tiny_backbone, save_every=2, resume=True)) == results
+    flags = dict(save_every=2, dataset=scenes_with_validation, **CURVES)
+    assert train_dino(run_args(resumed, tiny_backbone, stop_after=2, **flags)) == {"stopped_at_step": 2}
+    assert train_dino(run_args(resumed, tiny_backbone, resume=True, **flags)) == results  # curves included
     for name in ("model.safetensors", "dino_head.safetensors"):
         a, b = load_file(full / name), load_file(resumed / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
@@ -180,12 +298,33 @@ def test_training_moves_the_teacher_and_reports_it_beside_the_untrained_start(un
     start, teacher = load_file(tiny_backbone / "model.safetensors"), load_file(folder / "model.safetensors")
     assert any(not torch.equal(start[k], teacher[k]) for k in start)
     for name in ("teacher", "untrained"):
-        assert set(results[name]) == {"knn_top1", "point_in_box", "corloc", "segmentation_iou"}
+        assert set(results[name]) == {"knn_top1", "point_in_box", "corloc", "segmentation_iou", "map_auroc"}
         assert all(0 <= v <= 1 for v in results[name].values())
     card = (folder / "README.md").read_text()
     assert "lastvit-train-dino" in card and "pipeline_tag: image-feature-extraction" in card
     head = load_head(folder)
     assert head(torch.randn(2, 32)).shape == (2, 32)
+
+
+def test_the_run_records_collapse_diagnostics_and_a_validation_knn_curve_from_the_untrained_start(uninterrupted):
+    folder, results = uninterrupted
+    curves = json.loads((folder / "training_curves.json").read_text())
+    assert curves == results["curves"]
+    assert [d["step"] for d in curves["diagnostics"]] == [0, 1, 2, 3]
+    first = curves["diagnostics"][0]
+    assert set(first) >= {"teacher_entropy", "teacher_batch_entropy", "kl", "center_norm", "loss", "momentum"}
+    assert first["center_norm"] == 0.0  # the centre starts at zero and is updated after the step
+    assert 0 <= first["teacher_entropy"] <= np.log(32) + 1e-6
+    assert first["loss"] == pytest.approx(first["teacher_entropy"] + first["kl"], rel=1e-4)
+    assert [p["step"] for p in curves["knn_curve"]] == [0, 2, 4]  # every 2 steps and at the end
+    # step 0 is the untrained start (the teacher before any update), measured on the 6 validation images
+    assert all(0 <= p["knn_top1"] <= 1 for p in curves["knn_curve"])
+
+
+def test_the_knn_curve_refuses_the_evaluation_split(tmp_path, tiny_backbone, scenes_with_validation):
+    flags = dict(dataset=scenes_with_validation, knn_every=2, eval_split="test", curve_split="test")
+    with pytest.raises(PretrainingError, match=r"--curve-split test is the evaluation split"):
+        train_dino(run_args(tmp_path / "run", tiny_backbone, **flags))
 
 
 def test_exported_teacher_loads_with_automodel_in_a_fresh_process_without_the_package(uninterrupted, tmp_path):

@@ -190,7 +190,7 @@ def test_dino_mode_measures_knn_pib_corloc_and_segmentation_next_to_the_untraine
     report = json.loads((out / "report.json").read_text())
     assert set(report["models"]) == {"trained", "untrained"}
     for values in report["models"].values():
-        assert set(values) == {"knn_top1", "point_in_box", "corloc", "segmentation_iou"}
+        assert set(values) == {"knn_top1", "point_in_box", "corloc", "segmentation_iou", "map_auroc"}
     markdown = (out / "report.md").read_text()
     assert "k-NN top-1" in markdown
     assert_png(out / "patch_score_foreground.png")

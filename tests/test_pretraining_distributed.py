@@ -63,8 +63,8 @@ DINO_FLAGS = dict(
     head_hidden_dim=32,
     bottleneck_dim=16,
     learning_rate=0.05,
-    warmup_epochs=0.5,
-    freeze_last_layer_epochs=0.5,
+    warmup_ratio=0.5,
+    freeze_last_layer_ratio=0.5,
     knn_k=5,
     progress=False,
 )

@@ -1,85 +1,171 @@
 """`lastvit-study-pretraining` (`lastvit.study.pretraining`): the DINO and CLIP readout comparison
-end to end at a tiny scale, and the summary and sentences it writes from per-seed numbers."""
+end to end at a tiny scale, the pre-declared tests (DINO-CLS learns; the readout x caption-rate
+interaction; Holm-adjusted secondary tests) on hand-made per-seed numbers, and the AUROC of a map
+against exact object coverage. The tests read report.json, not the prose."""
 
 import json
+import math
 
 import pytest
+import torch
 
+from lastvit.measure.localization import patch_coverage
+from lastvit.measure.pretrained_eval import auroc_against_coverage
 from lastvit.study.pretraining import (
     METRICS,
+    TESTED,
     VARIANTS,
     PretrainingStudyConfig,
     PretrainingStudyError,
-    markdown,
+    holm,
     run_pretraining_study,
+    slope,
+    study_tests,
     summarise,
-    verdict,
 )
 from training_scripts import study_pretraining
 
 
-def test_tiny_study_trains_every_variant_and_writes_the_report_with_untrained_twins(tmp_path):
+def test_tiny_study_trains_every_variant_at_every_caption_rate_and_writes_the_declared_design(tmp_path):
     out = tmp_path / "study"
     config = PretrainingStudyConfig(
-        output_dir=out, seeds=(0,), num_train=32, num_test=16, batch_size=16, dino_epochs=1, clip_epochs=1
+        output_dir=out,
+        seeds=(0,),
+        num_train=32,
+        num_val=8,
+        num_test=16,
+        batch_size=16,
+        dino_epochs=1,
+        clip_epochs=1,
+        caption_rates=(0.0, 0.9),
+        dino_knn_every=1,
     )
     results = run_pretraining_study(config)
-    assert set(results["per_seed"]) == set(VARIANTS)
-    for name, runs in results["per_seed"].items():
-        metrics = METRICS[VARIANTS[name]["family"]]
-        assert len(runs) == 1 and runs[0]["steps"] == 2  # 32 images, batch 16, one epoch
-        assert set(metrics) <= set(runs[0]["trained"]) and set(metrics) <= set(runs[0]["untrained"])
-    assert json.loads((out / "report.json").read_text())["verdict"] == results["verdict"]
-    assert set(results["data_fingerprint"]) == {"train", "test"}
-    assert {"pillow", "numpy", "datasets", "torch"} <= set(results["environment"]["packages"])
-    report = (out / "report.md").read_text()
-    assert "DINO-LazyStrike K=N/2" in report and "zero-shot seg. mIoU, untrained" in report
-    assert (out / "dino.png").exists() and (out / "clip.png").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["per_seed"]) == set(VARIANTS)
+    assert {"dino_k1", "dino_kn7", "clip_k1", "clip_khalf"} <= set(VARIANTS)
+    for name, runs in report["per_seed"].items():
+        family = VARIANTS[name]["family"]
+        assert len(runs) == (1 if family == "dino" else 2)  # CLIP: one run per caption rate
+        for run in runs:
+            assert run["steps"] == 2  # 32 images, batch 16, one epoch
+            assert set(TESTED[family]) <= set(run["trained"]) and set(TESTED[family]) <= set(run["untrained"])
+    assert sorted(r["caption_rate"] for r in report["per_seed"]["clip_k1"]) == [0.0, 0.9]
+    curve = report["per_seed"]["dino_cls"][0]["curves"]["knn_curve"]
+    assert [p["step"] for p in curve] == [0, 1, 2]
+    assert report["design"]["primary"].keys() == {"dino", "clip"}
+    assert report["config"]["caption_rates"] == [0.0, 0.9] and report["config"]["primary_clip_variant"] == "clip_k1"
+    kinds = [t["kind"] for t in report["tests"]]
+    assert kinds.count("primary") == 2 and kinds.index("secondary") > kinds.index("primary")
+    assert report["verdict"] == results["verdict"] and report["verdict"][0].startswith("Primary (DINO)")
+    assert set(report["data_fingerprint"]) == {"train", "validation", "test"}
+    assert {"pillow", "numpy", "datasets", "torch"} <= set(report["environment"]["packages"])
+    for name in ("dino.png", "dino_curves.png", "clip_rates.png", "report.md"):
+        assert (out / name).exists()
     assert not list(tmp_path.glob(".study*"))  # staging and work folders are gone
 
 
-def _runs(values, untrained=(0.1, 0.1, 0.1)):
-    return [{"trained": {"knn_top1": v}, "untrained": {"knn_top1": u}} for v, u in zip(values, untrained)]
+def _dino(values, untrained, seeds=(0, 1, 2, 3, 4)):
+    return [
+        {"seed": s, "trained": {"knn_top1": v, "map_auroc": 0.5}, "untrained": {"knn_top1": u, "map_auroc": 0.5}}
+        for s, v, u in zip(seeds, values, untrained)
+    ]
 
 
-def test_a_consistent_gain_over_cls_is_called_higher_and_noise_is_not():
+def test_dinos_primary_test_is_cls_trained_vs_untrained_knn_and_the_rest_is_holm_adjusted():
     config = PretrainingStudyConfig(output_dir="unused", families=("dino",))
     per_seed = {
-        "dino_cls": _runs([0.50, 0.52, 0.51]),
-        "dino_k1": _runs([0.70, 0.71, 0.73]),  # +0.20 on every seed
-        "dino_khalf": _runs([0.49, 0.55, 0.50]),  # +0.003 on average, spread out
+        "dino_cls": _dino([0.30, 0.32, 0.31, 0.33, 0.29], [0.14] * 5),
+        "dino_k1": _dino([0.31, 0.30, 0.33, 0.32, 0.30], [0.15, 0.16, 0.15, 0.14, 0.16]),
+        "dino_kn7": _dino([0.14, 0.15, 0.16, 0.14, 0.15], [0.14, 0.15, 0.15, 0.14, 0.16]),
     }
+    tests = study_tests(config, per_seed)
+    primary = tests[0]
+    assert primary["kind"] == "primary" and primary["description"].startswith("DINO-CLS k-NN top-1")
+    assert primary["mean_difference"] == pytest.approx(0.17) and primary["real"]
+    secondary = [t for t in tests if t["kind"] == "secondary"]
+    # knn: 2 variants vs untrained + 2 x (vs CLS, gain vs CLS's); AUROC: 3 vs untrained + 2 x 2
+    assert len(secondary) == 6 + 7
+    assert all(t["p_adjusted"] >= t["p"] or math.isnan(t["p"]) for t in secondary)
     summary = summarise(config, per_seed)
-    assert summary["dino_k1"]["vs_cls"]["knn_top1"]["real"]
-    assert not summary["dino_khalf"]["vs_cls"]["knn_top1"]["real"]
-    assert summary["dino_cls"]["vs_cls"] == {} and "knn_top1" in summary["dino_cls"]["vs_untrained"]
-    lines = verdict(config, summary)
-    assert lines[0].startswith("DINO-LazyStrike K=1: trained, it is higher on k-NN top-1 (+0.203) than DINO-CLS;")
-    assert "gain from training (trained − untrained) is larger on k-NN top-1 (+0.203)" in lines[0]
-    assert "already differ" not in lines[0]  # the untrained twins are equal here
-    assert "no trained metric differs from DINO-CLS" in lines[1]
-    results = {"summary": summary, "verdict": lines, "chance": 0.1, "minutes": 1.0, "environment": {"device": "cpu"}}
-    assert "| k-NN top-1, untrained | 0.100 ± 0.000" in markdown(config, results, [])
+    assert summary["dino_cls"]["metrics"]["knn_top1"]["untrained"]["mean"] == pytest.approx(0.14)
 
 
-def test_a_gap_the_untrained_twins_already_show_is_not_credited_to_training():
-    config = PretrainingStudyConfig(output_dir="unused", families=("dino",))
-    per_seed = {
-        "dino_cls": _runs([0.50, 0.52, 0.51], untrained=(0.40, 0.42, 0.41)),
-        "dino_k1": _runs([0.30, 0.33, 0.31], untrained=(0.20, 0.23, 0.21)),  # 0.2 lower, trained or not
-        "dino_khalf": _runs([0.50, 0.52, 0.51], untrained=(0.40, 0.42, 0.41)),
-    }
-    line = verdict(config, summarise(config, per_seed))[0]
-    assert "lower on k-NN top-1 (-0.197)" in line
-    assert "the untrained twins already differ the same way on k-NN top-1" in line
-    assert "its gain from training does not differ from CLS's on any metric" in line
+def _clip(config, difference, noise=0.0):
+    """CLIP runs where the primary variant beats CLS by ``difference(rate) + noise * (seed - 2)``."""
+    per_seed = {name: [] for name in ("clip_cls", "clip_k1", "clip_khalf")}
+    for seed in config.seeds:
+        for rate in config.caption_rates:
+            base = 0.2 + 0.01 * seed
+            values = {"clip_cls": base, "clip_k1": base + difference(rate) + noise * (seed - 2), "clip_khalf": base}
+            for name, value in values.items():
+                per_seed[name].append(
+                    {
+                        "seed": seed,
+                        "caption_rate": rate,
+                        "trained": {"zero_shot_top1": value},
+                        "untrained": {"zero_shot_top1": 0.1},
+                    }
+                )
+    return per_seed
 
 
-def test_unknown_family_and_no_seeds_are_refused_with_the_fix():
+def test_the_primary_clip_test_is_the_per_seed_slope_of_the_readout_difference_over_the_rates():
+    config = PretrainingStudyConfig(output_dir="unused", families=("clip",))
+    assert config.caption_rates == (0.0, 0.3, 0.6, 0.9) and len(config.seeds) >= 5
+    # LazyStrike's advantage grows by 0.1 per unit rate on every seed, with a little per-seed offset
+    growing = _clip(config, lambda rate: 0.1 * rate + 0.02, noise=0.003)
+    primary = study_tests(config, growing)[0]
+    assert primary["kind"] == "primary" and primary["family"] == "clip"
+    assert primary["slopes"] == pytest.approx([0.1] * 5)
+    assert primary["difference_by_rate"]["0.9"]["mean"] == pytest.approx(0.11)
+    assert primary["mean_difference"] == pytest.approx(0.1) and primary["real"]
+    # slopes that vary around 0.1: a real, positive interaction
+    varied = _clip(config, lambda rate: 0.1 * rate)
+    for run in varied["clip_k1"]:
+        run["trained"]["zero_shot_top1"] += 0.01 * run["caption_rate"] * (run["seed"] - 2)
+    primary = study_tests(config, varied)[0]
+    assert primary["mean_difference"] == pytest.approx(0.1) and primary["real"]
+    # a constant advantage (no interaction): slope 0 on every seed
+    flat = study_tests(config, _clip(config, lambda rate: 0.05, noise=0.01))[0]
+    assert flat["mean_difference"] == pytest.approx(0.0, abs=1e-12) and not flat["real"]
+    secondary = [t for t in study_tests(config, varied) if t["kind"] == "secondary"]
+    # the other variant's slope; per rate: 3 models vs untrained, 2 readouts vs CLS on zero-shot top-1
+    assert len(secondary) == 1 + 4 * (3 + 2)
+    assert secondary[0]["description"].startswith("CLIP-LazyStrike K=N/2 minus CLIP-CLS")
+
+
+def test_holm_and_slope_on_hand_cases():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, math.nan, 0.01]) == pytest.approx([0.5, math.nan, 0.02], nan_ok=True)
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+    assert slope([0.0, 0.3, 0.6, 0.9], [1.0, 1.3, 1.6, 1.9]) == pytest.approx(1.0)
+    assert slope([0.0, 1.0], [2.0, 2.0]) == 0.0
+
+
+def test_map_auroc_against_coverage_is_threshold_free_and_sign_aware():
+    coverage = torch.tensor([[0.0, 0.2, 0.6, 1.0], [0.0, 0.2, 0.6, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    assert auroc_against_coverage(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), coverage[:1]) == 1.0
+    assert auroc_against_coverage(torch.tensor([[4.0, 3.0, 2.0, 1.0]]), coverage[:1]) == 0.0  # background first
+    assert auroc_against_coverage(torch.tensor([[1.0, 1.0, 1.0, 1.0]]), coverage[:1]) == 0.5  # ties count half
+    # an image that is all object has no AUROC and does not count
+    scores = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
+    assert auroc_against_coverage(scores, coverage) == pytest.approx((1.0 + 3 / 4) / 2)  # 2>1, 4>1, 4>3; not 2>3
+    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+    masks[0, :2, :2] = True
+    masks[0, 2, 2] = True
+    torch.testing.assert_close(patch_coverage(masks, (2, 2)), torch.tensor([[1.0, 0.0, 0.0, 0.25]]))
+
+
+def test_bad_designs_are_refused_with_the_fix():
     with pytest.raises(PretrainingStudyError, match="families must be among"):
         PretrainingStudyConfig(output_dir="x", families=("mae",))
     with pytest.raises(PretrainingStudyError, match="at least one seed"):
         PretrainingStudyConfig(output_dir="x", seeds=())
+    with pytest.raises(PretrainingStudyError, match="at least two distinct shares"):
+        PretrainingStudyConfig(output_dir="x", caption_rates=(0.3,))
+    with pytest.raises(PretrainingStudyError, match="clip_k1 or clip_khalf"):
+        PretrainingStudyConfig(output_dir="x", primary_clip_variant="clip_cls")
 
 
 def test_cli_refuses_to_overwrite_a_folder_without_overwrite(tmp_path, capsys):
@@ -88,3 +174,13 @@ def test_cli_refuses_to_overwrite_a_folder_without_overwrite(tmp_path, capsys):
     assert study_pretraining.main(["--output-dir", str(tmp_path / "study"), "--seeds", "0"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "study" / "keep.txt").exists()
+
+
+def test_the_study_declares_its_design_in_the_config_defaults():
+    config = PretrainingStudyConfig(output_dir="unused")
+    assert config.caption_rates == (0.0, 0.3, 0.6, 0.9) and len(config.seeds) >= 5
+    assert config.primary_clip_variant == "clip_k1" and config.momentum_teacher == 0.996
+    assert set(config.design()["primary"]) == {"dino", "clip"} and "holm" in config.design()["correction"]
+    assert set(METRICS["dino"]) >= set(TESTED["dino"])
+    args = study_pretraining.build_parser().parse_args(["--pilot", "dino_cls", "--caption-rates", "0", "0.5"])
+    assert args.pilot == "dino_cls" and args.caption_rates == [0.0, 0.5]

@@ -9,6 +9,12 @@ to the same architecture untrained (`lastvit-evaluate --mode dino|clip` and the 
   each projected patch with the text embedding of the image's true class); and the image tower's
   Patch-Score PiB / CorLoc / coarse segmentation, as for DINO.
 
+Next to the paper's thresholded scores, every map also gets `auroc_against_coverage`: the per-image
+AUROC of the map against the exact per-patch object coverage (threshold-free, and a map that ranks
+the background above the object scores below 0.5 instead of hiding behind a sign or a threshold;
+its ceiling is 1.0, the coverage map itself). NOTE: the main study (issue 25) adds its own per-image
+AUROC to `lastvit.measure`; this one should merge with it.
+
 The untrained twin is the same class and config freshly initialised from `seed`
 (`localization.untrained_copy`); for CLIP it keeps the trained tokenizer. Dense metrics need images
 at the model's input size with ``bbox`` and ``mask`` columns (the built-in scenes have both). The
@@ -21,11 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from lastvit.errors import LastViTUserError
 
-from .localization import point_in_box, untrained_copy
+from .localization import patch_coverage, per_image_auroc, point_in_box, untrained_copy
 
 
 def dino_metrics(
@@ -84,9 +91,18 @@ def knn_votes(train_features, train_labels, test_features, num_classes: int, k: 
     return votes.scatter_add_(1, train_labels.to(similarity.device)[index], (similarity / temperature).exp())
 
 
+def auroc_against_coverage(scores, coverage, min_coverage: float = 0.5) -> float:
+    """Mean per-image AUROC of a patch map `scores` ``[B, N]`` against the patches whose object
+    `coverage` ``[B, N]`` is at least `min_coverage` (`localization.per_image_auroc`: ties count one
+    half). Images whose patches are all one class are left out; NaN when no image has both. 0.5 is
+    chance, 1.0 the ceiling, below 0.5 a map that ranks the background first."""
+    values = per_image_auroc(scores, torch.as_tensor(coverage) >= min_coverage)
+    return float(np.nanmean(values)) if (~np.isnan(values)).any() else float("nan")
+
+
 def dense_localisation(backbone, pixel_values, boxes, masks=None) -> dict:
     """Patch Score (`patch_score_maps`) -> Point-in-Box, CorLoc and coarse-segmentation IoU
-    (`lastvit.measure.dense`)."""
+    (`lastvit.measure.dense`), and with exact masks the map's AUROC against the object coverage."""
     from .dense import dense_metrics
 
     scores = patch_score_maps(backbone, pixel_values)
@@ -95,6 +111,8 @@ def dense_localisation(backbone, pixel_values, boxes, masks=None) -> dict:
     patch_size = backbone.config.patch_size_hw
     metrics = dense_metrics(scores, grid, patch_size, boxes, masks)
     hits = point_in_box(scores, boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
+    if masks is not None:
+        metrics["map_auroc"] = auroc_against_coverage(scores, patch_coverage(masks, patch_size[::-1]))
     return {"point_in_box": float(hits.mean()), **metrics}
 
 
@@ -107,17 +125,21 @@ def _eval_transform(tower, size, transform_class, mean=None, std=None):
     return transform_class(size=size, mean=mean, std=std, train=False)
 
 
-def zero_shot_map_pib(model, tokenizer, pixel_values, labels, boxes, class_names: Sequence[str], batch_size=64):
+def zero_shot_map_pib(
+    model, tokenizer, pixel_values, labels, boxes, class_names: Sequence[str], batch_size=64, masks=None
+):
     """Point-in-Box of zero-shot patch maps: each image's map is the cosine of its projected patches
     with its true class's text embedding (`zero_shot.zero_shot_patch_maps`); a hit when the map's
-    highest patch lies in the box."""
+    highest patch lies in the box. With exact `masks`: ``(PiB, AUROC against the object coverage)``."""
     from .zero_shot import zero_shot_patch_maps
 
     _, maps = zero_shot_patch_maps(model, tokenizer, pixel_values, labels, class_names, batch_size=batch_size)
     height, width = pixel_values.shape[-2:]
     patch_size = model.config.vision_config.patch_size_hw
     hits = point_in_box(maps, boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
-    return float(hits.mean())
+    if masks is None:
+        return float(hits.mean())
+    return float(hits.mean()), auroc_against_coverage(maps, patch_coverage(masks, patch_size[::-1]))
 
 
 @torch.no_grad()
@@ -145,7 +167,11 @@ def clip_metrics(model, tokenizer, split, class_names, transform, background_nam
     measured = evaluate_split(model, tokenizer, split, class_names, transform, background_names)
     pixels, labels, boxes, masks = eval_arrays(split, transform)
     if boxes is not None and labels is not None:
-        measured["zero_shot_map_pib"] = zero_shot_map_pib(model, tokenizer, pixels, labels, boxes, class_names)
+        if masks is not None:
+            pib, auroc = zero_shot_map_pib(model, tokenizer, pixels, labels, boxes, class_names, masks=masks)
+            measured["zero_shot_map_pib"], measured["zero_shot_map_auroc"] = pib, auroc
+        else:
+            measured["zero_shot_map_pib"] = zero_shot_map_pib(model, tokenizer, pixels, labels, boxes, class_names)
         measured["patch_score"] = dense_localisation(model.vision_model, pixels, boxes, masks)
     return measured
 
@@ -169,8 +195,9 @@ def flat_clip(metrics: dict) -> dict:
         flat["zero_shot_miou"] = metrics["segmentation_ignore_background"]["miou"]
     if "segmentation_with_background" in metrics:
         flat["zero_shot_miou_bg"] = metrics["segmentation_with_background"]["miou"]
-    if "zero_shot_map_pib" in metrics:
-        flat["zero_shot_map_pib"] = metrics["zero_shot_map_pib"]
+    for key in ("zero_shot_map_pib", "zero_shot_map_auroc"):
+        if key in metrics:
+            flat[key] = metrics[key]
     for key, value in metrics.get("patch_score", {}).items():
         flat[f"patch_score_{key}"] = value
     return flat
@@ -186,6 +213,9 @@ TITLES = {
     "zero_shot_miou": "zero-shot segmentation mIoU (objects only)",
     "zero_shot_miou_bg": "zero-shot segmentation mIoU (with background)",
     "zero_shot_map_pib": "zero-shot map Point-in-Box",
+    "zero_shot_map_auroc": "zero-shot map AUROC vs object coverage",
+    "map_auroc": "Patch-Score AUROC vs object coverage",
+    "patch_score_map_auroc": "Patch-Score AUROC vs object coverage",
     "patch_score_point_in_box": "Patch-Score Point-in-Box",
     "patch_score_corloc": "CorLoc",
     "patch_score_segmentation_iou": "coarse segmentation IoU",
@@ -352,6 +382,7 @@ def markdown_report(results: dict, title: str, figures: dict[str, str] | None = 
 __all__ = [
     "FIGURE_IMAGES",
     "MODES",
+    "auroc_against_coverage",
     "clip_metrics",
     "dino_metrics",
     "evaluate_clip_model",

@@ -7,6 +7,9 @@ LaSt-ViT and the CLS token for the plain baseline (`pooling="cls"`): one code pa
 - `DINOLoss`: cross-entropy between the sharpened, centred teacher distribution of each global crop
   and the student distribution of every other crop; the centre is an EMA of the teacher outputs.
 - `update_teacher`: EMA of the student weights; `teacher_momentum` its cosine schedule.
+- `clip_gradients`: DINO's per-parameter clipping (each parameter's gradient norm clipped alone).
+- `dino_diagnostics`: the collapse diagnostics of a step (teacher entropy, KL(teacher || student),
+  centre norm), which tell a collapsed run from a slowly learning one.
 - `MultiCrop`: global and local crops in PIL/NumPy (no torchvision), seeded by (seed, epoch, index).
 """
 
@@ -81,6 +84,68 @@ def teacher_momentum(step: int, total_steps: int, base: float = 0.996) -> float:
     return cosine_schedule(base, 1.0, step, total_steps)
 
 
+@torch.no_grad()
+def clip_gradients(parameters, max_norm: float) -> list[float]:
+    """DINO's `clip_gradients`: each parameter's gradient is scaled down to L2 norm `max_norm` on its
+    own (``g *= max_norm / (|g| + 1e-6)`` when that factor is below 1), not by the norm of all
+    gradients together. Returns the norms before clipping. A sharded gradient (FSDP2 DTensor) is
+    measured whole."""
+    from torch.distributed.tensor import DTensor
+
+    norms = []
+    for p in parameters:
+        if p.grad is None:
+            continue
+        norm = p.grad.norm(2)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        norms.append(float(norm))
+        factor = max_norm / (norms[-1] + 1e-6)
+        if factor < 1:
+            p.grad.mul_(factor)
+    return norms
+
+
+@torch.no_grad()
+def dino_diagnostics(
+    student_out: torch.Tensor,
+    teacher_out: torch.Tensor,
+    center: torch.Tensor,
+    teacher_temp: float,
+    student_temp: float = 0.1,
+    num_global: int = 2,
+) -> dict:
+    """Collapse diagnostics of one step (Caron et al. 2021, Sec. 5.3), on the loss's own distributions:
+
+    - ``teacher_entropy``: mean entropy of each centred, sharpened teacher distribution (nats); near
+      ``log(out_dim)`` the teacher is uniform (collapse by flattening), near 0 it is one-hot;
+    - ``teacher_batch_entropy``: entropy of the batch's mean teacher distribution; near 0 every image
+      goes to one prototype (collapse onto one dimension);
+    - ``kl``: mean KL(teacher || student) over the loss's pairs (teacher view g, student view v != g);
+      0 when the student predicts exactly what the teacher does, e.g. both collapsed the same way;
+    - ``center_norm``: L2 norm of the centre.
+
+    The loss equals ``teacher_entropy + kl``; a learning run keeps the KL above 0 while the entropy falls."""
+    logits = (teacher_out.float() - center) / teacher_temp
+    teacher = logits.softmax(dim=-1)
+    log_teacher = logits.log_softmax(dim=-1)
+    mean = teacher.mean(dim=0)
+    num_views = student_out.shape[0] // (teacher_out.shape[0] // num_global)
+    log_student = (student_out.float() / student_temp).log_softmax(dim=-1).chunk(num_views)
+    kls = [
+        (q * (log_q - log_student[v])).sum(dim=-1).mean()
+        for g, (q, log_q) in enumerate(zip(teacher.chunk(num_global), log_teacher.chunk(num_global)))
+        for v in range(num_views)
+        if v != g
+    ]
+    return {
+        "teacher_entropy": float(-(teacher * log_teacher).sum(dim=-1).mean()),
+        "teacher_batch_entropy": float(-(mean * mean.clamp_min(1e-12).log()).sum()),
+        "kl": float(torch.stack(kls).mean()),
+        "center_norm": float(center.float().norm()),
+    }
+
+
 class DINOLoss(nn.Module):
     """DINO's loss; `center` is a buffer, so it travels in checkpoints with the module."""
 
@@ -135,9 +200,10 @@ def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float) -> N
 @dataclass
 class MultiCrop:
     """DINO's augmentation: 2 global crops (scale `global_scale`) and `num_local` smaller crops
-    (`local_scale`), each flipped, colour-jittered (p 0.8), greyed (p 0.2) and blurred (p 1.0 / 0.1 /
-    0.5 for global 1 / global 2 / local), global 2 solarised (p 0.2); then normalised. Randomness is a
-    function of (seed, epoch, index), so a resumed run sees the same crops."""
+    (`local_scale`), each flipped, colour-jittered (p `colour_jitter`, DINO's 0.8; 0 turns it off),
+    greyed (p 0.2) and blurred (p 1.0 / 0.1 / 0.5 for global 1 / global 2 / local), global 2
+    solarised (p 0.2); then normalised. Randomness is a function of (seed, epoch, index), so a
+    resumed run sees the same crops."""
 
     global_size: int
     local_size: int
@@ -147,6 +213,7 @@ class MultiCrop:
     seed: int = 0
     global_scale: tuple[float, float] = (0.4, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.4)
+    colour_jitter: float = 0.8
 
     def __call__(self, image: Image.Image, index: int, epoch: int) -> list[torch.Tensor]:
         image = image.convert("RGB")
@@ -166,7 +233,7 @@ class MultiCrop:
         if rng.random() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         array = np.asarray(image, dtype=np.float32) / 255.0
-        if rng.random() < 0.8:
+        if rng.random() < self.colour_jitter:
             array = colour_jitter(array, rng)
         if rng.random() < 0.2:
             array = np.repeat(array @ np.array([0.299, 0.587, 0.114], np.float32), 3).reshape(array.shape)
@@ -207,6 +274,13 @@ def colour_jitter(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             array = (array - grey) * factor + grey
         array = np.clip(array, 0.0, 1.0)
     return array.astype(np.float32)
+
+
+def default_local_size(global_size: int, patch: int, min_patches: int = 3) -> int:
+    """DINO's local crop side (96 of 224 px: 3/7 of the global crop, 6 x 6 patches of 16), rounded to
+    a patch multiple and at least `min_patches` patches wide, so that a crop can hold an object part
+    (2 x 2 patches of a 32 px scene hold a few pixels each), and never above the global size."""
+    return min(global_size, max(min_patches * patch, round(global_size * 3 / 7 / patch) * patch))
 
 
 def collate_crops(examples) -> dict:

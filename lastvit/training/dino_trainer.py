@@ -1,11 +1,23 @@
 """DINO training of a LastViT backbone with Accelerate (`lastvit-train-dino`).
 
 Student and teacher are `DINOModel`s (LastViT backbone + DINO head on its `pooler_output`); the
-teacher is an EMA of the student, never trained. The recipe is DINO's: AdamW with linear warm-up and
-cosine lr, cosine weight decay 0.04 -> 0.4, teacher momentum 0.996 -> 1, teacher temperature warm-up
-0.04 -> 0.07, centre momentum 0.9, gradient clipping 3.0, the last layer frozen for the first epoch,
-multi-crop (2 global + N local). Every schedule is a function of the step, and the teacher, the
-centre, the optimiser and the RNG states are in each checkpoint: a resumed run is exact.
+teacher is an EMA of the student, never trained. The recipe is DINO's (facebookresearch/dino
+`main_dino.py` defaults): AdamW with linear warm-up (10% of the steps, DINO's 10 of 100 epochs) and
+cosine lr, cosine weight decay 0.04 -> 0.4, teacher momentum 0.996 -> 1 (cosine over the steps),
+teacher temperature 0.04 (constant by default, as DINO's default; `--warmup-teacher-temp` and
+`--warmup-teacher-temp-ratio` give its optional linear warm-up, e.g. 0.04 -> 0.07 as DINO's longer
+runs), centre momentum 0.9, per-parameter gradient clipping at 3.0 (DINO's `clip_gradients`), the
+last layer frozen for the first 1% of the steps (DINO's first of 100 epochs), multi-crop (2 global +
+N local crops of at least 3 x 3 patches), optional drop-path (student only) and colour jitter.
+Every schedule is a function of the step, and the teacher, the centre, the optimiser and the RNG
+states are in each checkpoint: a resumed run is exact.
+
+Every `--diagnostics-every` steps the run records DINO's collapse diagnostics (teacher entropy, the
+entropy of the batch's mean teacher distribution, KL(teacher || student), the centre's norm;
+`dino.dino_diagnostics`) and every `--knn-every` steps the teacher's k-NN top-1 on a labelled
+validation split (`--curve-split`, never the evaluation split): ``training_curves.json`` in the output
+folder, the ``curves`` entry of the results and, with `--report-to`, the tracker (e.g. TensorBoard
+under the output folder). Step 0 is the untrained start.
 
 Several processes: only the student is prepared (DDP, or FSDP version 2); the teacher is a plain
 module on every process, never wrapped and never given gradients. Its EMA reads the student through
@@ -36,6 +48,7 @@ from lastvit.training.config import PRESETS
 from lastvit.training.pretraining import PretrainingError
 
 HEAD_FILE, HEAD_CONFIG = "dino_head.safetensors", "dino_head.json"
+CURVES_FILE = "training_curves.json"
 
 
 @dataclass(kw_only=True)
@@ -56,8 +69,14 @@ class DINOTrainingArguments:
     preset: str = option("micro", "backbone from scratch", choices=sorted(PRESETS))
     model_name_or_path: str | None = option(None, "start the backbone from a LastViT folder")
     image_size: int | None = option(None, "global crop size (default: the preset's)")
-    local_size: int | None = option(None, "local crop size (default: 3/7 of the global size, a patch multiple)")
+    local_size: int | None = option(
+        None, "local crop size (default: 3/7 of the global size, a patch multiple, at least 3 patches wide)"
+    )
     num_local_crops: int = option(4, "local crops per image (DINO: 8 or 10)")
+    global_crop_scale: tuple[float, float] = option((0.4, 1.0), "area range of the global crops (DINO: 0.4 1)")
+    local_crop_scale: tuple[float, float] = option((0.05, 0.4), "area range of the local crops (DINO: 0.05 0.4)")
+    colour_jitter: float = option(0.8, "probability of colour jitter per crop (DINO: 0.8; 0: off)")
+    drop_path_rate: float = option(0.0, "stochastic depth of the student backbone (DINO ViT-S: 0.1; teacher: none)")
     pooling: str = option("lazystrike", "the backbone readout the head reads", choices=POOLING_TYPES)
     top_k: int | None = option(None, "LazyStrike K as a count")
     top_k_ratio: float | None = option(None, "LazyStrike K as a fraction of the patches (default: K = 1)")
@@ -68,17 +87,30 @@ class DINOTrainingArguments:
     batch_size: int = option(64, "per-device batch size")
     learning_rate: float = option(5e-4, "peak lr at batch 256, scaled linearly by the total batch (DINO's rule)")
     min_lr: float = option(1e-6, "final lr")
-    warmup_epochs: float = option(1, "lr warm-up epochs")
+    warmup_ratio: float = option(0.1, "share of the steps in linear lr warm-up (DINO: 10 of 100 epochs)")
     weight_decay: float = option(0.04, "initial weight decay")
     weight_decay_end: float = option(0.4, "final weight decay")
-    momentum_teacher: float = option(0.996, "initial teacher EMA momentum (cosine to 1)")
-    teacher_temp: float = option(0.04, "teacher temperature after warm-up (DINO: 0.04-0.07)")
-    warmup_teacher_temp: float = option(0.04, "initial teacher temperature")
-    warmup_teacher_temp_epochs: float = option(0, "teacher temperature warm-up epochs (DINO: 30)")
-    freeze_last_layer_epochs: float = option(1, "epochs with the prototype layer frozen")
-    max_grad_norm: float | None = option(3.0, "clip each gradient to this norm")
+    momentum_teacher: float = option(0.996, "initial teacher EMA momentum, raised to 1 along a cosine (DINO: 0.996)")
+    teacher_temp: float = option(0.04, "teacher temperature after its warm-up (DINO: 0.04; 0.07 for long runs)")
+    warmup_teacher_temp: float = option(0.04, "initial teacher temperature (DINO: 0.04)")
+    warmup_teacher_temp_ratio: float = option(
+        0.0, "share of the steps over which the teacher temperature rises linearly (DINO: 30 of 100-300 epochs)"
+    )
+    freeze_last_layer_ratio: float = option(
+        0.01, "share of the steps with the prototype layer frozen (DINO: its first of 100 epochs)"
+    )
+    max_grad_norm: float | None = option(
+        3.0, "clip each parameter's gradient to this L2 norm on its own (DINO's clip_gradients; 0: off)"
+    )
+    diagnostics_every: int = option(10, "record the collapse diagnostics every N steps (0: never)")
+    knn_every: int = option(0, "measure the teacher's k-NN top-1 on --curve-split every N steps (0: never)")
+    curve_split: str = option("validation", "labelled split of the k-NN learning curve (not the evaluation split)")
+    curve_bank: int = option(2000, "training images in the k-NN curve's memory bank")
     knn_k: int = option(20, "neighbours of the k-NN sanity metric")
     seed: int = option(0, "seed of weights, order and augmentation")
+    report_to: str = option(
+        "none", "also log the curves and diagnostics to this tracker", choices=("none", "tensorboard", "wandb", "all")
+    )
     mixed_precision: str = option(
         "auto",
         "auto (default): bf16 where every GPU supports it, else fp16 with loss scaling, fp32 on CPUs; or no / fp16 / bf16",
@@ -92,8 +124,28 @@ class DINOTrainingArguments:
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
+        self.global_crop_scale = tuple(self.global_crop_scale)
+        self.local_crop_scale = tuple(self.local_crop_scale)
         if self.top_k is not None and self.top_k_ratio is not None:
             raise PretrainingError("pass only one of --top-k and --top-k-ratio")
+        for flag, value, most in (
+            ("--warmup-ratio", self.warmup_ratio, 0.5),
+            ("--freeze-last-layer-ratio", self.freeze_last_layer_ratio, 0.5),
+            ("--warmup-teacher-temp-ratio", self.warmup_teacher_temp_ratio, 1.0),
+        ):
+            if not 0.0 <= value <= most:
+                raise PretrainingError(
+                    f"{flag} is a share of the training steps; got {value}. Give a value in [0, {most}] "
+                    "(DINO: warm-up 0.1, frozen last layer 0.01), so that most steps train."
+                )
+        for flag, (low, high) in (
+            ("--global-crop-scale", self.global_crop_scale),
+            ("--local-crop-scale", self.local_crop_scale),
+        ):
+            if not 0.0 < low <= high <= 1.0:
+                raise PretrainingError(f"{flag} is an area range within (0, 1]; got {low} {high}.")
+        if not 0.0 <= self.colour_jitter <= 1.0 or not 0.0 <= self.drop_path_rate < 1.0:
+            raise PretrainingError("--colour-jitter is a probability in [0, 1] and --drop-path-rate a rate in [0, 1).")
 
 
 def build_backbone(args: DINOTrainingArguments):
@@ -101,6 +153,7 @@ def build_backbone(args: DINOTrainingArguments):
     from modeling_lastvit import LastViTModel
 
     pooling = {"pooling": args.pooling, "lazystrike_top_k": args.top_k, "lazystrike_top_k_ratio": args.top_k_ratio}
+    pooling["drop_path_rate"] = args.drop_path_rate
     if args.top_k is None and args.top_k_ratio is None:
         pooling["lazystrike_top_k"] = 1
     if args.model_name_or_path:
@@ -143,7 +196,10 @@ def _train_dino(args: DINOTrainingArguments, output) -> dict:
         DINOLoss,
         DINOModel,
         MultiCrop,
+        clip_gradients,
         collate_crops,
+        default_local_size,
+        dino_diagnostics,
         teacher_momentum,
         teacher_temperature,
         update_teacher,
@@ -163,20 +219,41 @@ def _train_dino(args: DINOTrainingArguments, output) -> dict:
             f"the training split has no column {args.image_column!r}; its columns are {train_split.column_names} "
             "(set --image-column)."
         )
+    curve_split = load_curve_split(args, eval_split) if args.knn_every else None
     backbone = build_backbone(args)
     processor = build_processor(backbone)
     size = backbone.config.image_size_hw[0]
     patch = backbone.config.patch_size_hw[0]
-    local = args.local_size or max(patch, round(size * 3 / 7 / patch) * patch)
+    local = args.local_size or default_local_size(size, patch)
+    if local < 2 * patch:
+        raise PretrainingError(
+            f"--local-size {local} px is under 2 x 2 patches of {patch} px: such a crop holds no object part. "
+            f"Give at least {2 * patch} (DINO: 96 px = 6 x 6 patches of 16)."
+        )
     student = DINOModel(
         backbone,
         DINOHead(backbone.config.pooled_feature_size, args.out_dim, args.head_hidden_dim, args.bottleneck_dim),
     )
     teacher = copy.deepcopy(student).requires_grad_(False)
-    untrained = copy.deepcopy(backbone).eval()
+    if args.drop_path_rate:  # DINO's teacher has no stochastic depth
+        teacher.backbone = type(backbone)(
+            type(backbone.config).from_dict({**backbone.config.to_dict(), "drop_path_rate": 0.0})
+        )
+        teacher.backbone.load_state_dict(backbone.state_dict())
+        teacher.requires_grad_(False)
+    teacher.eval()
+    untrained = copy.deepcopy(teacher.backbone).eval()
     loss_fn = DINOLoss(args.out_dim)
     crops = MultiCrop(
-        size, local, args.num_local_crops, tuple(processor.image_mean), tuple(processor.image_std), args.seed
+        size,
+        local,
+        args.num_local_crops,
+        tuple(processor.image_mean),
+        tuple(processor.image_std),
+        args.seed,
+        global_scale=args.global_crop_scale,
+        local_scale=args.local_crop_scale,
+        colour_jitter=args.colour_jitter,
     )
     data = _Views(train_split, crops, args.image_column, args.label_column)
     sampler = EpochSampler(len(data), args.seed, shuffle=True)
@@ -201,23 +278,35 @@ def _train_dino(args: DINOTrainingArguments, output) -> dict:
     loss_fn.to(accelerator.device)
     accelerator.register_for_checkpointing(teacher, loss_fn)
 
-    steps_per_epoch = len(loader)
-    total_steps = max(1, math.ceil(args.epochs * steps_per_epoch))
+    total_steps = max(1, math.ceil(args.epochs * len(loader)))
     peak_lr = args.learning_rate * args.batch_size * accelerator.num_processes / 256
-    warmup = round(args.warmup_epochs * steps_per_epoch)
-    temp_warmup = round(args.warmup_teacher_temp_epochs * steps_per_epoch)
-    frozen_steps = round(args.freeze_last_layer_epochs * steps_per_epoch)
+    warmup = round(args.warmup_ratio * total_steps)
+    temp_warmup = round(args.warmup_teacher_temp_ratio * total_steps)
+    frozen_steps = round(args.freeze_last_layer_ratio * total_steps)
     eval_transform = ImageTransform(
         size=size, mean=tuple(processor.image_mean), std=tuple(processor.image_std), train=False
     )
+    curve = None
+    if curve_split is not None and accelerator.is_main_process:
+        curve = knn_curve_arrays(train_split, curve_split, eval_transform, args)
 
     steps = PretrainingLoop(accelerator, args, total_steps, "dino", resume=claim(accelerator, output, args))
+    if args.report_to != "none":
+        accelerator.init_trackers("dino", config={k: str(v) for k, v in asdict(args).items()})
+    steps.state.setdefault("diagnostics", [])
+    steps.state.setdefault("knn_curve", [])
+
+    def measure_curve(step: int) -> None:
+        if curve is not None and not any(point["step"] == step for point in steps.state["knn_curve"]):
+            steps.state["knn_curve"].append({"step": step, "knn_top1": curve_knn(teacher.backbone, curve, args.knn_k)})
+            accelerator.log({"val/knn_top1": steps.state["knn_curve"][-1]["knn_top1"]}, step=step)
 
     def train_step(batch) -> float:
         step = steps.state["step"]
-        optimizer.param_groups[0]["lr"] = optimizer.param_groups[1]["lr"] = cosine_schedule(
-            peak_lr, args.min_lr, step, total_steps, warmup
-        )
+        if args.knn_every and step % args.knn_every == 0:
+            measure_curve(step)
+        lr = cosine_schedule(peak_lr, args.min_lr, step, total_steps, warmup)
+        optimizer.param_groups[0]["lr"] = optimizer.param_groups[1]["lr"] = lr
         optimizer.param_groups[0]["weight_decay"] = cosine_schedule(
             args.weight_decay, args.weight_decay_end, step, total_steps
         )
@@ -231,15 +320,25 @@ def _train_dino(args: DINOTrainingArguments, output) -> dict:
             raise PretrainingError(f"the loss became {loss.item()} at step {step + 1}; lower the learning rate.")
         accelerator.backward(loss)
         if args.max_grad_norm:
-            accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+            clip_gradients(student.parameters(), args.max_grad_norm)
         if step < frozen_steps:
             for p in accelerator.unwrap_model(student).head.last_layer.parameters():
                 p.grad = None
         optimizer.step()
         optimizer.zero_grad()
-        update_teacher(
-            accelerator.unwrap_model(student), teacher, teacher_momentum(step, total_steps, args.momentum_teacher)
-        )
+        momentum = teacher_momentum(step, total_steps, args.momentum_teacher)
+        update_teacher(accelerator.unwrap_model(student), teacher, momentum)
+        if args.diagnostics_every and step % args.diagnostics_every == 0:
+            measured = dino_diagnostics(
+                student_out, teacher_out, loss_fn.center, temp, loss_fn.student_temp, loss_fn.num_global
+            )
+            steps.state["diagnostics"].append(
+                {"step": step, "loss": round(loss.item(), 6), "lr": lr, "teacher_temp": temp, "momentum": momentum}
+                | {k: round(v, 6) for k, v in measured.items()}
+            )
+            accelerator.log(
+                {f"dino/{k}": v for k, v in steps.state["diagnostics"][-1].items() if k != "step"}, step=step
+            )
         loss_fn.update_center(teacher_out, reduce=lambda x: accelerator.reduce(x, "mean"))
         return mean_over_processes(accelerator, loss)
 
@@ -248,11 +347,57 @@ def _train_dino(args: DINOTrainingArguments, output) -> dict:
     if "stopped_at_step" in results:
         return results
     if accelerator.is_main_process:
+        measure_curve(total_steps)
+        results["curves"] = {"diagnostics": steps.state["diagnostics"], "knn_curve": steps.state["knn_curve"]}
         results.update(evaluate_backbone(teacher.backbone, untrained, train_split, eval_split, eval_transform, args))
         write_dino_folder(args, teacher, processor, results)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
+
+
+def load_curve_split(args: DINOTrainingArguments, eval_split):
+    """The labelled split of the k-NN learning curve (`--curve-split`); never the evaluation split,
+    which the final measurement keeps unseen."""
+    from lastvit.data.loading import DataError, load_splits
+
+    if args.dataset == "scenes":
+        raise PretrainingError(
+            "--knn-every: the built-in scenes have train and test splits only; save a DatasetDict with a "
+            "validation split (lastvit-study-pretraining does) and pass it as --dataset, or --knn-every 0."
+        )
+    try:
+        split, _ = load_splits(args.dataset, args.curve_split, None, args.data_dir)
+    except DataError as error:
+        raise PretrainingError(f"--knn-every needs a labelled --curve-split: {error}") from error
+    if split._fingerprint == eval_split._fingerprint:
+        raise PretrainingError(
+            f"--curve-split {args.curve_split} is the evaluation split; choose the scale on a validation split and "
+            "keep the evaluation split for the final measurement (set --eval-split test, or another --curve-split)."
+        )
+    if args.label_column not in split.column_names:
+        raise PretrainingError(f"the curve split {args.curve_split!r} has no labels ({args.label_column!r}).")
+    return split
+
+
+def knn_curve_arrays(train_split, curve_split, transform, args):
+    """``(bank pixels, bank labels, query pixels, query labels)`` of the k-NN curve: the first
+    `--curve-bank` training images and the whole curve split, at the evaluation transform."""
+    from lastvit.training.pretraining import eval_arrays
+
+    bank = train_split.select(range(min(args.curve_bank, len(train_split))))
+    bank_pixels, bank_labels, _, _ = eval_arrays(bank, transform, args.image_column, args.label_column)
+    query_pixels, query_labels, _, _ = eval_arrays(curve_split, transform, args.image_column, args.label_column)
+    if bank_labels is None:
+        raise PretrainingError(f"the training split has no labels ({args.label_column!r}) for the k-NN curve.")
+    return bank_pixels, bank_labels, query_pixels, query_labels
+
+
+def curve_knn(backbone, arrays, k: int) -> float:
+    """k-NN top-1 of `backbone` on the curve arrays; leaves the backbone in eval mode (the teacher's)."""
+    from lastvit.measure.pretrained_eval import knn_accuracy
+
+    return round(knn_accuracy(backbone, *arrays, k=k), 6)
 
 
 def evaluate_backbone(backbone, untrained, train_split, eval_split, transform, args) -> dict:
@@ -296,6 +441,7 @@ def write_dino_folder(args, teacher, processor, results: dict) -> None:
             )
         )
         (folder / "eval_results.json").write_text(json.dumps(results, indent=2))
+        (folder / CURVES_FILE).write_text(json.dumps(results.get("curves", {}), indent=2))
         dino_model_card(args, teacher.backbone, results).save(folder / "README.md")
 
     staging = args.output_dir / ".final"
@@ -360,8 +506,9 @@ The DINO head is in `dino_head.safetensors` (`lastvit.training.dino_trainer.load
         sections=[
             (
                 "Results of this run",
-                "The trained teacher and its untrained start, same measurements:\n\n```json\n"
-                + json.dumps(results, indent=2)
+                "The trained teacher and its untrained start, same measurements (the learning curves and "
+                f"collapse diagnostics are in `{CURVES_FILE}`):\n\n```json\n"
+                + json.dumps({k: v for k, v in results.items() if k != "curves"}, indent=2)
                 + "\n```",
             ),
             ("How to use", usage),

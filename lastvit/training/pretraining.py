@@ -62,7 +62,12 @@ def start_run(args, fsdp: str | None = None):
 
     from .precision import resolve_mixed_precision
 
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision))
+    report_to = getattr(args, "report_to", "none")  # DINO's --report-to; CLIP logs to its JSON only
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(args.mixed_precision),
+        log_with=None if report_to == "none" else report_to,
+        project_dir=str(args.output_dir),
+    )
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         if accelerator.distributed_type != DistributedType.FSDP:
             raise PretrainingError(
