@@ -18,7 +18,10 @@ from .torchvision_standin import import_timm, uses_after_import
 try:
     timm, USED_STANDIN = import_timm()
 except ImportError as error:  # timm not installed
-    pytest.skip(f"timm is not importable ({error}); install the test extra", allow_module_level=True)
+    pytest.skip(
+        f"timm is not importable ({error}); `pip install --no-deps timm` (as .ci/run does) runs these tests",
+        allow_module_level=True,
+    )
 
 from timm.models.vision_transformer import VisionTransformer
 
