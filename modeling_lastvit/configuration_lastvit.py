@@ -112,8 +112,8 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
         lazystrike_lowpass (`str`, defaults to `"auto"`): how the channel low-pass is computed; both are the
             same function (tests/test_lowpass_matmul.py). `"fft"`: a real FFT, as the authors; `"matmul"`: one
             product with the fixed [D, D] high-pass matrix C - I (exports to ONNX/TorchScript, runs on tensor
-            cores); `"auto"`: `"fft"` in CPU eager mode, where the matmul measured 1.3x / 2.0x / 2.2x the FFT's
-            cost for the whole pooling (the filter alone 1.4x / 3.0x / 6.0x) at D = 384 / 768 / 1024, N = 196,
+            cores); `"auto"`: `"fft"` in CPU eager mode, where the matmul measured 1.2x / 2.0x / 2.4x the FFT's
+            cost for the whole pooling (the filter alone 1.9x / 3.3x / 4.8x) at D = 384 / 768 / 1024, N = 196,
             batch 16, one thread (benchmarks/RESULTS_EXPORT.md); `"matmul"` on every other device and inside
             torch.compile / torch.export / ONNX graphs.
         pooler_dense_act (`str`, *optional*): if set, `pooler_output` is `act(dense(pooled))`: a linear
