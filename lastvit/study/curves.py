@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from lastvit.files import is_nonempty_dir, swap_in
+from lastvit.files import swap_in
 
 # (name, variant, rho or None for the study's default, recipe overrides)
 SETTINGS = (
@@ -32,19 +32,10 @@ def run_learning_curves(config, settings=SETTINGS, eval_every: int = 100, seed: 
 
     from lastvit.measure.evaluation import background_test, resolve_device
 
-    from .runner import StudyError, _log, build_data, evaluation_sets, train_variant
+    from .runner import _log, build_data, evaluation_sets, prepare_run, train_variant
 
     start = time.time()
-    device = resolve_device(config.device)
-    config = config.resolved(cuda_available=device.type == "cuda")
-    out = Path(config.output_dir)
-    if is_nonempty_dir(out) and not config.overwrite:
-        raise StudyError(
-            f"{out} already holds files; pass --overwrite to replace them or choose another --output-dir."
-        )
-    work = out.with_name(f".{out.name}.work")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    config, device, out, work = prepare_run(config, resolve_device)
     default_rho = config.background_correlation
     epochs = config.epochs * CURVE_STEPS_FACTOR
     study_steps = int(config.epochs * (config.num_train // config.batch_size))

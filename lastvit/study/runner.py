@@ -133,14 +133,10 @@ def evaluation_sets(split, size: int, mean, std):
     return data, {name: value.pixel_values for name, value in counterfactual.items()}
 
 
-def run_study(config: StudyConfig) -> dict:
-    """Run the whole study into ``config.output_dir`` (written whole at the end). Returns the
-    results that ``report.json`` holds."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    from lastvit.measure.evaluation import evaluate_model, resolve_device
-
-    start = time.time()
+def prepare_run(config: StudyConfig, resolve_device):
+    """The device, the scale's resolved config, the output folder (refused when it holds files and
+    --overwrite is not given) and an empty work folder beside it (with ``runs/``) that is swapped in
+    whole at the end: ``(config, device, out, work)``."""
     device = resolve_device(config.device)
     config = config.resolved(cuda_available=device.type == "cuda")
     out = Path(config.output_dir)
@@ -151,6 +147,18 @@ def run_study(config: StudyConfig) -> dict:
     work = out.with_name(f".{out.name}.work")
     shutil.rmtree(work, ignore_errors=True)
     (work / "runs").mkdir(parents=True)
+    return config, device, out, work
+
+
+def run_study(config: StudyConfig) -> dict:
+    """Run the whole study into ``config.output_dir`` (written whole at the end). Returns the
+    results that ``report.json`` holds."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from lastvit.measure.evaluation import evaluate_model, resolve_device
+
+    start = time.time()
+    config, device, out, work = prepare_run(config, resolve_device)
     timings = {"data": 0.0, "training": {}, "evaluation": {}}
 
     _log(
