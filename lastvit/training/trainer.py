@@ -230,10 +230,9 @@ def run_settings(config: TrainConfig, adapter=None) -> dict:
     return settings
 
 
-def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
+def check_inputs(config: TrainConfig, adapter=None) -> None:
+    """The checks that need no data: a PEFT adapter's base, the model path, and the Hub repo and access
+    (before hours of training, not after)."""
     if adapter is not None and not config.model_name_or_path:
         raise ConfigError("a PEFT adapter needs a base: pass --model-name-or-path (a trained LastViT folder).")
     if config.model_name_or_path:
@@ -248,42 +247,12 @@ def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
                 "load; train without --push-to-hub, then run lastvit-publish OUTPUT_DIR --repo-id ... "
                 "--base-model-id ORG/BASE (the base's Hub id)."
             )
-        check_hub_access(for_flag="--push-to-hub")  # before hours of training, not after
+        check_hub_access(for_flag="--push-to-hub")
 
-    from .precision import resolve_mixed_precision
 
-    accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(config.mixed_precision),
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with=None if config.report_to == "none" else config.report_to,
-        project_dir=str(config.output_dir),
-    )
-    set_seed(config.seed)
-
-    train_split, eval_split = load_data(config)
-    check_columns(train_split, config.image_column, config.label_column, "training")
-    check_columns(eval_split, config.image_column, config.label_column, "evaluation")
-    labels = label_names(train_split, config.label_column)
-    model = build_model(config, labels)
-    num_labels = model.config.num_labels
-    processor = build_processor(model, config.model_name_or_path, config.trust_remote_code)
-    if adapter is not None:
-        from .peft import add_adapter
-
-        model = add_adapter(model, adapter)
-    check_labels(train_split, config.label_column, num_labels, "training")
-    check_labels(eval_split, config.label_column, num_labels, "evaluation")
-    resume = config.resume and not output.fresh_in_place
-    settings = run_settings(config, adapter)
-    if resume:
-        loop.check_resume_settings(config.output_dir / "checkpoints" / "last", settings)
-    elif config.resume:
-        accelerator.print(f"{config.output_dir} holds no complete checkpoint: starting the run again from step 0")
-    # every input is good: only now is the output folder claimed (an --overwrite'n run moved aside)
-    if accelerator.is_main_process:
-        output.take()
-    accelerator.wait_for_everyone()
-
+def build_loaders(config: TrainConfig, processor, train_split, eval_split):
+    """``(train_data, sampler, train_loader, eval_loader)``: the splits under the processor's transforms,
+    the training order a function of the seed and epoch."""
     size = processor.crop_size["height"]
     transform = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std)}
     transform["seed"] = config.seed
@@ -317,81 +286,158 @@ def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
         raise DataError(
             f"the training split has {len(train_data)} examples, fewer than one batch of {config.batch_size}."
         )
+    return train_data, sampler, train_loader, eval_loader
 
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, betas=tuple(config.betas)
-    )
-    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
-    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
-    total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
-    factor = lr_lambda(total_steps, config.warmup_ratio, config.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    accelerator.register_for_checkpointing(scheduler)
 
-    state = {
-        "step": 0,
-        "epoch": 0,
-        "batch_in_epoch": 0,
-        "best_top1": None,
-        "best_step": None,
-        "skipped_images": 0,
-        "settings": settings,
-    }
-    last_dir = config.output_dir / "checkpoints" / "last"
-    steps = StepLoop(
-        accelerator,
-        last_dir,
-        state,
-        total_steps,
-        resume=resume,
-        save_every=config.save_every,
-        stop_after=config.stop_after,
-        progress=config.progress,
+def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from .precision import resolve_mixed_precision
+
+    check_inputs(config, adapter)
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(config.mixed_precision),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=None if config.report_to == "none" else config.report_to,
+        project_dir=str(config.output_dir),
     )
-    state = steps.state
+    set_seed(config.seed)
+
+    train_split, eval_split = load_data(config)
+    check_columns(train_split, config.image_column, config.label_column, "training")
+    check_columns(eval_split, config.image_column, config.label_column, "evaluation")
+    labels = label_names(train_split, config.label_column)
+    model = build_model(config, labels)
+    num_labels = model.config.num_labels
+    processor = build_processor(model, config.model_name_or_path, config.trust_remote_code)
+    if adapter is not None:
+        from .peft import add_adapter
+
+        model = add_adapter(model, adapter)
+    check_labels(train_split, config.label_column, num_labels, "training")
+    check_labels(eval_split, config.label_column, num_labels, "evaluation")
+    resume = config.resume and not output.fresh_in_place
+    settings = run_settings(config, adapter)
     if resume:
-        accelerator.print(
-            f"resuming from step {state['step']} (epoch {state['epoch']}, batch {state['batch_in_epoch']})"
+        loop.check_resume_settings(config.output_dir / "checkpoints" / "last", settings)
+    elif config.resume:
+        accelerator.print(f"{config.output_dir} holds no complete checkpoint: starting the run again from step 0")
+    # every input is good: only now is the output folder claimed (an --overwrite'n run moved aside)
+    if accelerator.is_main_process:
+        output.take()
+    accelerator.wait_for_everyone()
+
+    train_data, sampler, train_loader, eval_loader = build_loaders(config, processor, train_split, eval_split)
+    run = TrainingRun(config, adapter, accelerator, model, processor, train_loader, eval_loader, num_labels)
+    return run.run(sampler, train_data, settings, resume)
+
+
+class TrainingRun:
+    """One run's prepared model, optimizer, schedule and loaders, and its steps: train, evaluate (keeping
+    `best/`), checkpoint, and at the end save the final folder."""
+
+    def __init__(
+        self, config: TrainConfig, adapter, accelerator, model, processor, train_loader, eval_loader, num_labels
+    ):
+        self.config, self.adapter, self.accelerator = config, adapter, accelerator
+        self.processor, self.num_labels = processor, num_labels
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, betas=tuple(config.betas)
         )
+        prepared = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+        self.model, self.optimizer, self.train_loader, self.eval_loader = prepared
+        steps_per_epoch = math.ceil(len(self.train_loader) / config.gradient_accumulation_steps)
+        self.total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
+        factor = lr_lambda(self.total_steps, config.warmup_ratio, config.min_lr_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.last_dir = config.output_dir / "checkpoints" / "last"
+        self.tracking = config.report_to != "none"
+        self.metrics = None
+        self.state: dict = {}
 
-    tracking = config.report_to != "none"
-    if tracking:
-        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-        accelerator.init_trackers("lastvit", config={k: str(v) for k, v in fields.items() if k != "dataset"})
+    def run(self, sampler, train_data, settings: dict, resume: bool) -> dict:
+        config, accelerator = self.config, self.accelerator
+        state = {
+            "step": 0,
+            "epoch": 0,
+            "batch_in_epoch": 0,
+            "best_top1": None,
+            "best_step": None,
+            "skipped_images": 0,
+            "settings": settings,
+        }
+        steps = StepLoop(
+            accelerator,
+            self.last_dir,
+            state,
+            self.total_steps,
+            resume=resume,
+            save_every=config.save_every,
+            stop_after=config.stop_after,
+            progress=config.progress,
+        )
+        self.state = state = steps.state
+        if resume:
+            accelerator.print(
+                f"resuming from step {state['step']} (epoch {state['epoch']}, batch {state['batch_in_epoch']})"
+            )
+        if self.tracking:
+            fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            accelerator.init_trackers("lastvit", config={k: str(v) for k, v in fields.items() if k != "dataset"})
 
-    def save_model(folder: Path):
+        self.model.train()
+        stopped = steps.run(
+            self.train_loader,
+            self.train_step,
+            epoch_aware=(sampler, train_data),
+            after_step=self.after_step,
+            after_epoch=self.after_epoch,
+            postfix=lambda: {"lr": f"{self.scheduler.get_last_lr()[0]:.2e}"},
+        )
+        if stopped:
+            accelerator.print(f"stopped after {steps.steps_this_run} steps (--stop-after); continue with --resume")
+            accelerator.end_training()
+            return {"stopped_at_step": state["step"]}
+        return self.finish(steps)
+
+    def save_model(self, folder: Path):
         """Save the (unwrapped, gathered under FSDP) model and processor as a loadable folder."""
-        state_dict = accelerator.get_state_dict(model)
-        if accelerator.is_main_process:
-            accelerator.unwrap_model(model).save_pretrained(folder, state_dict=state_dict)
-            processor.save_pretrained(folder)
+        state_dict = self.accelerator.get_state_dict(self.model)
+        if self.accelerator.is_main_process:
+            self.accelerator.unwrap_model(self.model).save_pretrained(folder, state_dict=state_dict)
+            self.processor.save_pretrained(folder)
 
-    def run_eval():
-        metrics = evaluate(model, eval_loader, accelerator, num_labels)
+    def run_eval(self) -> dict:
+        """Evaluate, log, record the history and, on a new best top-1, write `best/`."""
+        accelerator, state = self.accelerator, self.state
+        metrics = evaluate(self.model, self.eval_loader, accelerator, self.num_labels)
         accelerator.print(f"step {state['step']}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        if tracking:
+        if self.tracking:
             accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state["step"])
         state["evaluated_step"] = state["step"]
         state.setdefault("history", []).append({"step": state["step"], **metrics})
         if state["best_top1"] is None or metrics["top1"] > state["best_top1"]:
             state.update(best_top1=metrics["top1"], best_step=state["step"])
             if accelerator.is_main_process:
-                best = {**metrics, "step": state["step"]}
-
-                def save_best(folder: Path):
-                    save_model(folder)
-                    write_card(
-                        folder, config.output_dir / "best", accelerator.unwrap_model(model), config, adapter, best
-                    )
-
-                write_folder(config.output_dir / "best", save_best)
+                self.save_best({**metrics, "step": state["step"]})
             else:
-                save_model(None)  # joins the collective state-dict gather
+                self.save_model(None)  # joins the collective state-dict gather
         return metrics
 
-    metrics = None
+    def save_best(self, best: dict) -> None:
+        config = self.config
 
-    def train_step(batch) -> float | None:
+        def write(folder: Path):
+            self.save_model(folder)
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            write_card(folder, config.output_dir / "best", unwrapped, config, self.adapter, best)
+
+        write_folder(config.output_dir / "best", write)
+
+    def train_step(self, batch) -> float | None:
+        accelerator, model, state = self.accelerator, self.model, self.state
         state["skipped_images"] += int(batch["num_skipped"])
         if "pixel_values" not in batch:
             return None
@@ -400,63 +446,53 @@ def _train(config: TrainConfig, adapter, output: loop.OutputFolder) -> dict:
             if not torch.isfinite(accelerator.gather(loss.detach())).all():
                 raise TrainingStopped(
                     f"the loss became {loss.item()} at step {state['step'] + 1} (epoch {state['epoch']}); stopped. "
-                    f"The last good checkpoint is in {last_dir} (step of the last save); lower --learning-rate, "
+                    f"The last good checkpoint is in {self.last_dir} (step of the last save); lower --learning-rate, "
                     "set --max-grad-norm, or check the data, then continue with --resume."
                 )
             accelerator.backward(loss)
-            if accelerator.sync_gradients and config.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
+            if accelerator.sync_gradients and self.config.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
         if not accelerator.sync_gradients:
             return None
-        scheduler.step()
+        self.scheduler.step()
         return loss.item()
 
-    def after_step(loss: float):
-        nonlocal metrics
-        if tracking:
-            accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]}, step=state["step"])
-        if config.eval_every and state["step"] % config.eval_every == 0:
-            metrics = run_eval()
+    def after_step(self, loss: float) -> None:
+        step = self.state["step"]
+        if self.tracking:
+            self.accelerator.log({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0]}, step=step)
+        if self.config.eval_every and step % self.config.eval_every == 0:
+            self.metrics = self.run_eval()
 
-    def after_epoch():
-        nonlocal metrics
-        if not config.eval_every:
-            metrics = run_eval()
+    def after_epoch(self) -> None:
+        if not self.config.eval_every:
+            self.metrics = self.run_eval()
 
-    model.train()
-    stopped = steps.run(
-        train_loader,
-        train_step,
-        epoch_aware=(sampler, train_data),
-        after_step=after_step,
-        after_epoch=after_epoch,
-        postfix=lambda: {"lr": f"{scheduler.get_last_lr()[0]:.2e}"},
-    )
-    if stopped:
-        accelerator.print(f"stopped after {steps.steps_this_run} steps (--stop-after); continue with --resume")
+    def finish(self, steps: StepLoop) -> dict:
+        """The last evaluation (unless the last step had one), the resume checkpoint, the final folder and,
+        with --push-to-hub, its upload; returns the results."""
+        config, accelerator, state = self.config, self.accelerator, self.state
+        metrics = self.metrics
+        if metrics is None or state.get("evaluated_step") != state["step"]:
+            metrics = self.run_eval()
+        results = {
+            **metrics,
+            "step": state["step"],
+            "best_top1": state["best_top1"],
+            "best_step": state["best_step"],
+            "skipped_images": state["skipped_images"],
+            "history": state.get("history", []),
+        }
+        steps.save()
+        save_final(self.model, self.save_model, config, accelerator, results, self.adapter)
+        if accelerator.is_main_process:
+            if state["skipped_images"]:
+                print(f"skipped {state['skipped_images']} unreadable images (--on-bad-image skip)")
+            if config.push_to_hub:
+                from lastvit.hub import publish
+
+                publish(config.output_dir, config.push_to_hub, for_flag="--push-to-hub")
         accelerator.end_training()
-        return {"stopped_at_step": state["step"]}
-
-    if metrics is None or state.get("evaluated_step") != state["step"]:
-        metrics = run_eval()
-    results = {
-        **metrics,
-        "step": state["step"],
-        "best_top1": state["best_top1"],
-        "best_step": state["best_step"],
-        "skipped_images": state["skipped_images"],
-        "history": state.get("history", []),
-    }
-    steps.save()
-    save_final(model, save_model, config, accelerator, results, adapter)
-    if accelerator.is_main_process:
-        if state["skipped_images"]:
-            print(f"skipped {state['skipped_images']} unreadable images (--on-bad-image skip)")
-        if config.push_to_hub:
-            from lastvit.hub import publish
-
-            publish(config.output_dir, config.push_to_hub, for_flag="--push-to-hub")
-    accelerator.end_training()
-    return results
+        return results
