@@ -94,178 +94,98 @@ FULL = {
 }  # fmt: skip
 
 
+SHAPE_LIST, INT_LIST, POSITIVE = _csv(str, list(SHAPES)), _csv(int), _positive_int
+# (flag, type, default, help) of the options but --quick, --device and --no-progress, in --help's order;
+# a None default comes from QUICK or FULL (the [default: ...] in its help is FULL's)
+OPTIONS = (
+    ("--shapes", SHAPE_LIST, None,
+     "comma-separated shapes: S/16, B/16, L/16 (224 px), tiny (32 px, for tests) [default: S/16,B/16]"),
+    ("--batch-sizes", INT_LIST, None, "inference (and peak-memory) batch sizes [default: 1,16]"),
+    ("--dtype", _csv(str, list(DTYPES)), None,
+     "inference dtypes: fp32, bf16 (bf16 only where the CPU has bf16 matmul) [default: fp32,bf16]"),
+    ("--repeats", POSITIVE, None, "timed rounds per inference group (and for torch.compile) [default: 5]"),
+    ("--heavy-repeats", POSITIVE, None,
+     ("timed rounds for inference groups above --heavy-gflop per forward; these skip the "
+      "warm-up round, as the same models already ran at a smaller batch [default: 3]")),
+    ("--heavy-gflop", float, 300.0,
+     "a group is heavy when one forward of the batch exceeds this many GFLOP (S/16 b16: ~150, B/16 b16: ~560)"),
+    ("--light-repeats", POSITIVE, None,
+     "timed rounds for inference groups below --light-gflop per forward [default: 21]"),
+    ("--light-gflop", float, 60.0,
+     "a group is light when one forward of the batch is below this many GFLOP (S/16 b1: ~9, B/16 b1: ~35)"),
+    ("--warmup", POSITIVE, 1, "untimed warm-up rounds before each group"),
+    ("--tolerance", float, 0.01,
+     ("timing noise allowed when judging the speed floors: the geometric mean of the "
+      "LastViT/peer ratios of a section must be at least 1 - tolerance (or 1 - the A/A "
+      "control's deviation, if larger)")),
+    ("--train-batch-sizes", INT_LIST, None, "batch sizes of the training step [default: 4]"),
+    ("--train-repeats", POSITIVE, None, "timed rounds per training group [default: 7]"),
+    ("--compile-shapes", SHAPE_LIST, None, "shapes for the torch.compile section [default: S/16]"),
+    ("--compile-batch-sizes", INT_LIST, None, "batch sizes for the torch.compile section [default: 1]"),
+    ("--sections", _csv(str, SECTIONS), None,
+     (f"what to run, of {', '.join(SECTIONS)} [default: --device cpu: all but gpu (--quick: all but "
+     "compile and gpu); --device cuda: gpu]. gpu with --device cpu runs the GPU section's logic on the "
+     "CPU (wall clock, no CUDA memory): a test, its numbers mean nothing")),
+    ("--memory-dtype", _csv(str, list(DTYPES)), ["fp32"], "dtypes of the peak-memory section"),
+    ("--memory-jobs", POSITIVE, 2, "peak-memory processes run at once (memory is not a timing, so they may overlap)"),
+    ("--threads", POSITIVE, 1,
+     ("torch.set_num_threads for every process; 1 keeps a shared machine's numbers stable "
+      "(oversubscribed OpenMP threads stall), use the core count on an idle machine")),
+    ("--sgemm-size", POSITIVE, None, "side of the fp32 torch.mm that gives the machine's matmul rate [default: 2048]"),
+)  # fmt: skip
+GPU_OPTIONS = (
+    ("--gpu-shapes", SHAPE_LIST, None, "[default: B/16,L/16]"),
+    ("--gpu-batch-sizes", INT_LIST, None, "inference batches [default: 1,64,256]"),
+    ("--gpu-dtype", _csv(str, list(GPU_DTYPES)), None, "weights and inputs, inference and training [default: bf16,fp16]"),
+    ("--attn", _csv(str), None,
+     ("attention implementations of the inference groups (the training step uses the first); "
+      "contenders that cannot run one are listed as skipped [default: sdpa, plus "
+      "flash_attention_2 where flash-attn is installed]")),
+    ("--gpu-train-batch-sizes", INT_LIST, None,
+     "training-step batches; a group that runs out of memory is reported as such [default: 64,256]"),
+    ("--gpu-repeats", POSITIVE, None, "timed rounds per group [default: 10]"),
+    ("--gpu-latency-repeats", POSITIVE, None,
+     "timed rounds of the batch-1 groups, whose calls are short and noisy [default: 50]"),
+    ("--gpu-train-repeats", POSITIVE, None, "timed rounds per training group [default: 10]"),
+    ("--gpu-warmup", POSITIVE, None, "untimed rounds before each group (kernel selection, allocator) [default: 3]"),
+    ("--gemm-size", POSITIVE, None,
+     "side of the square matmul whose rate, in each dtype, is the card's limit [default: 8192]"),
+)  # fmt: skip
+
+
+OUTPUT_OPTIONS = (
+    ("--variants", None, None,
+     ("Python file defining CONTENDERS (a list of benchmarks.contenders.Contender) to time as well, "
+      "e.g. prototypes of model changes")),
+    ("--out", None, None,
+     ("where to write the Markdown report [default: benchmarks/RESULTS.md; --device cuda: "
+      "benchmarks/RESULTS_GPU.md]")),
+    ("--json", None, None, "also write the raw timings here"),
+)  # fmt: skip
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
-    add(
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run in seconds: the tiny shape, batches 1,2, 2 rounds, every section but compile; "
         "explicit flags still override",
     )
-    add(
+    parser.add_argument(
         "--device",
         choices=["cpu", "cuda"],
         default="cpu",
         help="cpu: the CPU sections; cuda: the GPU section (CUDA events, CUDA peak memory)",
     )
-    add(
-        "--shapes",
-        type=_csv(str, list(SHAPES)),
-        default=None,
-        help="comma-separated shapes: S/16, B/16, L/16 (224 px), tiny (32 px, for tests) [default: S/16,B/16]",
-    )
-    add("--batch-sizes", type=_csv(int), default=None, help="inference (and peak-memory) batch sizes [default: 1,16]")
-    add(
-        "--dtype",
-        type=_csv(str, list(DTYPES)),
-        default=None,
-        help="inference dtypes: fp32, bf16 (bf16 only where the CPU has bf16 matmul) [default: fp32,bf16]",
-    )
-    add(
-        "--repeats",
-        type=_positive_int,
-        default=None,
-        help="timed rounds per inference group (and for torch.compile) [default: 5]",
-    )
-    add(
-        "--heavy-repeats",
-        type=_positive_int,
-        default=None,
-        help="timed rounds for inference groups above --heavy-gflop per forward; these skip the "
-        "warm-up round, as the same models already ran at a smaller batch [default: 3]",
-    )
-    add(
-        "--heavy-gflop",
-        type=float,
-        default=300.0,
-        help="a group is heavy when one forward of the batch exceeds this many GFLOP (S/16 b16: ~150, B/16 b16: ~560)",
-    )
-    add(
-        "--light-repeats",
-        type=_positive_int,
-        default=None,
-        help="timed rounds for inference groups below --light-gflop per forward [default: 21]",
-    )
-    add(
-        "--light-gflop",
-        type=float,
-        default=60.0,
-        help="a group is light when one forward of the batch is below this many GFLOP (S/16 b1: ~9, B/16 b1: ~35)",
-    )
-    add("--warmup", type=_positive_int, default=1, help="untimed warm-up rounds before each group")
-    add(
-        "--tolerance",
-        type=float,
-        default=0.01,
-        help="timing noise allowed when judging the speed floors: the geometric mean of the "
-        "LastViT/peer ratios of a section must be at least 1 - tolerance (or 1 - the A/A "
-        "control's deviation, if larger)",
-    )
-    add("--train-batch-sizes", type=_csv(int), default=None, help="batch sizes of the training step [default: 4]")
-    add("--train-repeats", type=_positive_int, default=None, help="timed rounds per training group [default: 7]")
-    add(
-        "--compile-shapes",
-        type=_csv(str, list(SHAPES)),
-        default=None,
-        help="shapes for the torch.compile section [default: S/16]",
-    )
-    add(
-        "--compile-batch-sizes",
-        type=_csv(int),
-        default=None,
-        help="batch sizes for the torch.compile section [default: 1]",
-    )
-    add(
-        "--sections",
-        type=_csv(str, SECTIONS),
-        default=None,
-        help=f"what to run, of {', '.join(SECTIONS)} [default: --device cpu: all but gpu (--quick: all but "
-        "compile and gpu); --device cuda: gpu]. gpu with --device cpu runs the GPU section's logic on the "
-        "CPU (wall clock, no CUDA memory): a test, its numbers mean nothing",
-    )
-    add("--memory-dtype", type=_csv(str, list(DTYPES)), default=["fp32"], help="dtypes of the peak-memory section")
-    add(
-        "--memory-jobs",
-        type=_positive_int,
-        default=2,
-        help="peak-memory processes run at once (memory is not a timing, so they may overlap)",
-    )
-    add(
-        "--threads",
-        type=_positive_int,
-        default=1,
-        help="torch.set_num_threads for every process; 1 keeps a shared machine's numbers stable "
-        "(oversubscribed OpenMP threads stall), use the core count on an idle machine",
-    )
-    add(
-        "--sgemm-size",
-        type=_positive_int,
-        default=None,
-        help="side of the fp32 torch.mm that gives the machine's matmul rate [default: 2048]",
-    )
     gpu = parser.add_argument_group("GPU section (--device cuda)")
-    gpu.add_argument("--gpu-shapes", type=_csv(str, list(SHAPES)), default=None, help="[default: B/16,L/16]")
-    gpu.add_argument("--gpu-batch-sizes", type=_csv(int), default=None, help="inference batches [default: 1,64,256]")
-    gpu.add_argument(
-        "--gpu-dtype",
-        type=_csv(str, list(GPU_DTYPES)),
-        default=None,
-        help="weights and inputs, inference and training [default: bf16,fp16]",
-    )
-    gpu.add_argument(
-        "--attn",
-        type=_csv(str),
-        default=None,
-        help="attention implementations of the inference groups (the training step uses the first); "
-        "contenders that cannot run one are listed as skipped [default: sdpa, plus "
-        "flash_attention_2 where flash-attn is installed]",
-    )
-    gpu.add_argument(
-        "--gpu-train-batch-sizes",
-        type=_csv(int),
-        default=None,
-        help="training-step batches; a group that runs out of memory is reported as such [default: 64,256]",
-    )
-    gpu.add_argument("--gpu-repeats", type=_positive_int, default=None, help="timed rounds per group [default: 10]")
-    gpu.add_argument(
-        "--gpu-latency-repeats",
-        type=_positive_int,
-        default=None,
-        help="timed rounds of the batch-1 groups, whose calls are short and noisy [default: 50]",
-    )
-    gpu.add_argument(
-        "--gpu-train-repeats", type=_positive_int, default=None, help="timed rounds per training group [default: 10]"
-    )
-    gpu.add_argument(
-        "--gpu-warmup",
-        type=_positive_int,
-        default=None,
-        help="untimed rounds before each group (kernel selection, allocator) [default: 3]",
-    )
-    gpu.add_argument(
-        "--gemm-size",
-        type=_positive_int,
-        default=None,
-        help="side of the square matmul whose rate, in each dtype, is the card's limit [default: 8192]",
-    )
-    add(
-        "--variants",
-        default=None,
-        help="Python file defining CONTENDERS (a list of benchmarks.contenders.Contender) to time as well, "
-        "e.g. prototypes of model changes",
-    )
-    add(
-        "--out",
-        default=None,
-        help="where to write the Markdown report [default: benchmarks/RESULTS.md; --device cuda: "
-        "benchmarks/RESULTS_GPU.md]",
-    )
-    add("--json", default=None, help="also write the raw timings here")
-    add("--no-progress", action="store_true", help="do not print progress lines to stderr")
+    for group, options in ((parser, OPTIONS), (gpu, GPU_OPTIONS), (parser, OUTPUT_OPTIONS)):
+        for flag, kind, default, text in options:
+            group.add_argument(flag, type=kind, default=default, help=text)
+    parser.add_argument("--no-progress", action="store_true", help="do not print progress lines to stderr")
     args = parser.parse_args(argv)
     return _complete(parser, args)
 
