@@ -71,49 +71,11 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor], options: Conver
     grid, no_embed_class = _grid_and_layout(pos.shape[1], prefix)
 
     plan = KeyPlan(source, sd)
-    plan.copy("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight")
-    if "patch_embed.proj.bias" in sd:
-        plan.copy("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias")
-    else:  # pre_norm (CLIP-style) ViTs have a bias-free patch projection: a zero bias adds nothing
-        plan.map("embeddings.patch_embeddings.projection.bias", ["patch_embed.proj.weight"], zeros_like_bias)
-    if has_cls:
-        plan.copy("embeddings.cls_token", "cls_token")
-    if no_embed_class:  # no prefix positions: LastViT's CLS slot is zero
-        plan.map("embeddings.position_embeddings", ["pos_embed"], lambda t: _with_zero_slots(t, int(has_cls)))
-        if registers:
-            plan.copy("embeddings.register_tokens", "reg_token")
-    else:  # [CLS, registers, patches] slots: CLS and patch slots stay, each register absorbs its own slot
-        c = int(has_cls)
-        plan.map("embeddings.position_embeddings", ["pos_embed"], lambda t: torch.cat((t[:, :c], t[:, prefix:]), 1))
-        if registers:
-            plan.map("embeddings.register_tokens", ["reg_token", "pos_embed"], lambda r, t: r + t[:, c:prefix])
+    _plan_embeddings(plan, sd, has_cls, registers, no_embed_class)
     if "norm_pre.weight" in sd:
         plan.copy_linear("pre_layernorm", "norm_pre")
-    block = FusedQKVBlock("norm1", "attn.qkv.weight", "attn.qkv.bias", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
-    qkv_bias = "blocks.0.attn.qkv.bias" in sd
-    layerscale = "blocks.0.ls1.gamma" in sd
-    for i in range(layers):
-        plan.copy_fused_qkv_block(i, f"blocks.{i}.", block, qkv_bias)
-        if layerscale:
-            plan.copy(f"encoder.layer.{i}.layer_scale1.lambda1", f"blocks.{i}.ls1.gamma")
-            plan.copy(f"encoder.layer.{i}.layer_scale2.lambda1", f"blocks.{i}.ls2.gamma")
-
-    global_pool = options.global_pool or _default_global_pool(sd, has_cls)
-    use_fc_norm = "fc_norm.weight" in sd
-    final_norm = "fc_norm" if use_fc_norm else "norm"
-    if f"{final_norm}.weight" not in sd:
-        raise ConversionError(
-            f"this timm ViT has neither `norm` nor `fc_norm` weights (final_norm=False); its keys: {preview_keys(sd)}."
-        )
-    plan.copy_linear("layernorm", final_norm)
-    if global_pool == "map":
-        _plan_attention_pool(plan, sd, hidden)
-    elif "attn_pool.latent" in sd:
-        raise ConversionError(
-            f"--global-pool {global_pool}: this timm ViT has an attention-pool head (global_pool='map')."
-        )
-    if global_pool == "token" and not has_cls:
-        raise ConversionError("--global-pool token needs a CLS token; this timm ViT has none (class_token=False).")
+    qkv_bias, layerscale = _plan_blocks(plan, sd, layers)
+    global_pool, use_fc_norm = _plan_readout(plan, sd, options, has_cls, hidden)
 
     base = encoder_config(
         image_size=[grid[0] * patch[0], grid[1] * patch[1]],
@@ -139,16 +101,7 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor], options: Conver
             "crop 0.875); check it against the model's timm pretrained_cfg (mean/std, crop_pct, interpolation)."
         )
     ]
-    source_head = None
-    if "head.weight" in sd:
-        source_head = SourceHead(sd["head.weight"], sd["head.bias"], sd["head.weight"].shape[0])
-    head = resolve_head(source_head, options, notes)
-    reason = (
-        "classification head (converted separately)"
-        if head is source_head
-        else "classification head (dropped or replaced)"
-    )
-    plan.drop(reason, lambda k: k.startswith("head."))
+    head = _plan_head(plan, sd, options, notes)
     source_pooling = base["pooling"]
     if source_pooling == "map" and options.pooling not in ("source", "map"):
         plan.drop_targets("pooler.map_head.", f"attention-pooling head (the readout is now {options.pooling})")
@@ -167,6 +120,79 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor], options: Conver
     result.source_pooling = source_pooling
     result.source_readout = f"timm's global_pool={global_pool!r}" + (" followed by fc_norm" if use_fc_norm else "")
     return result
+
+
+def _plan_embeddings(plan: KeyPlan, sd: dict[str, torch.Tensor], has_cls: bool, registers: int, no_embed_class: bool):
+    """Patch projection, CLS token, positions and register tokens (each register absorbs its position slot)."""
+    prefix = int(has_cls) + registers
+    plan.copy("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight")
+    if "patch_embed.proj.bias" in sd:
+        plan.copy("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias")
+    else:  # pre_norm (CLIP-style) ViTs have a bias-free patch projection: a zero bias adds nothing
+        plan.map("embeddings.patch_embeddings.projection.bias", ["patch_embed.proj.weight"], zeros_like_bias)
+    if has_cls:
+        plan.copy("embeddings.cls_token", "cls_token")
+    if no_embed_class:  # no prefix positions: LastViT's CLS slot is zero
+        plan.map("embeddings.position_embeddings", ["pos_embed"], lambda t: _with_zero_slots(t, int(has_cls)))
+        if registers:
+            plan.copy("embeddings.register_tokens", "reg_token")
+    else:  # [CLS, registers, patches] slots: CLS and patch slots stay, each register absorbs its own slot
+        c = int(has_cls)
+        plan.map("embeddings.position_embeddings", ["pos_embed"], lambda t: torch.cat((t[:, :c], t[:, prefix:]), 1))
+        if registers:
+            plan.map("embeddings.register_tokens", ["reg_token", "pos_embed"], lambda r, t: r + t[:, c:prefix])
+
+
+def _plan_blocks(plan: KeyPlan, sd: dict[str, torch.Tensor], layers: int) -> tuple[bool, bool]:
+    """The transformer blocks (fused qkv, LayerScale where present); returns ``(qkv_bias, layerscale)``."""
+    block = FusedQKVBlock("norm1", "attn.qkv.weight", "attn.qkv.bias", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+    qkv_bias = "blocks.0.attn.qkv.bias" in sd
+    layerscale = "blocks.0.ls1.gamma" in sd
+    for i in range(layers):
+        plan.copy_fused_qkv_block(i, f"blocks.{i}.", block, qkv_bias)
+        if layerscale:
+            plan.copy(f"encoder.layer.{i}.layer_scale1.lambda1", f"blocks.{i}.ls1.gamma")
+            plan.copy(f"encoder.layer.{i}.layer_scale2.lambda1", f"blocks.{i}.ls2.gamma")
+    return qkv_bias, layerscale
+
+
+def _plan_readout(
+    plan: KeyPlan, sd: dict[str, torch.Tensor], options: ConversionOptions, has_cls: bool, hidden: int
+) -> tuple[str, bool]:
+    """The final norm (`norm`, or `fc_norm` after pooling) and the attention pool of `global_pool`;
+    returns ``(global_pool, use_fc_norm)``."""
+    global_pool = options.global_pool or _default_global_pool(sd, has_cls)
+    use_fc_norm = "fc_norm.weight" in sd
+    final_norm = "fc_norm" if use_fc_norm else "norm"
+    if f"{final_norm}.weight" not in sd:
+        raise ConversionError(
+            f"this timm ViT has neither `norm` nor `fc_norm` weights (final_norm=False); its keys: {preview_keys(sd)}."
+        )
+    plan.copy_linear("layernorm", final_norm)
+    if global_pool == "map":
+        _plan_attention_pool(plan, sd, hidden)
+    elif "attn_pool.latent" in sd:
+        raise ConversionError(
+            f"--global-pool {global_pool}: this timm ViT has an attention-pool head (global_pool='map')."
+        )
+    if global_pool == "token" and not has_cls:
+        raise ConversionError("--global-pool token needs a CLS token; this timm ViT has none (class_token=False).")
+    return global_pool, use_fc_norm
+
+
+def _plan_head(plan: KeyPlan, sd: dict[str, torch.Tensor], options: ConversionOptions, notes: list[str]):
+    """The classifier `head`: kept, dropped or replaced as `options` say (`resolve_head`)."""
+    source_head = None
+    if "head.weight" in sd:
+        source_head = SourceHead(sd["head.weight"], sd["head.bias"], sd["head.weight"].shape[0])
+    head = resolve_head(source_head, options, notes)
+    reason = (
+        "classification head (converted separately)"
+        if head is source_head
+        else "classification head (dropped or replaced)"
+    )
+    plan.drop(reason, lambda k: k.startswith("head."))
+    return head
 
 
 def _grid_and_layout(num_positions: int, prefix: int) -> tuple[tuple[int, int], bool]:
