@@ -35,7 +35,17 @@ from modeling_lastvit.image_processing_lastvit import LastViTImageProcessor
 from modeling_lastvit.modeling_lastvit import LastViTForImageClassification
 
 from .checkpoint_loading import CheckpointLoadError, check_safetensors_file, first_line
-from .hf_recent import RECENT_ARCHITECTURES, RECENT_PLANS, SOURCE_READOUTS, recent_source_outputs, vision_config_of
+from .hf_recent import (
+    RECENT_ARCHITECTURES,
+    RECENT_PLANS,
+    SOURCE_READOUTS,
+    classifier_head,
+    drop_mask_token,
+    id2label_of,
+    plan_vit_layers,
+    recent_source_outputs,
+    vision_config_of,
+)
 from .key_plan import (
     PIL_BICUBIC,
     ConversionResult,
@@ -162,10 +172,6 @@ def _hf_config(config, **overrides) -> dict[str, Any]:
     )
 
 
-def _hf_id2label(config) -> dict[int, str] | None:
-    return dict(config.id2label) if getattr(config, "id2label", None) else None
-
-
 def convert_hf_model(model, options: ConversionOptions, image_processor=None) -> ConversionResult:
     """A transformers ViT / DeiT / DINOv2 (+ registers) / CLIP vision model (with its head) to LastViT.
 
@@ -221,14 +227,7 @@ def _plan_hf_vit(model, sd):
     plan.copy("embeddings.cls_token", f"{e}cls_token")
     plan.copy_linear("embeddings.patch_embeddings.projection", f"{e}patch_embeddings.projection")
     plan.copy_linear("layernorm", f"{prefix}layernorm")
-    for i in range(config.num_hidden_layers):
-        src, dst = f"{prefix}layers.{i}.", f"encoder.layer.{i}."
-        plan.copy_linear(f"{dst}norm1", f"{src}layernorm_before")
-        plan.copy_attention(f"{dst}attention", f"{src}attention", qkv_bias=config.qkv_bias)
-        plan.copy_linear(f"{dst}norm2", f"{src}layernorm_after")
-        plan.copy_linear(f"{dst}mlp.fc1", f"{src}mlp.fc1")
-        plan.copy_linear(f"{dst}mlp.fc2", f"{src}mlp.fc2")
-    plan.drop("mask token (masked image modeling only)", lambda k: k == f"{e}mask_token")
+    plan_vit_layers(plan, prefix, config.num_hidden_layers, config.qkv_bias)
     base = _hf_config(
         config,
         intermediate_size=config.intermediate_size,
@@ -256,16 +255,10 @@ def _plan_hf_vit(model, sd):
             bias=0.5 * (cls_b + dist_b),
             num_labels=cls_w.shape[0],
             classifier_input="pooled_and_first_register",
-            id2label=_hf_id2label(config),
+            id2label=id2label_of(config),
         )
     elif architecture.endswith("ForImageClassification"):
-        plan.drop("classification head", lambda k: k.startswith("classifier."))
-        head = SourceHead(
-            sd["classifier.weight"],
-            sd["classifier.bias"],
-            sd["classifier.weight"].shape[0],
-            id2label=_hf_id2label(config),
-        )
+        head = classifier_head(plan, sd, config)
     return plan, base, head
 
 
@@ -300,7 +293,7 @@ def _plan_hf_dinov2(model, sd):
         for name in mlp:
             plan.copy_linear(f"{dst}mlp.{name}", f"{src}mlp.{name}")
         plan.copy(f"{dst}layer_scale2.lambda1", f"{src}layer_scale2.lambda1")
-    plan.drop("mask token (masked image modeling only)", lambda k: k == f"{e}mask_token")
+    drop_mask_token(plan, e)
     base = _hf_config(
         config,
         intermediate_size=int(config.hidden_size * config.mlp_ratio),
@@ -315,14 +308,7 @@ def _plan_hf_dinov2(model, sd):
     )
     head = None
     if architecture.endswith("ForImageClassification"):
-        plan.drop("classification head", lambda k: k.startswith("classifier."))
-        head = SourceHead(
-            sd["classifier.weight"],
-            sd["classifier.bias"],
-            sd["classifier.weight"].shape[0],
-            classifier_input="pooled_and_patch_mean",
-            id2label=_hf_id2label(config),
-        )
+        head = classifier_head(plan, sd, config, classifier_input="pooled_and_patch_mean")
     return plan, base, head
 
 

@@ -78,6 +78,36 @@ def _attention(plan: KeyPlan, dst: str, src: str, sd: dict, out_proj: str, qkv_b
     _copy_linear_or_zero_bias(plan, f"{dst}.o_proj", f"{src}.{out_proj}", sd)
 
 
+def id2label_of(config) -> dict[int, str] | None:
+    """The source config's class names, if it has any."""
+    return dict(config.id2label) if getattr(config, "id2label", None) else None
+
+
+def plan_vit_layers(plan: KeyPlan, prefix: str, num_layers: int, qkv_bias: bool) -> None:
+    """Blocks under transformers' ViT names (`{prefix}layers.{i}.layernorm_before / attention /
+    layernorm_after / mlp.fc1 / mlp.fc2`: ViT, DeiT, I-JEPA), and the masked-image-modeling token dropped."""
+    for i in range(num_layers):
+        src, dst = f"{prefix}layers.{i}.", f"encoder.layer.{i}."
+        plan.copy_linear(f"{dst}norm1", f"{src}layernorm_before")
+        plan.copy_attention(f"{dst}attention", f"{src}attention", qkv_bias=qkv_bias)
+        plan.copy_linear(f"{dst}norm2", f"{src}layernorm_after")
+        plan.copy_linear(f"{dst}mlp.fc1", f"{src}mlp.fc1")
+        plan.copy_linear(f"{dst}mlp.fc2", f"{src}mlp.fc2")
+    drop_mask_token(plan, f"{prefix}embeddings.")
+
+
+def drop_mask_token(plan: KeyPlan, embeddings: str) -> None:
+    """Drop the `{embeddings}mask_token` a masked-image-modeling source carries (no inference use)."""
+    plan.drop("mask token (masked image modeling only)", lambda k: k == f"{embeddings}mask_token")
+
+
+def classifier_head(plan: KeyPlan, sd: dict, config, **kwargs) -> SourceHead:
+    """A `...ForImageClassification`'s `classifier` (dropped from the plan, converted as the head)."""
+    plan.drop("classification head", lambda k: k.startswith("classifier."))
+    weight = sd["classifier.weight"]
+    return SourceHead(weight, sd["classifier.bias"], weight.shape[0], id2label=id2label_of(config), **kwargs)
+
+
 def _base(config, **overrides) -> dict[str, Any]:
     image_size, patch_size = config.image_size, config.patch_size
     return encoder_config(
@@ -115,7 +145,7 @@ def plan_dinov3(model, sd):
         for ours, theirs in mlp.items():
             _copy_linear_or_zero_bias(plan, f"{dst}mlp.{ours}", f"{src}mlp.{theirs}", sd)
         plan.copy(f"{dst}layer_scale2.lambda1", f"{src}layer_scale2.lambda1")
-    plan.drop("mask token (masked image modeling only)", lambda k: k == "embeddings.mask_token")
+    drop_mask_token(plan, "embeddings.")
     base = _base(
         config,
         layer_norm_eps=config.layer_norm_eps,
@@ -268,14 +298,7 @@ def plan_ijepa(model, sd):
     plan.copy("embeddings.position_embeddings", f"{e}position_embeddings")
     plan.copy_linear("embeddings.patch_embeddings.projection", f"{e}patch_embeddings.projection")
     plan.copy_linear("layernorm", f"{prefix}layernorm")
-    for i in range(config.num_hidden_layers):
-        src, dst = f"{prefix}layers.{i}.", f"encoder.layer.{i}."
-        plan.copy_linear(f"{dst}norm1", f"{src}layernorm_before")
-        plan.copy_attention(f"{dst}attention", f"{src}attention", qkv_bias=config.qkv_bias)
-        plan.copy_linear(f"{dst}norm2", f"{src}layernorm_after")
-        plan.copy_linear(f"{dst}mlp.fc1", f"{src}mlp.fc1")
-        plan.copy_linear(f"{dst}mlp.fc2", f"{src}mlp.fc2")
-    plan.drop("mask token (masked image modeling only)", lambda k: k == f"{e}mask_token")
+    plan_vit_layers(plan, prefix, config.num_hidden_layers, config.qkv_bias)
     if f"{prefix}pooler.dense.weight" in sd:
         raise ConversionError(
             "this IJepaModel was built with add_pooling_layer=True (a dense layer on the first patch token), which "
@@ -292,11 +315,7 @@ def plan_ijepa(model, sd):
     )
     head = None
     if architecture.endswith("ForImageClassification"):
-        plan.drop("classification head", lambda k: k.startswith("classifier."))
-        id2label = dict(config.id2label) if getattr(config, "id2label", None) else None
-        head = SourceHead(
-            sd["classifier.weight"], sd["classifier.bias"], sd["classifier.weight"].shape[0], id2label=id2label
-        )
+        head = classifier_head(plan, sd, config)
     return plan, base, head
 
 

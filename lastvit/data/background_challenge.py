@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .scene_sources import SceneSources, _held_out
-from .scenes import DEFAULT_SCALE_RANGE, SceneGenerator, _png, _progress, mask_to_box, scene_features
+from .scenes import DEFAULT_SCALE_RANGE, Scene, SceneGenerator, _png, _progress, append_scene, scene_features
 
 COUNTERFACTUAL_SETS = ("only_fg", "only_bg", "mixed_same", "mixed_rand")
 """The renderings besides ``original``; each is stored in the column ``image_<name>``."""
@@ -195,26 +195,14 @@ def render_split(
     columns = {name: [] for name in features}
     for _ in _progress(range(num), num, f"{split} scenes", progress):
         if counterfactual:
-            scene = generator.counterfactual_scene(rng, swap_rng)
-            image, mask = scene["original"], scene["mask"]
+            rendered = generator.counterfactual_scene(rng, swap_rng)
             for name in COUNTERFACTUAL_SETS:
-                columns[f"image_{name}"].append(_png(scene[name]))
-            label, object_id, background_id = scene["label"], scene["object_id"], scene["background_id"]
+                columns[f"image_{name}"].append(_png(rendered[name]))
+            fields = ("mask", "bbox", "label", "object_id", "background_id")
+            scene = Scene(rendered["original"], *(rendered[name] for name in fields))
         else:
-            one = generator.scene(rng)
-            image, mask, label, object_id, background_id = (
-                one.image,
-                one.mask,
-                one.label,
-                one.object_id,
-                one.background_id,
-            )
-        columns["image"].append(_png(image))
-        columns["label"].append(label)
-        columns["bbox"].append(mask_to_box(mask).tolist())
-        columns["mask"].append(_png(mask.astype(np.uint8) * 255))
-        columns["object_id"].append(object_id)
-        columns["background_id"].append(background_id)
+            scene = generator.scene(rng)
+        append_scene(columns, scene)
     description = (
         f"LaSt-ViT background challenge, {split} split ({sources.description}): {len(sources.objects)} object "
         f"instances and {len(sources.backgrounds)} backgrounds in {num_groups} luminance groups; background "
