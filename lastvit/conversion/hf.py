@@ -41,6 +41,7 @@ from .hf_recent import (
     SOURCE_READOUTS,
     classifier_head,
     drop_mask_token,
+    hf_encoder_config,
     id2label_of,
     plan_vit_layers,
     recent_source_outputs,
@@ -54,7 +55,6 @@ from .key_plan import (
     build_model,
     clip_eval_processor,
     dropped_counts,
-    encoder_config,
     imagenet_eval_processor,
     resolve_head,
     zeros_like_bias,
@@ -159,17 +159,7 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def _hf_config(config, **overrides) -> dict[str, Any]:
-    image_size, patch_size = config.image_size, config.patch_size
-    return encoder_config(
-        image_size=list(image_size) if isinstance(image_size, (list, tuple)) else image_size,
-        patch_size=list(patch_size) if isinstance(patch_size, (list, tuple)) else patch_size,
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        hidden_act=config.hidden_act,
-        layer_norm_eps=config.layer_norm_eps,
-        **overrides,
-    )
+    return hf_encoder_config(config, layer_norm_eps=config.layer_norm_eps, **overrides)
 
 
 def convert_hf_model(model, options: ConversionOptions, image_processor=None) -> ConversionResult:

@@ -108,7 +108,9 @@ def classifier_head(plan: KeyPlan, sd: dict, config, **kwargs) -> SourceHead:
     return SourceHead(weight, sd["classifier.bias"], weight.shape[0], id2label=id2label_of(config), **kwargs)
 
 
-def _base(config, **overrides) -> dict[str, Any]:
+def hf_encoder_config(config, **overrides) -> dict[str, Any]:
+    """The LastViT encoder fields every transformers ViT-family config names alike (image and patch size, width,
+    depth, heads, activation), with `overrides`."""
     image_size, patch_size = config.image_size, config.patch_size
     return encoder_config(
         image_size=list(image_size) if isinstance(image_size, (list, tuple)) else image_size,
@@ -116,10 +118,13 @@ def _base(config, **overrides) -> dict[str, Any]:
         hidden_size=config.hidden_size,
         num_hidden_layers=config.num_hidden_layers,
         num_attention_heads=config.num_attention_heads,
-        intermediate_size=config.intermediate_size,
         hidden_act=config.hidden_act,
         **overrides,
     )
+
+
+def _base(config, **overrides) -> dict[str, Any]:
+    return hf_encoder_config(config, intermediate_size=config.intermediate_size, **overrides)
 
 
 def plan_dinov3(model, sd):
