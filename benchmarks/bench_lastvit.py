@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     from .contenders import SHAPES as shapes_by_name
     from .cpu import bench_compile, bench_inference, bench_training, parity_checks, training_op_check
     from .memory import bench_memory
-    from .report import build_report, machine_info, write_text
+    from .report import build_report, machine_info, report_json, write_text
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -262,11 +262,12 @@ def main(argv=None) -> int:
         sections = [cpu[key] for key in ("parity", "training_ops", "inference", "training", "compile", "memory")]
         reports.append(build_report(args, info, *sections, contenders, elapsed))
         raw.update({key: cpu[key] for key in ("parity", "training_ops", "inference", "training", "compile", "memory")})
+        raw.update(report_json(args, cpu["inference"], cpu["training"], cpu["compile"], cpu["memory"]))
     if gpu is not None:
-        from .report_gpu import build_gpu_report
+        from .report_gpu import build_gpu_report, gpu_report_json
 
         reports.append(build_gpu_report(args, gpu, elapsed, standalone=not reports))
-        raw["gpu"] = gpu
+        raw["gpu"] = {**gpu, **gpu_report_json(args, gpu)}
     report = "\n".join(reports)
     write_text(args.out, report)
     if args.json:

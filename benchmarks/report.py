@@ -353,6 +353,17 @@ def _summary_rows(args, inference, training, compiled, memory) -> list[tuple[str
     return rows
 
 
+def report_json(args, inference, training, compiled, memory) -> dict:
+    """What the report's summary and floors say, as data: ``{"summary": [{"row", "cells"}], "floors": [{"floor",
+    "holds"}]}`` (the raw JSON carries it beside the timings)."""
+    summary = _summary_rows(args, inference, training, compiled, memory)
+    floors = floor_verdicts(args, inference, training, memory, compiled)
+    return {
+        "summary": [{"row": name, "cells": values} for name, values in summary],
+        "floors": [{"floor": v["floor"], "holds": v["holds"]} for v in floors],
+    }
+
+
 def _floors(args, inference, training, memory, compiled) -> str:
     """The issue's floors, judged from this run's numbers."""
     out = [
@@ -366,23 +377,59 @@ def _floors(args, inference, training, memory, compiled) -> str:
             "per-round ratio lying wholly below 1).\n"
         )
     ]
+    out += [v["text"] for v in floor_verdicts(args, inference, training, memory, compiled)]
+    return "\n".join(out) + "\n"
 
-    def speed_floor(groups, what):
-        v = speed_verdict(groups, args.tolerance)
-        if v is None:
-            return
-        worst = v["worst"]
-        slower = "; ".join(f"{c['tag']} {c['median']:.3f}× ({c['low']:.2f}–{c['high']:.2f})" for c in v["slower"])
-        out.append(
-            f"- LastViT (CLS pooling) at least as fast as the peers, {what}: **{'holds' if v['holds'] else 'FAILS'}** "
-            f"(geometric mean over {v['cells']} cells {v['pooled']:.3f}×, A/A control {v['control']:.3f}×, "
-            f"allowed ≥ {1 - v['allowed']:.3f}×; lowest cell {worst['median']:.3f}×, {worst['tag']}, 90% interval "
-            f"{worst['low']:.2f}–{worst['high']:.2f}; "
-            + (f"slower beyond their interval: {slower})." if slower else "no cell slower beyond its interval).")
-        )
 
-    speed_floor(inference, "inference")
-    speed_floor(training, "training")
+def holds_word(holds: bool) -> str:
+    """A floor's verdict as the reports write it."""
+    return f"**{'holds' if holds else 'FAILS'}**"
+
+
+def _speed_floor(groups, what: str, tolerance: float) -> dict | None:
+    """LastViT (CLS pooling) at least as fast as the peers over `groups` (`stats.speed_verdict`)."""
+    v = speed_verdict(groups, tolerance)
+    if v is None:
+        return None
+    worst = v["worst"]
+    slower = "; ".join(f"{c['tag']} {c['median']:.3f}× ({c['low']:.2f}–{c['high']:.2f})" for c in v["slower"])
+    text = (
+        f"- LastViT (CLS pooling) at least as fast as the peers, {what}: {holds_word(v['holds'])} "
+        f"(geometric mean over {v['cells']} cells {v['pooled']:.3f}×, A/A control {v['control']:.3f}×, "
+        f"allowed ≥ {1 - v['allowed']:.3f}×; lowest cell {worst['median']:.3f}×, {worst['tag']}, 90% interval "
+        f"{worst['low']:.2f}–{worst['high']:.2f}; "
+        + (f"slower beyond their interval: {slower})." if slower else "no cell slower beyond its interval).")
+    )
+    return {"floor": f"{what} speed", "holds": v["holds"], "text": text}
+
+
+def _memory_floor(args, memory) -> dict | None:
+    """Peak inference memory no higher than the peers' (within RSS's 1 MiB resolution)."""
+    mem = {(m["dtype"], m["shape"], m["contender"]): m for m in memory}
+    worst = None
+    for (dtype, shape, key), m in mem.items():
+        for ours, peer in PEER_PAIRS:
+            if key == ours and (dtype, shape, peer) in mem:
+                for b in args.batch_sizes:
+                    excess = m["peak_mib"][str(b)] - mem[(dtype, shape, peer)]["peak_mib"][str(b)]
+                    if worst is None or excess > worst[0]:
+                        worst = (excess, f"{dtype} {shape} b{b} vs {CONTENDERS[peer].label}")
+    if worst is None:
+        return None
+    excess, tag = worst
+    text = (
+        f"- Peak inference memory no higher than the peers': {holds_word(excess <= 1.0)} "
+        f"(largest excess {excess:+.1f} MiB, {tag}; RSS is counted in pages, so ±1 MiB is the resolution)."
+    )
+    return {"floor": "peak memory", "holds": excess <= 1.0, "text": text}
+
+
+def floor_verdicts(args, inference, training, memory, compiled) -> list[dict]:
+    """Each floor this run can judge: ``{"floor": its name, "holds": bool, "text": the report's line}``."""
+    verdicts = [
+        _speed_floor(inference, "inference", args.tolerance),
+        _speed_floor(training, "training", args.tolerance),
+    ]
     shares = [
         (pooler_share(g, k), f"{g['dtype']} b{g['batch']} K={k}")
         for g in inference
@@ -392,34 +439,22 @@ def _floors(args, inference, training, memory, compiled) -> str:
     ]
     if shares:
         share, tag = max(shares)
-        out.append(
-            f"- LazyStrike adds ≤ 2% to a B/16-224 forward: **{'holds' if share <= 2.0 else 'FAILS'}** "
+        text = (
+            f"- LazyStrike adds ≤ 2% to a B/16-224 forward: {holds_word(share <= 2.0)} "
             f"(largest pooler share {share:.2f}%, {tag})."
         )
+        verdicts.append({"floor": "lazystrike pooler share", "holds": share <= 2.0, "text": text})
     if memory:
-        mem = {(m["dtype"], m["shape"], m["contender"]): m for m in memory}
-        worst = None
-        for (dtype, shape, key), m in mem.items():
-            for ours, peer in PEER_PAIRS:
-                if key == ours and (dtype, shape, peer) in mem:
-                    for b in args.batch_sizes:
-                        excess = m["peak_mib"][str(b)] - mem[(dtype, shape, peer)]["peak_mib"][str(b)]
-                        if worst is None or excess > worst[0]:
-                            worst = (excess, f"{dtype} {shape} b{b} vs {CONTENDERS[peer].label}")
-        if worst:
-            excess, tag = worst
-            out.append(
-                f"- Peak inference memory no higher than the peers': **{'holds' if excess <= 1.0 else 'FAILS'}** "
-                f"(largest excess {excess:+.1f} MiB, {tag}; RSS is counted in pages, so ±1 MiB is the resolution)."
-            )
+        verdicts.append(_memory_floor(args, memory))
     if compiled:
         worst_diff = max(c["max_abs_diff"] for g in compiled for c in g["checks"].values())
-        out.append(
-            f"- `torch.compile` works and matches eager: **{'holds' if worst_diff < 1e-3 else 'FAILS'}** "
+        text = (
+            f"- `torch.compile` works and matches eager: {holds_word(worst_diff < 1e-3)} "
             f"(largest max-abs difference of the pooled feature {worst_diff:.1e}); "
             "also tested in `tests/test_compile.py`."
         )
-    return "\n".join(out) + "\n"
+        verdicts.append({"floor": "torch.compile matches eager", "holds": worst_diff < 1e-3, "text": text})
+    return [v for v in verdicts if v is not None]
 
 
 def _quote(arg: str) -> str:

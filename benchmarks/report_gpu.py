@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 
 from .contenders import CONTROL, GPU_PEER_PAIRS, POOLERS
-from .report import cell_name, cell_order, fmt_ratio, report_header
+from .report import cell_name, cell_order, fmt_ratio, holds_word, report_header
 from .stats import ms, paired_ratio, pooler_share, speed_verdict
 
 WHOLE_LAZYSTRIKE = {"1": "lastvit-lazy-k1", "N/2": "lastvit-lazy-khalf"}
@@ -37,47 +37,74 @@ def _judged(groups: list[dict], args) -> list[dict]:
     return [g for g in groups if g["shape"] == shape and g["dtype"] == dtype and g["attn"] == args.attn[0]]
 
 
+def gpu_report_json(args, gpu: dict) -> dict:
+    """What the GPU section's summary and floors say, as data (as `report.report_json`)."""
+    return {
+        "summary": [{"row": name, "cells": values} for name, values in _summary(args, gpu)],
+        "floors": [{"floor": v["floor"], "holds": v["holds"]} for v in gpu_floor_verdicts(args, gpu)],
+    }
+
+
 def _floors(args, gpu: dict) -> list[str]:
+    intro = (
+        "**Floors** (the GPU issue's targets, judged by the script from the numbers above; speed floors "
+        "as in the CPU report: geometric mean of the LastViT/peer ratios ≥ 1 − max(`--tolerance`, A/A "
+        "deviation) and no cell slower beyond its 90% sign-test interval).\n"
+    )
+    return [intro] + [v["text"] for v in gpu_floor_verdicts(args, gpu)]
+
+
+def _verdict(floor: str, holds: bool, text: str) -> dict:
+    return {"floor": floor, "holds": holds, "text": text}
+
+
+def _speed_floor(args, labels, groups, pairs, floor: str, what: str) -> dict | None:
+    v = speed_verdict(groups, args.tolerance, pairs, labels)
+    if v is None:
+        return None
+    worst = v["worst"]
+    return _verdict(
+        floor,
+        v["holds"],
+        f"- {what}: {holds_word(v['holds'])} (geometric mean over {v['cells']} cells "
+        f"{v['pooled']:.3f}×, A/A control {v['control']:.3f}×, allowed ≥ {1 - v['allowed']:.3f}×; lowest "
+        f"cell {worst['median']:.3f}×, {worst['tag']}, 90% interval {worst['low']:.2f}–{worst['high']:.2f}; "
+        f"{len(v['slower'])} cell(s) slower beyond their interval).",
+    )
+
+
+def gpu_floor_verdicts(args, gpu: dict) -> list[dict]:
+    """Each GPU floor this run can judge: ``{"floor": its name, "holds": bool, "text": the report's line}``."""
     labels, inference, training = gpu["labels"], gpu["inference"], gpu["training"]
-    out = [
-        (
-            "**Floors** (the GPU issue's targets, judged by the script from the numbers above; speed floors "
-            "as in the CPU report: geometric mean of the LastViT/peer ratios ≥ 1 − max(`--tolerance`, A/A "
-            "deviation) and no cell slower beyond its 90% sign-test interval).\n"
-        )
-    ]
-
-    def speed(groups, pairs, what):
-        v = speed_verdict(groups, args.tolerance, pairs, labels)
-        if v is None:
-            return
-        worst = v["worst"]
-        out.append(
-            f"- {what}: **{'holds' if v['holds'] else 'FAILS'}** (geometric mean over {v['cells']} cells "
-            f"{v['pooled']:.3f}×, A/A control {v['control']:.3f}×, allowed ≥ {1 - v['allowed']:.3f}×; lowest "
-            f"cell {worst['median']:.3f}×, {worst['tag']}, 90% interval {worst['low']:.2f}–{worst['high']:.2f}; "
-            f"{len(v['slower'])} cell(s) slower beyond their interval)."
-        )
-
-    speed(inference, GPU_PEER_PAIRS, "LastViT (CLS pooling) at least as fast as the peers, inference")
-    speed(training, GPU_PEER_PAIRS, "LastViT (CLS pooling) at least as fast as the peers, training step")
     batch1 = [g for g in inference if g["batch"] == 1]
-    speed(batch1, (("lastvit-cls", "vit"),), "Batch-1 latency of LastViT cls no worse than ViTModel's")
-    for groups, what, limit in (
+    verdicts = [
+        _speed_floor(args, labels, inference, GPU_PEER_PAIRS, "inference speed",
+                     "LastViT (CLS pooling) at least as fast as the peers, inference"),
+        _speed_floor(args, labels, training, GPU_PEER_PAIRS, "training speed",
+                     "LastViT (CLS pooling) at least as fast as the peers, training step"),
+        _speed_floor(args, labels, batch1, (("lastvit-cls", "vit"),), "batch-1 latency",
+                     "Batch-1 latency of LastViT cls no worse than ViTModel's"),
+    ]  # fmt: skip
+    for groups, floor, what, limit in (
         (
             [g for g in _judged(inference, args) if g["batch"] == max(args.gpu_batch_sizes)],
+            "lazystrike inference cost",
             "an inference forward",
             2.0,
         ),
-        (_judged(training, args), "a training step", 1.0),
+        (_judged(training, args), "lazystrike training cost", "a training step", 1.0),
     ):
         costs = [(c, f"{g['dtype']} {g['shape']} b{g['batch']} K={k}") for g in groups for k in WHOLE_LAZYSTRIKE
                  if (c := lazystrike_cost(g, k)) is not None]  # fmt: skip
         if costs:
             cost, tag = max(costs)
-            out.append(
-                f"- LazyStrike adds ≤ {limit:.0f}% to {what} (whole model vs CLS pooling): "
-                f"**{'holds' if cost <= limit else 'FAILS'}** (largest {cost:+.2f}%, {tag})."
+            verdicts.append(
+                _verdict(
+                    floor,
+                    cost <= limit,
+                    f"- LazyStrike adds ≤ {limit:.0f}% to {what} (whole model vs CLS pooling): "
+                    f"{holds_word(cost <= limit)} (largest {cost:+.2f}%, {tag}).",
+                )
             )
     ratios = [
         (
@@ -90,12 +117,15 @@ def _floors(args, gpu: dict) -> list[str]:
     ]
     if ratios:
         ratio, tag = max(ratios)
-        out.append(
-            "- Peak inference memory with LazyStrike ≤ CLS pooling's + 10%: "
-            f"**{'holds' if ratio <= 1.10 else 'FAILS'}** "
-            f"(largest {100 * (ratio - 1):+.1f}%, {tag})."
+        verdicts.append(
+            _verdict(
+                "lazystrike peak memory",
+                ratio <= 1.10,
+                "- Peak inference memory with LazyStrike ≤ CLS pooling's + 10%: "
+                f"{holds_word(ratio <= 1.10)} (largest {100 * (ratio - 1):+.1f}%, {tag}).",
+            )
         )
-    return out
+    return [v for v in verdicts if v is not None]
 
 
 def _summary(args, gpu: dict) -> list[tuple[str, dict]]:
