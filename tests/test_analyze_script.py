@@ -125,17 +125,16 @@ def test_cls_models_get_every_measurement_with_consistent_numbers(reports, name)
     assert numbers["token_norms"]["threshold"] > 0 and numbers["token_norms"]["high_norm_total"] >= 0
 
 
-def test_the_report_explains_both_projection_variants_and_labels_the_after_projection_column(reports):
-    _, report, numbers = reports["dinov2_registers"]
-    assert "sum_{i in S} a_i v_i" in numbers["contributions"]["default"]
-    markdown = (report / "analysis.md").read_text()
-    assert "| measurement | before projection (paper) | after projection | what it says |" in markdown
-    assert "**Before the output projection** (the default, the paper's Eq. 1-2)" in markdown
-    assert "`cka.o_full_vs_o_patch`" in markdown and "`contribution_norms.skip_to_patch_ratio`" in markdown
+def test_every_decomposition_is_reported_before_and_after_the_output_projection(reports):
+    numbers = reports["dinov2_registers"][2]
+    assert set(numbers["contributions"]) == {"default", "after_projection"}
+    for section in ("cka", "contribution_norms"):
+        assert set(numbers[section]) <= set(numbers[f"{section}_after_projection"]), section
+    assert {"o_full_vs_o_patch"} <= set(numbers["cka"]) and "skip_to_patch_ratio" in numbers["contribution_norms"]
 
 
 def test_register_image_dependence_is_reported_per_register_raw_and_after_norm1(reports):
-    _, report, numbers = reports["dinov2_registers"]
+    numbers = reports["dinov2_registers"][2]
     registers = numbers["register_dependence"]
     assert len(registers["per_register"]) == 4
     for view in ("raw", "after_norm1"):
@@ -143,7 +142,6 @@ def test_register_image_dependence_is_reported_per_register_raw_and_after_norm1(
         assert sum(shares) == pytest.approx(1.0)  # exactly one register has the highest norm in each image
         assert all(-1 - TOL <= entry[view]["mean_pairwise_cosine"] <= 1 + TOL for entry in registers["per_register"])
         assert 0 <= registers[view]["most_often_highest_norm"] < 4
-    assert "## Register image-dependence" in (report / "analysis.md").read_text()
     assert "register_dependence" in reports["cls_no_registers"][2]["not_applicable"]
 
 
@@ -171,7 +169,7 @@ def test_converted_dinov2_with_registers_is_analysed_as_a_cls_model_with_layersc
 def test_lazystrike_readout_is_patch_only_and_equals_the_mean_of_its_selected_patches(reports):
     numbers = reports["lazystrike_registers"][2]
     readout = numbers["readout"]
-    assert readout["patch_only_by_construction"] and "patch tokens only" in readout["note"]
+    assert readout["patch_only_by_construction"]
     assert readout["cka_pooled_vs_selected_patches"] == pytest.approx(1, abs=1e-6)
     assert readout["selected_patches_max_abs_diff"] < 1e-6
     assert "cls_note" in numbers  # its CLS output is discarded: the CLS numbers describe a register-like token
@@ -180,20 +178,17 @@ def test_lazystrike_readout_is_patch_only_and_equals_the_mean_of_its_selected_pa
 def test_a_model_without_cls_gets_what_applies_and_the_reason_for_the_rest(reports):
     _, report, numbers = reports["no_cls"]
     for section in CLS_SECTIONS:
-        assert section not in numbers
-        assert "no CLS token" in numbers["not_applicable"][section]
+        assert section not in numbers and section in numbers["not_applicable"]
     assert numbers["readout"]["patch_only_by_construction"]
     assert numbers["readout"]["cka_pooled_vs_patch_mean"] == pytest.approx(1, abs=1e-6)  # mean pooling
     assert "token_norms" in numbers
     assert not list(report.glob("cls_attention_*.png")) and not (report / "cls_cosine.png").exists()
-    assert "no CLS token" in (report / "analysis.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["lazystrike_registers", "cls_no_registers", "dinov2_registers", "no_cls"])
 def test_markdown_embeds_every_figure_and_the_figures_decode(reports, name):
     _, report, numbers = reports[name]
     markdown = (report / "analysis.md").read_text()
-    assert "| measurement | value | what it says |" in markdown
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     pngs = sorted(p.name for p in report.glob("*.png"))
     assert sorted(linked) == pngs and pngs
@@ -371,7 +366,6 @@ def test_one_shot_runs_from_the_cli_on_a_labelled_dataset(tmp_path):
         accuracy = one_shot["accuracy" + suffix]
         assert set(accuracy) == {"o_full", "o_patch", "o_reg", "o_cls_self"}
         assert all(0 <= a["top1"] <= a["top5"] == 1.0 for a in accuracy.values())  # 3 classes: top-5 is certain
-    assert "## One-shot decoding test" in (report / "analysis.md").read_text()
 
 
 def test_one_shot_reads_an_imagefolder(tmp_path):
