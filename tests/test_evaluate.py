@@ -172,7 +172,6 @@ def test_clip_mode_measures_zero_shot_metrics_for_the_model_its_untrained_twin_a
         assert expected <= set(values)
         assert all(0.0 <= values[k] <= 1.0 for k in expected)
     markdown = (out / "report.md").read_text()
-    assert "zero-shot segmentation mIoU" in markdown
     for name in ("zero_shot_segmentation.png", "zero_shot_similarity.png"):
         assert_png(out / name)
         assert f"]({name})" in markdown
@@ -192,7 +191,6 @@ def test_dino_mode_measures_knn_pib_corloc_and_segmentation_next_to_the_untraine
     for values in report["models"].values():
         assert set(values) == {"knn_top1", "point_in_box", "corloc", "segmentation_iou", "map_auroc"}
     markdown = (out / "report.md").read_text()
-    assert "k-NN top-1" in markdown
     assert_png(out / "patch_score_foreground.png")
     assert "](patch_score_foreground.png)" in markdown
 
