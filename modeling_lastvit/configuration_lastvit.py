@@ -3,6 +3,7 @@
 import math
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
@@ -193,7 +194,7 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     def __post_init__(self, **kwargs):
         # The same check `validate()` runs (with transformers' own validators) after construction and before
         # every save; run first here so that a bad argument fails with its one-line ValueError.
-        self.validate_lastvit_options()
+        self._check_options()
         self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, self.num_hidden_layers + 1)]
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
@@ -233,7 +234,15 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
 
     def validate_lastvit_options(self):
         """A `@strict` class validator: `config.validate()` (which transformers also runs before saving) checks
-        every option, including values assigned after construction. Raises one-line `ValueError`s."""
+        every option, including values assigned after construction, and raises `LastViTConfigError` (a
+        `StrictDataclassClassValidationError`) with the one-line message of `_check_options`."""
+        try:
+            self._check_options()
+        except ValueError as error:
+            raise LastViTConfigError(str(error)) from None
+
+    def _check_options(self):
+        """Every option's check; raises a one-line `ValueError` naming the option and what to use."""
 
         def fail(message):
             raise ValueError(f"Invalid LastViTConfig: {message}")
@@ -328,6 +337,14 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
                 fail(f"`rope_theta` must be > 0, got {self.rope_theta}.")
 
 
+class LastViTConfigError(StrictDataclassClassValidationError):
+    """A bad `LastViTConfig` option found by `config.validate()`, in one line: the option and what to use.
+    (huggingface_hub wraps a validator's `ValueError` in a two-line message; this error passes through as is.)"""
+
+    def __init__(self, message: str):
+        Exception.__init__(self, message)
+
+
 def _pair(value) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
@@ -336,4 +353,4 @@ def _pair(value) -> tuple[int, int]:
     return (int(value[0]), int(value[1]))
 
 
-__all__ = ["LastViTConfig"]
+__all__ = ["LastViTConfig", "LastViTConfigError"]

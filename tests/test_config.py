@@ -98,7 +98,8 @@ def test_configs_saved_with_the_removed_options_still_load():
 def test_validate_catches_a_bad_value_set_after_construction(name, value, message, tmp_path):
     config = tiny_config()
     setattr(config, name, value)
-    with pytest.raises(StrictDataclassClassValidationError, match=message):
+    with pytest.raises(StrictDataclassClassValidationError, match=message) as raised:
         config.validate()
+    assert "\n" not in str(raised.value)  # one line: the option and what to use
     with pytest.raises(StrictDataclassClassValidationError, match=message):
         config.save_pretrained(tmp_path)  # transformers validates before it writes
