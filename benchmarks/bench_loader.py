@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-PRESETS = {
-    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-}
+from lastvit.training.config import PRESETS
+
+SIZES = ("base", "small")
+"""The 224 px presets of `lastvit.training.config.PRESETS` this benchmark runs."""
 
 
 def write_images(root: Path, count: int, seed: int = 0) -> Path:
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    parser.add_argument("--preset", choices=SIZES, default="small")
     parser.add_argument("--run-workers", type=int, default=2, help="loader workers of the whole run (default: 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the model (default: 1)")
     parser.add_argument("--device", default="cpu")
@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     from lastvit.data.benchmarks.imagenet import ImageNetBoxes
     from lastvit.data.benchmarks.options import BenchmarkOptions
@@ -76,10 +78,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = write_images(Path(tmp) / "imagenet", args.images)
         torch.manual_seed(0)
-        config = LastViTConfig(
-            image_size=224, patch_size=16, pooling="lazystrike", lazystrike_top_k=1, **PRESETS[args.preset]
-        )
-        model = BenchmarkModel(LastViTModel(config).eval(), "backbone", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        config = LastViTConfig(pooling="lazystrike", lazystrike_top_k=1, **PRESETS[args.preset]._asdict())
+        mean, std = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+        model = BenchmarkModel(LastViTModel(config).eval(), "backbone", mean, std)
         loader = {}
         for workers in args.workers:
             options = BenchmarkOptions(
