@@ -84,10 +84,22 @@ def report_header(elapsed: float) -> list[str]:
 
 
 def build_report(args, info, parity, op_checks, inference, training, compiled, memory, contenders, elapsed) -> str:
+    """The Markdown report of the CPU sections: machine and method, summary and floors, then each section."""
     labels = {c.key: c.label for c in contenders}
     lines = report_header(elapsed)
-    add = lines.append
-    add(
+    lines += _setup_lines(args, info, parity, op_checks, labels)
+    lines += _summary_lines(args, inference, training, compiled, memory)
+    lines += _inference_lines(args, inference, contenders, labels)
+    lines += _training_lines(training, contenders, labels)
+    lines += _memory_lines(args, memory, contenders, labels)
+    lines += _compile_lines(compiled, labels)
+    return "\n".join(lines)
+
+
+def _setup_lines(args, info, parity, op_checks, labels) -> list[str]:
+    """The machine, the method and the parity of the weights."""
+    out = []
+    out.append(
         f"**Machine.** {info['cpu']}, {info['logical_cpus']} logical CPUs, "
         f"`torch.set_num_threads({info['threads']})`; "
         f"Python {info['python']}, torch {info['torch']}, transformers {info['transformers']}; {info['os']}. "
@@ -100,7 +112,7 @@ def build_report(args, info, parity, op_checks, inference, training, compiled, m
             else "No GPU was available for this run, so there are no H100/H200 or flash-attention figures.\n"
         )
     )
-    add(
+    out.append(
         "**Method.** Contenders are timed in one process, round-robin (every round runs each once, the "
         f"starting contender rotates), after {args.warmup} warm-up round(s); times are medians. "
         "**Ratios** are the median over rounds of the per-round ratio *peer time / LastViT time* "
@@ -115,139 +127,168 @@ def build_report(args, info, parity, op_checks, inference, training, compiled, m
         + _op_check_sentence(op_checks, labels)
         + "\n"
     )
+    return out
 
+
+def _summary_lines(args, inference, training, compiled, memory) -> list[str]:
+    """The summary table and the floors."""
+    out = []
     summary = _summary_rows(args, inference, training, compiled, memory)
     if summary:
-        add("## Summary\n")
+        out.append("## Summary\n")
         cells = sorted({c for row in summary for c in row[1]}, key=cell_order)
-        add("| | " + " | ".join(cells) + " |")
-        add("|---|" + "---|" * len(cells))
+        out.append("| | " + " | ".join(cells) + " |")
+        out.append("|---|" + "---|" * len(cells))
         for name, values in summary:
-            add(f"| {name} | " + " | ".join(values.get(c, "–") for c in cells) + " |")
-        add("")
-        add(_floors(args, inference, training, memory, compiled))
+            out.append(f"| {name} | " + " | ".join(values.get(c, "–") for c in cells) + " |")
+        out.append("")
+        out.append(_floors(args, inference, training, memory, compiled))
+    return out
 
-    if inference:
-        add("## Inference throughput\n")
-        add(
-            "Images/s from the median time of a forward pass; *vs peer* is the paired ratio against the "
-            "transformers model computing the same thing (ViTModel for `LastViT cls`, "
-            "Dinov2WithRegistersModel for the others). GFLOP/s counts matmul/conv FLOPs (torch's "
-            "FlopCounterMode) plus attention (4·B·L·T²·D); *% sgemm* divides it by the fp32 rate of a "
-            f"{args.sgemm_size}² `torch.mm`, timed in the same rounds.\n"
-        )
-        add("| dtype | shape | batch | rounds | model | ms | images/s | vs peer | GFLOP/s | % sgemm |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
-        for g in inference:
-            sgemm_rate = g["sgemm_flops"] / statistics.median(g["times"]["sgemm"]) / 1e9 if g["sgemm_flops"] else None
-            for key in g["flops"]:
-                ms = _ms(g["times"][key])
-                peer = _peer_of(key, contenders)
-                ratio = paired_ratio(g["times"], peer, key) if peer and peer in g["times"] else None
-                rate = g["flops"][key] / (ms / 1e3) / 1e9
-                add(
-                    f"| {g['dtype']} | {g['shape']} | {g['batch']} | {g['repeats']} | {labels[key]} | {ms:.1f} | "
-                    f"{g['batch'] / (ms / 1e3):.1f} | {fmt_ratio(ratio)} | {rate:.1f} | "
-                    + (f"{100 * rate / sgemm_rate:.0f}% |" if sgemm_rate else "– |")
-                )
-            if sgemm_rate:
-                add(
-                    f"| {g['dtype']} | {g['shape']} | {g['batch']} | {g['repeats']} | `torch.mm` {args.sgemm_size}² | "
-                    f"{_ms(g['times']['sgemm']):.1f} | – | – | {sgemm_rate:.1f} | 100% |"
-                )
-        add("")
-        add("### LazyStrike pooling against CLS pooling\n")
-        add(
-            "*Pooler share*: the LazyStrike pooler alone, run on the final tokens of the CLS+reg4+LS model "
-            "and timed in the same rounds, as a share of (CLS forward + pooler), both with 4 registers and "
-            "LayerScale. *End to end* (K=1): (LazyStrike forward − CLS forward) / LazyStrike forward, "
-            "from the two whole models; differences of a few % are within the noise of a shared machine, "
-            "which is why the pooler is also timed alone.\n"
-        )
-        add("| dtype | shape | batch | K | pooler ms | pooler share | end-to-end share |")
-        add("|---|---|---|---|---|---|---|")
-        for g in inference:
-            for k, _ in POOLERS:
-                if f"pool:K={k}" not in g["times"]:
-                    continue
-                end_to_end = "–"
-                if k == "1" and "lastvit-lazy-k1" in g["times"]:
-                    fwd_ms, cls_ms = _ms(g["times"]["lastvit-lazy-k1"]), _ms(g["times"]["lastvit-cls-reg"])
-                    end_to_end = f"{100 * (fwd_ms - cls_ms) / fwd_ms:+.1f}%"
-                add(
-                    f"| {g['dtype']} | {g['shape']} | {g['batch']} | {k} | {_ms(g['times'][f'pool:K={k}']):.2f} | "
-                    f"{pooler_share(g, k):.2f}% | {end_to_end} |"
-                )
-        add("")
 
-    if training:
-        add("## Training step (forward + backward + AdamW, fp32)\n")
-        add("Loss: mean square of the global feature (the CLS token for the peers).\n")
-        add("| shape | batch | rounds | model | ms / step | images/s | vs peer |")
-        add("|---|---|---|---|---|---|---|")
-        for g in training:
-            for key in g["times"]:
-                ms = _ms(g["times"][key])
-                peer = _peer_of(key, contenders)
-                ratio = paired_ratio(g["times"], peer, key) if peer and peer in g["times"] else None
-                add(
-                    f"| {g['shape']} | {g['batch']} | {g['repeats']} | {labels[key]} | {ms:.0f} | "
-                    f"{g['batch'] / (ms / 1e3):.1f} | {fmt_ratio(ratio)} |"
-                )
-        add("")
-
-    if memory:
-        add("## Peak inference memory\n")
-        method = memory[0].get("method", "VmHWM")
-        add(
-            "Each contender runs in a fresh Python process with glibc's mmap threshold fixed at 64 KiB "
-            "(so RSS follows the live tensor buffers, not what the heap kept): build the model and the "
-            "inputs, one warm-up forward, then per batch "
-            + (
-                "reset the kernel's peak-RSS counter (`/proc/self/clear_refs` ← 5), run one forward and read "
-                "`VmHWM` minus the RSS before it"
-                if method == "VmHWM"
-                else "read `ru_maxrss` before and after one forward"
+def _inference_lines(args, inference, contenders, labels) -> list[str]:
+    """Inference throughput per contender, then LazyStrike's pooler against CLS pooling."""
+    if not inference:
+        return []
+    out = []
+    out.append("## Inference throughput\n")
+    out.append(
+        "Images/s from the median time of a forward pass; *vs peer* is the paired ratio against the "
+        "transformers model computing the same thing (ViTModel for `LastViT cls`, "
+        "Dinov2WithRegistersModel for the others). GFLOP/s counts matmul/conv FLOPs (torch's "
+        "FlopCounterMode) plus attention (4·B·L·T²·D); *% sgemm* divides it by the fp32 rate of a "
+        f"{args.sgemm_size}² `torch.mm`, timed in the same rounds.\n"
+    )
+    out.append("| dtype | shape | batch | rounds | model | ms | images/s | vs peer | GFLOP/s | % sgemm |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for g in inference:
+        sgemm_rate = g["sgemm_flops"] / statistics.median(g["times"]["sgemm"]) / 1e9 if g["sgemm_flops"] else None
+        for key in g["flops"]:
+            ms = _ms(g["times"][key])
+            peer = _peer_of(key, contenders)
+            ratio = paired_ratio(g["times"], peer, key) if peer and peer in g["times"] else None
+            rate = g["flops"][key] / (ms / 1e3) / 1e9
+            out.append(
+                f"| {g['dtype']} | {g['shape']} | {g['batch']} | {g['repeats']} | {labels[key]} | {ms:.1f} | "
+                f"{g['batch'] / (ms / 1e3):.1f} | {fmt_ratio(ratio)} | {rate:.1f} | "
+                + (f"{100 * rate / sgemm_rate:.0f}% |" if sgemm_rate else "– |")
             )
-            + ". That is the memory inference adds on top of the weights (activations, workspaces, outputs); "
-            "the weights are listed apart. *vs peer* = peer MiB / LastViT MiB (≥ 1: LastViT uses no more).\n"
+        if sgemm_rate:
+            out.append(
+                f"| {g['dtype']} | {g['shape']} | {g['batch']} | {g['repeats']} | `torch.mm` {args.sgemm_size}² | "
+                f"{_ms(g['times']['sgemm']):.1f} | – | – | {sgemm_rate:.1f} | 100% |"
+            )
+    out.append("")
+    out.append("### LazyStrike pooling against CLS pooling\n")
+    out.append(
+        "*Pooler share*: the LazyStrike pooler alone, run on the final tokens of the CLS+reg4+LS model "
+        "and timed in the same rounds, as a share of (CLS forward + pooler), both with 4 registers and "
+        "LayerScale. *End to end* (K=1): (LazyStrike forward − CLS forward) / LazyStrike forward, "
+        "from the two whole models; differences of a few % are within the noise of a shared machine, "
+        "which is why the pooler is also timed alone.\n"
+    )
+    out.append("| dtype | shape | batch | K | pooler ms | pooler share | end-to-end share |")
+    out.append("|---|---|---|---|---|---|---|")
+    for g in inference:
+        for k, _ in POOLERS:
+            if f"pool:K={k}" not in g["times"]:
+                continue
+            end_to_end = "–"
+            if k == "1" and "lastvit-lazy-k1" in g["times"]:
+                fwd_ms, cls_ms = _ms(g["times"]["lastvit-lazy-k1"]), _ms(g["times"]["lastvit-cls-reg"])
+                end_to_end = f"{100 * (fwd_ms - cls_ms) / fwd_ms:+.1f}%"
+            out.append(
+                f"| {g['dtype']} | {g['shape']} | {g['batch']} | {k} | {_ms(g['times'][f'pool:K={k}']):.2f} | "
+                f"{pooler_share(g, k):.2f}% | {end_to_end} |"
+            )
+    out.append("")
+    return out
+
+
+def _training_lines(training, contenders, labels) -> list[str]:
+    """The training step per contender."""
+    if not training:
+        return []
+    out = []
+    out.append("## Training step (forward + backward + AdamW, fp32)\n")
+    out.append("Loss: mean square of the global feature (the CLS token for the peers).\n")
+    out.append("| shape | batch | rounds | model | ms / step | images/s | vs peer |")
+    out.append("|---|---|---|---|---|---|---|")
+    for g in training:
+        for key in g["times"]:
+            ms = _ms(g["times"][key])
+            peer = _peer_of(key, contenders)
+            ratio = paired_ratio(g["times"], peer, key) if peer and peer in g["times"] else None
+            out.append(
+                f"| {g['shape']} | {g['batch']} | {g['repeats']} | {labels[key]} | {ms:.0f} | "
+                f"{g['batch'] / (ms / 1e3):.1f} | {fmt_ratio(ratio)} |"
+            )
+    out.append("")
+    return out
+
+
+def _memory_lines(args, memory, contenders, labels) -> list[str]:
+    """Peak inference memory per contender, measured in fresh processes."""
+    if not memory:
+        return []
+    out = []
+    out.append("## Peak inference memory\n")
+    method = memory[0].get("method", "VmHWM")
+    out.append(
+        "Each contender runs in a fresh Python process with glibc's mmap threshold fixed at 64 KiB "
+        "(so RSS follows the live tensor buffers, not what the heap kept): build the model and the "
+        "inputs, one warm-up forward, then per batch "
+        + (
+            "reset the kernel's peak-RSS counter (`/proc/self/clear_refs` ← 5), run one forward and read "
+            "`VmHWM` minus the RSS before it"
+            if method == "VmHWM"
+            else "read `ru_maxrss` before and after one forward"
         )
-        add(
-            "| dtype | shape | model | weights MiB | "
-            + " | ".join(f"peak b{b} MiB | vs peer" for b in args.batch_sizes)
+        + ". That is the memory inference adds on top of the weights (activations, workspaces, outputs); "
+        "the weights are listed apart. *vs peer* = peer MiB / LastViT MiB (≥ 1: LastViT uses no more).\n"
+    )
+    out.append(
+        "| dtype | shape | model | weights MiB | "
+        + " | ".join(f"peak b{b} MiB | vs peer" for b in args.batch_sizes)
+        + " |"
+    )
+    out.append("|---|---|---|---|" + "---|---|" * len(args.batch_sizes))
+    by_key = {(m["dtype"], m["shape"], m["contender"]): m for m in memory}
+    for m in memory:
+        peer = _peer_of(m["contender"], contenders)
+        peer_row = by_key.get((m["dtype"], m["shape"], peer))
+        cols = []
+        for b in args.batch_sizes:
+            mib = m["peak_mib"][str(b)]
+            ratio = f"{peer_row['peak_mib'][str(b)] / mib:.2f}" if peer_row and mib > 0 else "–"
+            cols.append(f"{mib:.1f} | {ratio}")
+        out.append(
+            f"| {m['dtype']} | {m['shape']} | {labels[m['contender']]} | {m['params_mib']:.1f} | "
+            + " | ".join(cols)
             + " |"
         )
-        add("|---|---|---|---|" + "---|---|" * len(args.batch_sizes))
-        by_key = {(m["dtype"], m["shape"], m["contender"]): m for m in memory}
-        for m in memory:
-            peer = _peer_of(m["contender"], contenders)
-            peer_row = by_key.get((m["dtype"], m["shape"], peer))
-            cols = []
-            for b in args.batch_sizes:
-                mib = m["peak_mib"][str(b)]
-                ratio = f"{peer_row['peak_mib'][str(b)] / mib:.2f}" if peer_row and mib > 0 else "–"
-                cols.append(f"{mib:.1f} | {ratio}")
-            add(
-                f"| {m['dtype']} | {m['shape']} | {labels[m['contender']]} | {m['params_mib']:.1f} | "
-                + " | ".join(cols)
-                + " |"
-            )
-        add("")
+    out.append("")
+    return out
 
-    if compiled:
-        add("## torch.compile (inductor, fp32)\n")
-        add("| shape | batch | model | compile s | max abs diff vs eager | eager ms | compiled ms | speed-up |")
-        add("|---|---|---|---|---|---|---|---|")
-        for g in compiled:
-            for key, check in g["checks"].items():
-                ratio = paired_ratio(g["times"], key, f"compiled:{key}")
-                add(
-                    f"| {g['shape']} | {g['batch']} | {labels[key]} | {check['compile_s']:.0f} | "
-                    f"{check['max_abs_diff']:.1e} | "
-                    f"{_ms(g['times'][key]):.1f} | {_ms(g['times'][f'compiled:{key}']):.1f} | {fmt_ratio(ratio)} |"
-                )
-        add("")
-    return "\n".join(lines)
+
+def _compile_lines(compiled, labels) -> list[str]:
+    """torch.compile against eager."""
+    if not compiled:
+        return []
+    out = []
+    out.append("## torch.compile (inductor, fp32)\n")
+    out.append("| shape | batch | model | compile s | max abs diff vs eager | eager ms | compiled ms | speed-up |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for g in compiled:
+        for key, check in g["checks"].items():
+            ratio = paired_ratio(g["times"], key, f"compiled:{key}")
+            out.append(
+                f"| {g['shape']} | {g['batch']} | {labels[key]} | {check['compile_s']:.0f} | "
+                f"{check['max_abs_diff']:.1e} | "
+                f"{_ms(g['times'][key]):.1f} | {_ms(g['times'][f'compiled:{key}']):.1f} | {fmt_ratio(ratio)} |"
+            )
+    out.append("")
+    return out
 
 
 def _peer_of(key: str, contenders: list[Contender]) -> str | None:
