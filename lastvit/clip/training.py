@@ -278,33 +278,31 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
         return _train_clip(args, output)
 
 
-def _train_clip(args: CLIPTrainingArguments, output) -> dict:
-    import torch
+def model_and_splits(args: CLIPTrainingArguments):
+    """``(model, tokenizer, (train, eval, class_names))``: the `--model-name-or-path` folder and the captioned
+    splits at its image size, or the splits first and a new model with a word tokenizer trained on the captions."""
+    from lastvit.clip.captions import train_word_tokenizer
 
-    from lastvit.clip.captions import tokenize, train_word_tokenizer
-    from lastvit.clip.contrastive import ContrastiveEmbedder, contrastive_loss, sigmoid_loss
-    from lastvit.data.loading import EpochSampler, ImageTransform, build_processor
-    from lastvit.training.pretraining import PretrainingLoop, claim, mean_over_processes, start_run
-    from lastvit.training.schedule import lr_lambda
-
-    accelerator = start_run(
-        args, fsdp="LastViT-CLIP cannot run under FSDP: fully_shard cannot shard its scalar logit_scale."
-    )
     if args.model_name_or_path:
         model, tokenizer = load_clip_folder(args)
-        train_split, eval_split, class_names = captioned_splits(
-            args, args.image_size or model.config.vision_config.image_size_hw[0]
-        )
-    else:
-        train_split, eval_split, class_names = captioned_splits(args)
-        tokenizer = train_word_tokenizer(train_split[args.text_column], args.max_text_length)
-        model = build_model(args, tokenizer)
-    processor = build_processor(model.vision_model, args.model_name_or_path or args.vision_model_name_or_path)
-    size = model.config.vision_config.image_size_hw[0]
-    common = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "seed": args.seed}
+        splits = captioned_splits(args, args.image_size or model.config.vision_config.image_size_hw[0])
+        return model, tokenizer, splits
+    splits = captioned_splits(args)
+    tokenizer = train_word_tokenizer(splits[0][args.text_column], args.max_text_length)
+    return build_model(args, tokenizer), tokenizer, splits
+
+
+def build_pair_loader(args: CLIPTrainingArguments, train_split, tokenizer, transform: dict):
+    """``(pairs, sampler, loader)``: the training split's (image, tokenized caption) pairs in seeded epochs of
+    full batches; `transform` holds the `ImageTransform` settings."""
+    import torch
+
+    from lastvit.clip.captions import tokenize
+    from lastvit.data.loading import EpochSampler, ImageTransform
+
     data = _ImageText(
         train_split,
-        ImageTransform(train=True, crop_scale=(args.crop_scale_min, 1.0), **common),
+        ImageTransform(train=True, crop_scale=(args.crop_scale_min, 1.0), **transform),
         args.image_column,
         args.text_column,
     )
@@ -324,6 +322,25 @@ def _train_clip(args: CLIPTrainingArguments, output) -> dict:
     )
     if len(loader) == 0:
         raise PretrainingError(f"the training split has {len(data)} pairs, fewer than one batch of {args.batch_size}.")
+    return data, sampler, loader
+
+
+def _train_clip(args: CLIPTrainingArguments, output) -> dict:
+    import torch
+
+    from lastvit.clip.contrastive import ContrastiveEmbedder, contrastive_loss, sigmoid_loss
+    from lastvit.data.loading import ImageTransform, build_processor
+    from lastvit.training.pretraining import PretrainingLoop, claim, mean_over_processes, start_run
+    from lastvit.training.schedule import lr_lambda
+
+    accelerator = start_run(
+        args, fsdp="LastViT-CLIP cannot run under FSDP: fully_shard cannot shard its scalar logit_scale."
+    )
+    model, tokenizer, (train_split, eval_split, class_names) = model_and_splits(args)
+    processor = build_processor(model.vision_model, args.model_name_or_path or args.vision_model_name_or_path)
+    size = model.config.vision_config.image_size_hw[0]
+    common = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "seed": args.seed}
+    data, sampler, loader = build_pair_loader(args, train_split, tokenizer, common)
     embedder = ContrastiveEmbedder(model)
     optimizer = torch.optim.AdamW(embedder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     embedder, optimizer, loader = accelerator.prepare(embedder, optimizer, loader)
