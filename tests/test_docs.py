@@ -205,11 +205,14 @@ def test_every_shell_command_parses(page):
 
 
 @pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
-def test_every_inline_lastvit_command_has_real_flags_and_choices(page):
+def test_every_inline_command_has_real_flags_and_choices(page):
     for span in inline_spans(page.read_text()):
         if re.match(r"lastvit-[a-z-]+( |$)", span):
             program, *words = span.split()
             check_flags_and_choices(cli_module(program).build_parser(), words, f"{page.name}: `{span}`")
+        elif span.startswith("python -m "):
+            module = span.split()[2]
+            assert module == "pytest" or module_file(module), f"{page.name}: `{span}`: no module {module}"
 
 
 def test_every_named_command_is_a_console_script_and_the_readme_names_the_main_job():
