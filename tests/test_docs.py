@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPTS = PYPROJECT["project"]["scripts"]
 EXTRAS = set(PYPROJECT["project"]["optional-dependencies"])
-# hand-written pages (the generated reports under docs/study*/ are checked by their own tests)
+# hand-written pages (the reports under docs/study*/ are written by the studies and not checked here)
 PAGES = [
     ROOT / "README.md",
     ROOT / "CONTRIBUTING.md",
@@ -65,7 +65,8 @@ def prose(text: str) -> str:
 
 
 def inline_spans(text: str) -> list[str]:
-    return re.findall(r"`([^`\n]+)`", prose(text))
+    """The page's `code spans` outside fenced blocks, a span broken over lines joined with a space."""
+    return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose(text))]
 
 
 def shell_commands(block: str) -> list[list[str]]:
