@@ -40,9 +40,12 @@ from .hf_recent import (
     RECENT_PLANS,
     SOURCE_READOUTS,
     classifier_head,
+    copy_visual_projection,
     drop_mask_token,
+    drop_text_tower,
     hf_encoder_config,
     id2label_of,
+    plan_clip_layers,
     plan_vit_layers,
     recent_source_outputs,
     vision_config_of,
@@ -316,18 +319,9 @@ def _plan_hf_clip(model, sd):
     plan.map("embeddings.patch_embeddings.projection.bias", [f"{e}patch_embedding.weight"], zeros_like_bias)
     plan.copy_linear("pre_layernorm", f"{prefix}pre_layrnorm")
     plan.copy_linear("layernorm", f"{prefix}post_layernorm")
-    for i in range(config.num_hidden_layers):
-        src, dst = f"{prefix}encoder.layers.{i}.", f"encoder.layer.{i}."
-        plan.copy_linear(f"{dst}norm1", f"{src}layer_norm1")
-        plan.copy_attention(f"{dst}attention", f"{src}self_attn", out_proj="out_proj")
-        plan.copy_linear(f"{dst}norm2", f"{src}layer_norm2")
-        plan.copy_linear(f"{dst}mlp.fc1", f"{src}mlp.fc1")
-        plan.copy_linear(f"{dst}mlp.fc2", f"{src}mlp.fc2")
-    projection_dim = None
-    if "visual_projection.weight" in sd:
-        plan.copy("visual_projection.weight", "visual_projection.weight")
-        projection_dim = sd["visual_projection.weight"].shape[0]
-    plan.drop("text tower", lambda k: k.startswith(("text_model.", "text_projection.")) or k == "logit_scale")
+    plan_clip_layers(plan, prefix, config.num_hidden_layers)
+    projection_dim = copy_visual_projection(plan, sd)
+    drop_text_tower(plan)
     base = _hf_config(
         config,
         intermediate_size=config.intermediate_size,

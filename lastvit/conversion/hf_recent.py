@@ -96,6 +96,26 @@ def plan_vit_layers(plan: KeyPlan, prefix: str, num_layers: int, qkv_bias: bool)
     drop_mask_token(plan, f"{prefix}embeddings.")
 
 
+def plan_clip_layers(plan: KeyPlan, prefix: str, num_layers: int) -> None:
+    """Blocks under transformers' CLIP names (`{prefix}encoder.layers.{i}.layer_norm1 / self_attn / layer_norm2 /
+    mlp.fc1 / mlp.fc2`: CLIP, SigLIP, SigLIP2)."""
+    for i in range(num_layers):
+        src, dst = f"{prefix}encoder.layers.{i}.", f"encoder.layer.{i}."
+        plan.copy_linear(f"{dst}norm1", f"{src}layer_norm1")
+        plan.copy_attention(f"{dst}attention", f"{src}self_attn", out_proj="out_proj")
+        plan.copy_linear(f"{dst}norm2", f"{src}layer_norm2")
+        plan.copy_linear(f"{dst}mlp.fc1", f"{src}mlp.fc1")
+        plan.copy_linear(f"{dst}mlp.fc2", f"{src}mlp.fc2")
+
+
+def copy_visual_projection(plan: KeyPlan, sd: dict) -> int | None:
+    """A full image-text model's `visual_projection` (kept as LastViT's); returns its output width, or None."""
+    if "visual_projection.weight" not in sd:
+        return None
+    plan.copy("visual_projection.weight", "visual_projection.weight")
+    return sd["visual_projection.weight"].shape[0]
+
+
 def drop_mask_token(plan: KeyPlan, embeddings: str) -> None:
     """Drop the `{embeddings}mask_token` a masked-image-modeling source carries (no inference use)."""
     plan.drop("mask token (masked image modeling only)", lambda k: k == f"{embeddings}mask_token")
@@ -172,7 +192,8 @@ def _tower_prefix(sd) -> str:
     return "vision_model." if any(k.startswith("vision_model.") for k in sd) else ""
 
 
-def _drop_text_tower(plan: KeyPlan) -> None:
+def drop_text_tower(plan: KeyPlan) -> None:
+    """Drop the text tower, its projection and the logit scale (and bias) of a full image-text model."""
     plan.drop(
         "text tower",
         lambda k: k.startswith(("text_model.", "text_projection.")) or k in ("logit_scale", "logit_bias"),
@@ -204,13 +225,7 @@ def plan_siglip(model, sd):
         plan.copy_linear("embeddings.patch_embeddings.projection", f"{e}patch_embedding")
     plan.map("embeddings.position_embeddings", [f"{e}position_embedding.weight"], lambda t: t.unsqueeze(0))
     plan.copy_linear("layernorm", f"{prefix}post_layernorm")
-    for i in range(config.num_hidden_layers):
-        src, dst = f"{prefix}encoder.layers.{i}.", f"encoder.layer.{i}."
-        plan.copy_linear(f"{dst}norm1", f"{src}layer_norm1")
-        plan.copy_attention(f"{dst}attention", f"{src}self_attn", out_proj="out_proj")
-        plan.copy_linear(f"{dst}norm2", f"{src}layer_norm2")
-        plan.copy_linear(f"{dst}mlp.fc1", f"{src}mlp.fc1")
-        plan.copy_linear(f"{dst}mlp.fc2", f"{src}mlp.fc2")
+    plan_clip_layers(plan, prefix, config.num_hidden_layers)
     use_head = f"{prefix}head.probe" in sd
     if use_head:
         h, dst = f"{prefix}head.", "pooler.map_head."
@@ -220,7 +235,7 @@ def plan_siglip(model, sd):
         plan.copy_linear(f"{dst}norm", f"{h}layernorm")
         plan.copy_linear(f"{dst}mlp.fc1", f"{h}mlp.fc1")
         plan.copy_linear(f"{dst}mlp.fc2", f"{h}mlp.fc2")
-    _drop_text_tower(plan)
+    drop_text_tower(plan)
     interpolation = dict(position_embedding_interpolation="bilinear", position_embedding_antialias=True)
     base = encoder_config(
         image_size=grid * patch,
@@ -269,11 +284,8 @@ def plan_aimv2(model, sd):
             else:
                 plan.copy(f"{dst}{name}.weight", f"{h}{name}.weight")
         plan.copy_linear(f"{dst}o_proj", f"{h}output_proj")
-    projection_dim = None
-    if "visual_projection.weight" in sd:
-        plan.copy("visual_projection.weight", "visual_projection.weight")
-        projection_dim = sd["visual_projection.weight"].shape[0]
-    _drop_text_tower(plan)
+    projection_dim = copy_visual_projection(plan, sd)
+    drop_text_tower(plan)
     base = _base(
         config,
         layer_norm_eps=config.rms_norm_eps,
