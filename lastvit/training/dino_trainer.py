@@ -30,8 +30,9 @@ Output: the teacher backbone as a LastViT folder (`AutoModel.from_pretrained(dir
 trust_remote_code=True)`), its image processor and model card, the teacher head in
 ``dino_head.safetensors`` (+ ``dino_head.json``) for continued training, and ``eval_results.json``:
 k-NN top-1 of the teacher's global feature on the labelled split, and on data with boxes and masks
-Point-in-Box, CorLoc and coarse-segmentation IoU from Patch-Score maps, each next to the same
-measurements of the untrained backbone.
+Point-in-Box, CorLoc and coarse-segmentation IoU from Patch-Score maps, and on an evaluation split
+with the background challenge's counterfactual renderings (``image_<set>`` columns) the k-NN top-1
+on each, BG-gap and flip rate; each next to the same measurements of the untrained backbone.
 """
 
 from __future__ import annotations
@@ -474,16 +475,22 @@ def curve_knn(backbone, arrays, k: int) -> float:
 
 def evaluate_backbone(backbone, untrained, train_split, eval_split, transform, args) -> dict:
     """`lastvit.measure.pretrained_eval.dino_metrics` of the trained backbone and of its untrained start,
-    on one transform of the splits."""
+    on one transform of the splits; when the evaluation split holds the counterfactual renderings of
+    the background challenge (``image_<set>`` columns), also their k-NN backgrounds challenge
+    (`lastvit.measure.counterfactual`)."""
+    from lastvit.measure.counterfactual import counterfactual_pixels, has_counterfactuals, knn_background_test
     from lastvit.measure.pretrained_eval import dino_metrics_on_arrays
     from lastvit.training.pretraining import eval_arrays
 
     train = eval_arrays(train_split, transform, args.image_column, args.label_column)
     evaluation = eval_arrays(eval_split, transform, args.image_column, args.label_column)
-    return {
-        name: dino_metrics_on_arrays(model, train, evaluation, args.knn_k)
-        for name, model in (("teacher", backbone), ("untrained", untrained))
-    }
+    models = (("teacher", backbone), ("untrained", untrained))
+    measured = {name: dino_metrics_on_arrays(model, train, evaluation, args.knn_k) for name, model in models}
+    if has_counterfactuals(eval_split) and train[1] is not None and evaluation[1] is not None:
+        sets = counterfactual_pixels(eval_split, transform, original=evaluation[0])
+        for name, model in models:
+            measured[name].update(knn_background_test(model, train[:2], sets, evaluation[1], args.knn_k))
+    return measured
 
 
 def write_dino_folder(args, teacher, processor, results: dict) -> None:
