@@ -35,8 +35,8 @@ import importlib
 
 from .config import (
     AUROC_NOTE,
+    BACKGROUND_MEASURES,
     BASELINE,
-    COUNTERFACTUALS,
     METRICS,
     TESTED,
     VARIANTS,
@@ -61,14 +61,15 @@ _LAZY = {
     "run_pretraining_study": ".runner",
     "train_and_measure": ".runner",
     "with_captions": ".runner",
+    "with_counterfactuals": ".runner",
     "holm": "..statistics",
     "slope": "..statistics",
 }
 
 __all__ = [
     "AUROC_NOTE",
+    "BACKGROUND_MEASURES",
     "BASELINE",
-    "COUNTERFACTUALS",
     "METRICS",
     "TESTED",
     "VARIANTS",
@@ -89,6 +90,7 @@ __all__ = [
     "train_and_measure",
     "verdict",
     "with_captions",
+    "with_counterfactuals",
     "write_figures",
     "write_report",
 ]

@@ -49,8 +49,20 @@ def interaction_test(config: PretrainingStudyConfig, per_seed: dict, variant: st
     }
 
 
-def _test_entry(family, kind, description, test) -> dict:
-    return {"family": family, "kind": kind, "description": description, **test}
+# what each test compares (report.json's ``comparison``): the model vs its untrained twin, a LazyStrike
+# readout vs trained CLS, its gain from training vs CLS's gain, or the slope over the caption rates
+COMPARISONS = ("untrained", "cls", "gain", "slope")
+
+
+def _test_entry(family, kind, description, test, metric: str, comparison: str) -> dict:
+    return {
+        "family": family,
+        "kind": kind,
+        "description": description,
+        "metric": metric,
+        "comparison": comparison,
+        **test,
+    }
 
 
 def _dino_primary(per_seed: dict) -> dict:
@@ -61,6 +73,8 @@ def _dino_primary(per_seed: dict) -> dict:
         "primary",
         "DINO-CLS k-NN top-1: trained vs untrained twin",
         paired_test(*(values_of(runs, side, "knn_top1") for side in ("trained", "untrained"))),
+        "knn_top1",
+        "untrained",
     )
 
 
@@ -79,20 +93,28 @@ def _dino_secondary(config: PretrainingStudyConfig, per_seed: dict) -> list[dict
                 continue
             described = f"{label} {titles[metric]}"
             if not (name == baseline and metric == "knn_top1"):
-                tests.append(_secondary("dino", f"{described}: trained vs untrained twin", trained, untrained))
+                tests.append(
+                    _secondary(
+                        "dino", f"{described}: trained vs untrained twin", trained, untrained, metric, "untrained"
+                    )
+                )
             if name == baseline:
                 continue
             cls_trained, cls_untrained = (
                 values_of(cls_runs, "trained", metric),
                 values_of(cls_runs, "untrained", metric),
             )
-            tests.append(_secondary("dino", f"{described}: trained vs trained CLS", trained, cls_trained))
+            tests.append(
+                _secondary("dino", f"{described}: trained vs trained CLS", trained, cls_trained, metric, "cls")
+            )
             tests.append(
                 _secondary(
                     "dino",
                     f"{described}: gain from training vs CLS's gain",
                     [t - u for t, u in zip(trained, untrained)],
                     [t - u for t, u in zip(cls_trained, cls_untrained)],
+                    metric,
+                    "gain",
                 )
             )
     return tests
@@ -106,6 +128,8 @@ def _clip_primary(config: PretrainingStudyConfig, per_seed: dict) -> dict:
         f"{VARIANTS[config.primary_clip_variant]['label']} minus CLIP-CLS zero-shot top-1: slope over the "
         "caption rates",
         interaction_test(config, per_seed, config.primary_clip_variant),
+        "zero_shot_top1",
+        "slope",
     )
 
 
@@ -120,6 +144,8 @@ def _clip_secondary(config: PretrainingStudyConfig, per_seed: dict) -> list[dict
             "secondary",
             f"{VARIANTS[other]['label']} minus CLIP-CLS zero-shot top-1: slope over the caption rates",
             interaction_test(config, per_seed, other),
+            "zero_shot_top1",
+            "slope",
         )
     ]
     for rate in config.caption_rates:
@@ -133,6 +159,8 @@ def _clip_secondary(config: PretrainingStudyConfig, per_seed: dict) -> list[dict
                     f"{label} zero-shot top-1: trained vs untrained twin",
                     values_of(runs, "trained", "zero_shot_top1"),
                     values_of(runs, "untrained", "zero_shot_top1"),
+                    "zero_shot_top1",
+                    "untrained",
                 )
             )
             if name == baseline:
@@ -141,13 +169,20 @@ def _clip_secondary(config: PretrainingStudyConfig, per_seed: dict) -> list[dict
                 values, cls_values = values_of(runs, "trained", metric), values_of(cls_runs, "trained", metric)
                 if values is not None and cls_values is not None:
                     tests.append(
-                        _secondary("clip", f"{label} {titles[metric]}: trained vs trained CLS", values, cls_values)
+                        _secondary(
+                            "clip",
+                            f"{label} {titles[metric]}: trained vs trained CLS",
+                            values,
+                            cls_values,
+                            metric,
+                            "cls",
+                        )
                     )
     return tests
 
 
-def _secondary(family: str, description: str, a, b) -> dict:
-    return _test_entry(family, "secondary", description, paired_test(a, b))
+def _secondary(family: str, description: str, a, b, metric: str, comparison: str) -> dict:
+    return _test_entry(family, "secondary", description, paired_test(a, b), metric, comparison)
 
 
 def _decide(primary: dict, secondary: list[dict]) -> None:
@@ -212,4 +247,4 @@ def summarise(config: PretrainingStudyConfig, per_seed: dict) -> dict:
     return summary
 
 
-__all__ = ["interaction_test", "runs_of", "study_tests", "summarise", "values_of"]
+__all__ = ["COMPARISONS", "interaction_test", "runs_of", "study_tests", "summarise", "values_of"]

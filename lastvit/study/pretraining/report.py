@@ -10,8 +10,18 @@ from pathlib import Path
 
 from ..statistics import ALPHA
 from .analysis import study_tests, summarise
-from .config import AUROC_NOTE, COUNTERFACTUALS, METRICS, VARIANTS, PretrainingStudyConfig, PretrainingStudyError
+from .config import AUROC_NOTE, METRICS, VARIANTS, PretrainingStudyConfig, PretrainingStudyError
 from .figures import write_figures
+
+BACKGROUND_NOTE = (
+    "Backgrounds challenge (the main study's counterfactual test sets, read out through each model's own "
+    "classifier: k-NN for DINO, zero-shot for CLIP): every test scene rendered again with the same object on "
+    "black (only-FG), without the object (only-BG: the background as drawn), on a background of its class's "
+    "luminance group (mixed-same) or of another group (mixed-rand); BG-gap = mixed-same - mixed-rand; flip "
+    "rate = the share of predictions that change from original to mixed-rand. These scenes tie no background "
+    "to a class, so only-BG is at chance and BG-gap near 0 by construction; of these measures only mixed-rand "
+    "top-1 is tested."
+)
 
 
 def _cell(stats: dict) -> str:
@@ -157,6 +167,7 @@ def _dino_sections(config, summary, names) -> list[str]:
         "",
         f"{AUROC_NOTE}. PiB, CorLoc and coarse segmentation are the paper's thresholded scores, untested.",
         "",
+        *_background_note(all("knn_top1_mixed_rand" in summary[n]["metrics"] for n in names)),
     ]
     if all("knn_curve" in summary[n] for n in names):
         steps = summary[names[0]]["knn_curve"]["steps"]
@@ -223,20 +234,18 @@ def _clip_sections(config, results, names) -> list[str]:
                 cells.append(f"{_cell(stats['trained'])} ({stats['untrained']['mean']:.3f})")
             lines.append(f"| {rate:.1f} | " + " | ".join(cells) + " |")
         lines.append("")
-    missing = [k for k in COUNTERFACTUALS if f"zero_shot_top1_{k}" not in metrics]
     lines += [
         f"{AUROC_NOTE}. PiB, CorLoc, coarse segmentation and mIoU are the paper's thresholded scores, untested.",
         "",
+        *_background_note("zero_shot_top1_mixed_rand" in metrics),
     ]
-    if missing:
-        lines += [
-            (
-                "Counterfactual backgrounds (" + ", ".join(missing) + "): not measured; the scenes code renders no "
-                "counterfactual test sets yet (`lastvit.study.pretraining.counterfactual_sets` is the hook)."
-            ),
-            "",
-        ]
     return lines
+
+
+def _background_note(measured: bool) -> list[str]:
+    if not measured:
+        return ["Backgrounds challenge: not measured (a report from before the counterfactual test sets).", ""]
+    return [BACKGROUND_NOTE, ""]
 
 
 def write_report(out: Path, config: PretrainingStudyConfig, results: dict) -> dict:

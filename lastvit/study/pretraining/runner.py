@@ -71,24 +71,44 @@ def with_captions(data, config: PretrainingStudyConfig, rate: float):
     return datasets.DatasetDict(out)
 
 
-def counterfactual_sets(config: PretrainingStudyConfig, data) -> dict:
-    """HOOK for the main study's counterfactual backgrounds (issue 25): ``{"mixed_rand": split,
-    "only_bg": split}``, test scenes whose object sits on a random other background / whose object is
-    removed, with the original labels. The scenes code (`lastvit.data.scenes`) does not render them
-    yet, so this returns ``{}`` and the report says they were not measured; once it does, return its
-    splits here and `measure_counterfactuals` adds the image towers' zero-shot top-1 on each."""
-    return {}
+def with_counterfactuals(config: PretrainingStudyConfig, data):
+    """`data` whose test split also holds the main study's counterfactual renderings of each test scene
+    (`lastvit.data.background_challenge`: columns ``image_only_fg``, ``image_only_bg``,
+    ``image_mixed_same``, ``image_mixed_rand``; the same object instance, size, flip and position,
+    backgrounds in `background_groups` luminance groups). The test scenes are drawn again from their
+    own random stream with no background correlation, which reproduces them exactly; a mismatch is
+    refused."""
+    import datasets
+
+    from lastvit.data.background_challenge import COUNTERFACTUAL_SETS, render_split
+    from lastvit.data.scene_sources import scene_splits
+
+    sources = scene_splits(config.data_variant, config.data_seed)["test"]
+    sources.opacity = config.opacity
+    rendered = render_split(
+        sources,
+        config.num_test,
+        "test",
+        seed=config.data_seed,
+        image_size=config.image_size,
+        scale_range=config.scale_range,
+        num_groups=config.background_groups,
+        counterfactual=True,
+    )
+    test = data["test"]
+    if _png_bytes(rendered) != _png_bytes(test):
+        raise PretrainingStudyError(
+            "the counterfactual renderings do not reproduce the test scenes (lastvit.data.scenes and "
+            "lastvit.data.background_challenge draw them differently); align the two generators."
+        )
+    columns = rendered.select_columns([f"image_{name}" for name in COUNTERFACTUAL_SETS])
+    return datasets.DatasetDict({**data, "test": datasets.concatenate_datasets([test, columns], axis=1)})
 
 
-def measure_counterfactuals(model, tokenizer, splits: dict, class_names, seed: int) -> dict:
-    """``{"trained": {...}, "untrained": {...}}`` zero-shot top-1 on each counterfactual split."""
-    from lastvit.measure.pretrained_eval import evaluate_clip_model
+def _png_bytes(split) -> list[bytes]:
+    import datasets
 
-    measured = {"trained": {}, "untrained": {}}
-    for kind, split in splits.items():
-        for side, values in evaluate_clip_model(model, tokenizer, split, class_names, seed=seed).items():
-            measured[side][f"zero_shot_top1_{kind}"] = values["zero_shot_top1"]
-    return measured
+    return [image["bytes"] for image in split.cast_column("image", datasets.Image(decode=False))["image"]]
 
 
 def _common_arguments(config: PretrainingStudyConfig, name: str, seed: int, data_path: Path, out: Path) -> dict:
@@ -128,15 +148,15 @@ def dino_arguments(config: PretrainingStudyConfig, name: str, seed: int, data_pa
     )
 
 
-def train_and_measure(
-    config: PretrainingStudyConfig, name: str, seed: int, data, data_path: Path, out: Path, extra=None
-) -> dict:
+def train_and_measure(config: PretrainingStudyConfig, name: str, seed: int, data, data_path: Path, out: Path) -> dict:
     """Train one variant for one seed into `out` and measure it and its untrained twin (DINO: the
     trainer's own `evaluate_backbone`, with its curves; CLIP: the saved folder loaded back with the
-    Auto classes, plus the counterfactual splits `extra` when given):
+    Auto classes; both with the backgrounds challenge when the test split holds the counterfactual
+    renderings, `with_counterfactuals`):
     ``{"trained": {...}, "untrained": {...}, "final_loss": ..., "steps": ...}``."""
     from transformers import AutoModel, AutoTokenizer
 
+    from lastvit.measure.counterfactual import has_counterfactuals, zero_shot_background_test
     from lastvit.measure.pretrained_eval import evaluate_clip_model, flat_clip
 
     spec = VARIANTS[name]
@@ -160,8 +180,8 @@ def train_and_measure(
         names = [readable(n) for n in data["test"].features["label"].names]
         measured = evaluate_clip_model(model, tokenizer, data["test"], names, seed=seed)
         measured = {side: flat_clip(values) for side, values in measured.items()}
-        if extra:
-            for side, values in measure_counterfactuals(model, tokenizer, extra, names, seed).items():
+        if has_counterfactuals(data["test"]):
+            for side, values in zero_shot_background_test(model, tokenizer, data["test"], names, seed).items():
                 measured[side].update(values)
     return {**measured, "seed": seed, "final_loss": trained.get("final_loss"), "steps": trained.get("step")}
 
@@ -212,7 +232,7 @@ def _jobs(config: PretrainingStudyConfig) -> list[tuple]:
     ]
 
 
-def _train_every_run(config: PretrainingStudyConfig, data, paths: dict, extra: dict, work: Path, start: float):
+def _train_every_run(config: PretrainingStudyConfig, data, paths: dict, work: Path, start: float):
     """``{variant: [run, ...]}``: every job of `_jobs` trained and measured (its folder removed after)."""
     per_seed = {name: [] for name in config.variants}
     jobs = _jobs(config)
@@ -220,7 +240,7 @@ def _train_every_run(config: PretrainingStudyConfig, data, paths: dict, extra: d
         where = "" if rate is None else f", caption rate {rate}"
         _log(start, f"[{index + 1}/{len(jobs)}] training {VARIANTS[name]['label']}, seed {seed}{where}")
         run_dir = work / "runs" / f"{name}-seed{seed}-{rate}"
-        run = train_and_measure(config, name, seed, data, paths["dino" if rate is None else rate], run_dir, extra)
+        run = train_and_measure(config, name, seed, data, paths["dino" if rate is None else rate], run_dir)
         if rate is not None:
             run["caption_rate"] = rate
         per_seed[name].append(run)
@@ -238,9 +258,9 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
         _log(start, f"building {config.num_train} + {config.num_val} + {config.num_test} scenes ...")
         data = build_data(config)
         data_fingerprint = scenes_fingerprint(data)
+        data = with_counterfactuals(config, data)  # after the fingerprint: the scenes as trained on
         paths = _save_data(config, data, work)
-        extra = counterfactual_sets(config, data) if "clip" in config.families else {}
-        per_seed = _train_every_run(config, data, paths, extra, work, start)
+        per_seed = _train_every_run(config, data, paths, work, start)
         results = {
             "question": (
                 "Does LazyStrike (DINO: K = 1, N/7; CLIP: K = 1, N/2) change what DINO and CLIP models learn, vs "
@@ -303,4 +323,11 @@ def run_dino_pilot(config: PretrainingStudyConfig, name: str = "dino_cls", comma
         return pilot
 
 
-__all__ = ["build_data", "run_dino_pilot", "run_pretraining_study", "train_and_measure", "with_captions"]
+__all__ = [
+    "build_data",
+    "run_dino_pilot",
+    "run_pretraining_study",
+    "train_and_measure",
+    "with_captions",
+    "with_counterfactuals",
+]
