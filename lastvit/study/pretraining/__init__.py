@@ -21,6 +21,11 @@ The design is declared in the config before any run (`design`, written to report
   model vs its untrained twin, and the other LazyStrike variant's slope; Holm-adjusted within each
   family, their count in the report. The paper's thresholded map scores (PiB, CorLoc, coarse
   segmentation) are shown as means next to the threshold-free AUROC against exact masks, untested.
+- The main study's backgrounds challenge for the image towers (`with_counterfactuals`,
+  `lastvit.measure.counterfactual`): each test scene rendered again as only-FG, only-BG, mixed-same
+  and mixed-rand, read out through the model's own classifier (DINO: k-NN, CLIP: zero-shot), trained
+  and untrained twin, with BG-gap and flip rate. Mixed-rand top-1 is among the tested metrics; the
+  rest is shown (these scenes tie no background to a class, so only-BG is at chance by construction).
 
 report.md, report.json and figures are written whole (`write_folder`). The package follows the main
 study's rooms: `config` (variants, metrics, options, the declared design; no torch), `runner` (data,
