@@ -281,15 +281,51 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
 def _train_clip(args: CLIPTrainingArguments, output) -> dict:
     import torch
 
-    from lastvit.clip.captions import tokenize, train_word_tokenizer
-    from lastvit.clip.contrastive import ContrastiveEmbedder, contrastive_loss, sigmoid_loss
-    from lastvit.data.loading import EpochSampler, ImageTransform, build_processor
-    from lastvit.training.pretraining import PretrainingLoop, claim, mean_over_processes, start_run
+    from lastvit.clip.contrastive import ContrastiveEmbedder
+    from lastvit.data.loading import ImageTransform, build_processor
+    from lastvit.training.pretraining import PretrainingLoop, claim, start_run
     from lastvit.training.schedule import lr_lambda
 
     accelerator = start_run(
         args, fsdp="LastViT-CLIP cannot run under FSDP: fully_shard cannot shard its scalar logit_scale."
     )
+    model, tokenizer, train_split, eval_split, class_names = _model_and_splits(args)
+    processor = build_processor(model.vision_model, args.model_name_or_path or args.vision_model_name_or_path)
+    size = model.config.vision_config.image_size_hw[0]
+    common = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "seed": args.seed}
+    data, sampler, loader = _pair_loader(
+        args, train_split, tokenizer, ImageTransform(train=True, crop_scale=(args.crop_scale_min, 1.0), **common)
+    )
+    embedder = ContrastiveEmbedder(model)
+    optimizer = torch.optim.AdamW(embedder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    embedder, optimizer, loader = accelerator.prepare(embedder, optimizer, loader)
+    model = accelerator.unwrap_model(embedder).clip
+    total_steps = max(1, math.ceil(args.epochs * len(loader)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, args.warmup_ratio, 0.01))
+    accelerator.register_for_checkpointing(scheduler)
+
+    steps = PretrainingLoop(accelerator, args, total_steps, "clip", resume=claim(accelerator, output, args))
+    train_step = _clip_step(args, accelerator, steps, embedder, optimizer, scheduler)
+    embedder.train()
+    results = steps.train(loader, train_step, epoch_aware=(sampler, data))
+    if "stopped_at_step" in results:
+        return results
+    if accelerator.is_main_process:
+        if class_names:
+            results.update(
+                evaluate_split(model, tokenizer, eval_split, class_names, ImageTransform(train=False, **common))
+            )
+        write_clip_folder(args, model, tokenizer, processor, results)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
+
+def _model_and_splits(args: CLIPTrainingArguments):
+    """``(model, tokenizer, train, eval, class names or None)``: a LastViT-CLIP folder with its
+    tokenizer, or a new model over a word tokenizer trained on the training captions."""
+    from lastvit.clip.captions import train_word_tokenizer
+
     if args.model_name_or_path:
         model, tokenizer = load_clip_folder(args)
         train_split, eval_split, class_names = captioned_splits(
@@ -299,15 +335,18 @@ def _train_clip(args: CLIPTrainingArguments, output) -> dict:
         train_split, eval_split, class_names = captioned_splits(args)
         tokenizer = train_word_tokenizer(train_split[args.text_column], args.max_text_length)
         model = build_model(args, tokenizer)
-    processor = build_processor(model.vision_model, args.model_name_or_path or args.vision_model_name_or_path)
-    size = model.config.vision_config.image_size_hw[0]
-    common = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "seed": args.seed}
-    data = _ImageText(
-        train_split,
-        ImageTransform(train=True, crop_scale=(args.crop_scale_min, 1.0), **common),
-        args.image_column,
-        args.text_column,
-    )
+    return model, tokenizer, train_split, eval_split, class_names
+
+
+def _pair_loader(args: CLIPTrainingArguments, train_split, tokenizer, transform):
+    """``(pairs, sampler, loader)``: the training split as (augmented image, tokenized caption)
+    batches in the seed's order, whole batches only."""
+    import torch
+
+    from lastvit.clip.captions import tokenize
+    from lastvit.data.loading import EpochSampler
+
+    data = _ImageText(train_split, transform, args.image_column, args.text_column)
     sampler = EpochSampler(len(data), args.seed, shuffle=True)
 
     def collate(examples):
@@ -324,19 +363,21 @@ def _train_clip(args: CLIPTrainingArguments, output) -> dict:
     )
     if len(loader) == 0:
         raise PretrainingError(f"the training split has {len(data)} pairs, fewer than one batch of {args.batch_size}.")
-    embedder = ContrastiveEmbedder(model)
-    optimizer = torch.optim.AdamW(embedder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    embedder, optimizer, loader = accelerator.prepare(embedder, optimizer, loader)
-    model = accelerator.unwrap_model(embedder).clip
-    total_steps = max(1, math.ceil(args.epochs * len(loader)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, args.warmup_ratio, 0.01))
-    accelerator.register_for_checkpointing(scheduler)
+    return data, sampler, loader
 
-    steps = PretrainingLoop(accelerator, args, total_steps, "clip", resume=claim(accelerator, output, args))
+
+def _clip_step(args: CLIPTrainingArguments, accelerator, steps, embedder, optimizer, scheduler):
+    """One training step: the contrastive (or, with a logit bias, SigLIP's sigmoid) loss against the
+    pairs of every process, clipping, the optimiser and lr steps, the temperature clamped at 100."""
+    import torch
+
+    from lastvit.clip.contrastive import contrastive_loss, sigmoid_loss
+    from lastvit.training.pretraining import mean_over_processes
+
+    model = accelerator.unwrap_model(embedder).clip
 
     def train_step(batch) -> float:
         embeds = embedder(batch["pixel_values"], batch["input_ids"], batch.get("attention_mask"))
-        # against the pairs of every process; a model with a logit bias is trained with SigLIP's loss
         loss = sigmoid_loss(*embeds) if len(embeds) == 4 else contrastive_loss(*embeds)
         if not torch.isfinite(loss):
             raise PretrainingError(
@@ -352,19 +393,7 @@ def _train_clip(args: CLIPTrainingArguments, output) -> dict:
             model.logit_scale.clamp_(0, math.log(100))
         return mean_over_processes(accelerator, loss)
 
-    embedder.train()
-    results = steps.train(loader, train_step, epoch_aware=(sampler, data))
-    if "stopped_at_step" in results:
-        return results
-    if accelerator.is_main_process:
-        if class_names:
-            results.update(
-                evaluate_split(model, tokenizer, eval_split, class_names, ImageTransform(train=False, **common))
-            )
-        write_clip_folder(args, model, tokenizer, processor, results)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return results
+    return train_step
 
 
 def evaluate_split(model, tokenizer, split, class_names, transform, background_names=None) -> dict:
