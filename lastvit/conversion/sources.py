@@ -10,7 +10,8 @@ from .dino import convert_dino_state_dict
 from .hf import compare_with_hf_source, convert_hf_model, load_hf_model, load_hf_processor_settings
 from .key_plan import ConversionResult, extract_state_dict
 from .openclip import convert_openclip_state_dict
-from .options import SOURCES, TEXT_TOWER_SOURCES, ConversionError, ConversionOptions
+from .options import SOURCES, TEXT_TOWER_SOURCES, TIMM_EVA_FLAGS, ConversionError, ConversionOptions
+from .timm_eva import convert_timm_eva_state_dict
 from .timm_vit import convert_timm_state_dict
 from .torchvision_vit import convert_torchvision_state_dict
 
@@ -19,6 +20,7 @@ STATE_DICT_CONVERTERS = {
     "dino": convert_dino_state_dict,
     "openclip": convert_openclip_state_dict,
     "timm": convert_timm_state_dict,
+    "timm-eva": convert_timm_eva_state_dict,
 }
 
 
@@ -41,6 +43,10 @@ def convert_checkpoint(
         )
     if tokenizer is not None and not options.text_tower:
         raise ConversionError("--tokenizer only applies with --with-text-tower.")
+    eva_flags = [name for name in TIMM_EVA_FLAGS if getattr(options, name) is not None]
+    if eva_flags and source != "timm-eva":
+        flags = ", ".join("--" + name.replace("_", "-") for name in eva_flags)
+        raise ConversionError(f"{flags} only apply with --from timm-eva (got --from {source}).")
     if source == "hf":
         source_model = load_hf_model(input_path)
         source_processor = load_hf_processor_settings(input_path)
