@@ -28,7 +28,7 @@ SOURCE_NAMES = {
 TIMM_GLOBAL_POOLS = ("token", "avg", "avgmax", "max", "map")  # timm's `global_pool`, not stored in its state dicts
 TIMM_EVA_ROPES = ("eva", "dinov3", "none")  # timm Eva's rotary embedding, not stored in its state dicts either
 TIMM_EVA_FLAGS = ("rope", "rope_reference_grid", "layer_norm_eps")  # options only `--from timm-eva` reads
-TEXT_TOWER_SOURCES = ("openclip",)  # sources whose checkpoints hold a text tower `--with-text-tower` converts
+TEXT_TOWER_SOURCES = ("openclip", "hf")  # sources whose checkpoints hold a text tower `--with-text-tower` converts
 POOLING_CHOICES = ("source", *POOLING_TYPES)
 CLIP_ACTIVATIONS = ("quick_gelu", "gelu")
 DTYPES = ("bfloat16", "float16", "float32")
@@ -77,7 +77,8 @@ class ConversionJob:
     tokenizer: str | None = option(
         None,
         "with --with-text-tower: OpenAI's / open_clip's bpe_simple_vocab_16e6.txt.gz, or a transformers "
-        "tokenizer folder (e.g. a saved CLIPTokenizer); default: open_clip's bundled BPE when open_clip is installed",
+        "tokenizer folder (e.g. a saved CLIPTokenizer); default: open_clip's bundled BPE when open_clip is installed "
+        "(--from openclip), the tokenizer saved in the --input folder (--from hf)",
         metavar="PATH",
     )
     dtype: str = option("float32", "dtype of the saved weights", choices=DTYPES)
@@ -139,8 +140,9 @@ class ConversionOptions:
     )
     text_tower: bool = option(
         False,
-        "openclip: convert the whole CLIP model (image tower, text tower, logit_scale) into a LastViTCLIPModel "
-        "folder with its tokenizer, for the zero-shot-image-classification pipeline and as a start for "
+        "openclip, and hf for a SiglipModel: convert the whole model (image tower, text tower, logit_scale, SigLIP's "
+        "logit_bias) into a LastViTCLIPModel folder with its tokenizer, for the zero-shot-image-classification "
+        "pipeline and as a start for "
         "fine-tuning. A flag rather than another --from, because the source file and the image tower's "
         "conversion (and every readout option) are the same; only what is kept grows",
         flag="--with-text-tower",

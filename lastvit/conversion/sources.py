@@ -47,6 +47,8 @@ def convert_checkpoint(
     if eva_flags and source != "timm-eva":
         flags = ", ".join("--" + name.replace("_", "-") for name in eva_flags)
         raise ConversionError(f"{flags} only apply with --from timm-eva (got --from {source}).")
+    if source == "hf" and options.text_tower:
+        return convert_hf_text_tower(input_path, options, tokenizer)
     if source == "hf":
         source_model = load_hf_model(input_path)
         source_processor = load_hf_processor_settings(input_path)
@@ -69,3 +71,30 @@ def convert_checkpoint(
     if checkpoint_key:
         result.notes.append(f"Weights taken from the checkpoint's {checkpoint_key!r} entry.")
     return result, None
+
+
+def convert_hf_text_tower(input_path: str, options: ConversionOptions, tokenizer: str | None):
+    """A transformers `SiglipModel` folder as a whole `LastViTCLIPModel` (`siglip_text`), with the parity of image and
+    text embeddings and logits against the source on random images and full-length random texts."""
+    from transformers import AutoTokenizer
+
+    from .siglip_text import compare_with_siglip_source, convert_siglip_model
+
+    source_model = load_hf_model(input_path)
+    where = tokenizer or input_path
+    try:
+        text_tokenizer = AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError, ImportError) as error:
+        raise ConversionError(
+            f"--with-text-tower needs the text tokenizer, and none loads from {where} ({error}); save the model's "
+            "tokenizer there or pass --tokenizer FOLDER (SigLIP's SentencePiece tokenizer needs `sentencepiece`)."
+        ) from error
+    result = convert_siglip_model(source_model, options, load_hf_processor_settings(input_path), text_tokenizer)
+    if result.model.config.vision_config.pooling != "map":  # another readout: the embeddings differ by design
+        return result, None
+    height, width = result.model.config.vision_config.image_size_hw
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(2, 3, height, width, generator=generator)
+    text = source_model.config.text_config
+    input_ids = torch.randint(0, text.vocab_size, (3, text.max_position_embeddings), generator=generator)
+    return result, compare_with_siglip_source(source_model, result.model, pixel_values, input_ids)
