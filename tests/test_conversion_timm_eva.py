@@ -123,6 +123,20 @@ def test_timm_evas_convert_with_outputs_equal_to_timms_forward(name, size):
     assert uses_after_import() == []
 
 
+def test_a_fixed_size_eva02_with_its_cached_rope_converts_with_equal_outputs():
+    """timm's EVA02 models are built with a fixed input size (RoPE cached for the native grid, ref_feat_shape 16)."""
+    torch.manual_seed(5)
+    model = perturbed(
+        Eva(**{**BASE, "dynamic_img_size": False}, **EVA02, qkv_fused=False, scale_mlp=True, num_classes=3)
+    )
+    converted = convert_timm_eva_state_dict(model.state_dict(), ConversionOptions(num_heads=4)).model
+    x = pixels()
+    with torch.no_grad():
+        assert_close(converted(x).logits, model(x), "fixed-size EVA02 logits")
+        assert_close(converted.lastvit(x).last_hidden_state, model.forward_features(x), "fixed-size EVA02 tokens")
+    assert uses_after_import() == []
+
+
 def test_the_options_eva02_needs_are_read_from_its_keys():
     config = convert("eva02-base-split-swiglu-sub-ln")[1].model.config
     assert (config.rope_type, config.rope_theta, config.rope_reference_grid) == ("eva", 10000.0, 16)
