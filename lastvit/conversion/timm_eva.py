@@ -123,31 +123,41 @@ def convert_timm_eva_state_dict(state_dict: dict[str, torch.Tensor], options: Co
         use_fc_norm=use_fc_norm,
         pooling=GLOBAL_POOLS[global_pool],
     )
-    rope_text = {"eva": f"EVA RoPE (reference grid {reference})", "dinov3": "DINOv3 RoPE", "none": "no RoPE"}[rope]
+    notes, description = _eva_texts(base, rope, options, has_cls, global_pool)
+    processor = (imagenet_full_crop_processor if rope == "dinov3" else clip_eval_processor)(image_size[0])
+    return build_timm_result(plan, sd, base, options, processor, description, notes, global_pool, use_fc_norm)
+
+
+def _eva_texts(base: dict, rope: str, options: ConversionOptions, has_cls: bool, global_pool: str):
+    """The notes (what the state dict could not tell, the preprocessing) and the one-line description."""
+    rope_text = {"eva": f"EVA RoPE (reference grid {base['rope_reference_grid']})", "dinov3": "DINOv3 RoPE"}
+    rope_text = rope_text.get(rope, "no RoPE")
+    preprocessing = (
+        "ImageNet mean/std with a full crop (timm's DINOv3 pretrained_cfg)"
+        if rope == "dinov3"
+        else "CLIP mean/std with a full crop (timm's EVA02 fine-tuned pretrained_cfg)"
+    )
     notes = [
         (
             f"timm state dicts record neither the RoPE nor the LayerNorm epsilon: converted with {rope_text} and eps "
-            f"{eps:g} ({'given' if options.rope else 'read from the keys'}); pass --rope / --rope-reference-grid / "
-            "--layer-norm-eps if the model was built otherwise."
+            f"{base['layer_norm_eps']:g} ({'given' if options.rope else 'read from the keys'}); pass --rope / "
+            "--rope-reference-grid / --layer-norm-eps if the model was built otherwise."
         ),
         (
-            "timm state dicts carry no preprocessing: the folder uses "
-            + (
-                "ImageNet mean/std with a full crop (timm's DINOv3 pretrained_cfg)"
-                if rope == "dinov3"
-                else "CLIP mean/std with a full crop (timm's EVA02 fine-tuned pretrained_cfg)"
-            )
-            + "; check it against the model's timm pretrained_cfg (mean/std, crop_pct, interpolation)."
+            f"timm state dicts carry no preprocessing: the folder uses {preprocessing}; check it against the model's "
+            "timm pretrained_cfg (mean/std, crop_pct, interpolation)."
         ),
     ]
-    processor = (imagenet_full_crop_processor if rope == "dinov3" else clip_eval_processor)(image_size[0])
+    mlp = "GELU MLP"
+    if base["use_gated_mlp"]:
+        mlp = "SwiGLU MLP" + (" with sub-LN" if base["use_mlp_sub_norm"] else "")
     description = (
-        f"timm Eva (patch {patch[0]}, width {hidden}, {layers} blocks, {'CLS, ' if has_cls else ''}{registers} "
-        f"registers, {rope_text}, {'SwiGLU' + (' with sub-LN' if base['use_mlp_sub_norm'] else '') if gated else 'GELU'}"
-        f" MLP{', attention sub-LN' if base['use_attention_sub_norm'] else ''}, global_pool={global_pool!r}"
-        f"{', fc_norm' if use_fc_norm else ''})"
+        f"timm Eva (patch {base['patch_size'][0]}, width {base['hidden_size']}, {base['num_hidden_layers']} blocks, "
+        f"{'CLS, ' if has_cls else ''}{base['num_register_tokens']} registers, {rope_text}, {mlp}"
+        f"{', attention sub-LN' if base['use_attention_sub_norm'] else ''}, global_pool={global_pool!r}"
+        f"{', fc_norm' if base['use_fc_norm'] else ''})"
     )
-    return build_timm_result(plan, sd, base, options, processor, description, notes, global_pool, use_fc_norm)
+    return notes, description
 
 
 def _mlp_layout(sd: dict[str, torch.Tensor]) -> str:
