@@ -389,8 +389,9 @@ def _clip_step(args: CLIPTrainingArguments, accelerator, steps, embedder, optimi
         optimizer.step()
         optimizer.zero_grad()
         scheduler.step()
-        with torch.no_grad():  # CLIP clamps the learned temperature at 100
-            model.logit_scale.clamp_(0, math.log(100))
+        if len(embeds) == 3:  # CLIP clamps the learned temperature at 100 (SigLIP's sigmoid loss does not)
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
         return mean_over_processes(accelerator, loss)
 
     return train_step
@@ -445,8 +446,9 @@ def clip_model_card(args, model, results: dict):
     )
     details = describe_config(model.config.vision_config) + [
         (
-            f"Text tower: transformers' CLIP text transformer, width {text.hidden_size}, {text.num_hidden_layers} blocks, "
-            f"vocabulary {text.vocab_size} ({tokenizer})."
+            f"Text tower: transformers' {'SigLIP' if model.config.text_tower == 'siglip' else 'CLIP'} text "
+            f"transformer, width {text.hidden_size}, {text.num_hidden_layers} blocks, vocabulary {text.vocab_size} "
+            f"({tokenizer})."
         ),
         (
             f"Joint space: {model.config.projection_dim} dimensions, learned temperature (logit scale "
@@ -478,9 +480,15 @@ def clip_model_card(args, model, results: dict):
         ("bird", "vehicle"),
         "`image_tower/` is the image tower alone, a LastViT folder (`image_embeds` = the CLIP image embedding).",
     )
+    loss = (
+        "SigLIP's pairwise sigmoid loss with a learned temperature and bias"
+        if model.logit_bias is not None
+        else "symmetric InfoNCE with a learned temperature"
+    )
+    image = "projected global feature" if model.config.image_projection else "global feature"
     summary = (
-        "A LaSt-ViT image-text (CLIP) model trained with `lastvit-train-clip`: symmetric InfoNCE with a learned "
-        "temperature between the LastViT image tower's projected global feature and a CLIP text tower."
+        f"A LaSt-ViT image-text (CLIP) model trained with `lastvit-train-clip`: {loss} between the LastViT image "
+        f"tower's {image} and a {'SigLIP' if model.config.text_tower == 'siglip' else 'CLIP'} text tower."
     )
     return render_model_card(
         title=f"LastViT-CLIP ({model.config.vision_config.pooling} readout)",

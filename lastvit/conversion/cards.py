@@ -87,9 +87,17 @@ def source_license(source) -> str | None:
 
 
 def converted_clip_model_card(
-    result, command: str, model_name: str, round_trip: dict[str, float], license: str | None = None
+    result,
+    command: str,
+    model_name: str,
+    round_trip: dict[str, float],
+    license: str | None = None,
+    parity: dict[str, float] | None = None,
 ) -> ModelCard:
-    """The card of a whole CLIP model converted with `lastvit-convert --from openclip --with-text-tower`."""
+    """The card of a whole CLIP model converted with `lastvit-convert --with-text-tower` (`--from openclip`, or
+    `--from hf` for a SigLIP model, whose `parity` against the source's own forward is measured)."""
+    if is_siglip(result):
+        return _siglip_card(result, command, model_name, round_trip, license, parity)
     model = result.model
     vision, text = model.config.vision_config, model.config.text_config
     same_readout = vision.pooling == "cls" and "pooling lazystrike" not in command
@@ -170,5 +178,86 @@ def converted_clip_model_card(
         sections=sections,
         pipeline_tag="zero-shot-image-classification",
         tags=["clip", "zero-shot-image-classification"],
+        license=license,
+    )
+
+
+def is_siglip(result) -> bool:
+    return getattr(result.model.config, "text_tower", "clip") == "siglip"
+
+
+def _siglip_card(result, command, model_name, round_trip, license, parity) -> ModelCard:
+    """The card of a transformers `SiglipModel` converted whole (`lastvit-convert --from hf --with-text-tower`)."""
+    model = result.model
+    vision, text = model.config.vision_config, model.config.text_config
+    same_readout = vision.pooling == "map"
+    source_text = (
+        f"Converted from a {result.description} with `lastvit-convert --from hf --with-text-tower`: the image tower "
+        "(a LastViT), SigLIP's text tower (transformers' `SiglipTextModel`, unchanged), `logit_scale`, `logit_bias` "
+        "and the tokenizer. The source's image embedding was its multi-head attention-pooling (MAP) head over the "
+        f"final tokens; this folder's is `pooling={vision.pooling!r}`"
+        + (
+            " (the same readout), so the embeddings and logits are the source's."
+            if same_readout
+            else ", so the image embeddings and logits differ from the source's: fine-tune it with "
+            "`lastvit-train-clip --model-name-or-path FOLDER --loss sigmoid` (SigLIP's pairwise sigmoid loss)."
+        )
+    )
+    notes = "".join(f"- {note}\n" for note in result.notes)
+    dropped = "".join(f"- Dropped {count} source tensors: {reason}.\n" for reason, count in result.dropped.items())
+    rows = [f"| {name} vs the transformers source | {value:.2e} |" for name, value in (parity or {}).items()]
+    rows += [f"| {name}, saved folder reloaded | {value:.2e} |" for name, value in round_trip.items()]
+    check = "\n".join(
+        [
+            (
+                "Max abs differences measured by `lastvit-convert` while writing this folder (fp32, random images at the "
+                "native resolution and random full-length texts):"
+            ),
+            "",
+            "| Output | Max abs diff |",
+            "|---|---|",
+            *rows,
+        ]
+    )
+    details = describe_config(vision) + [
+        (
+            f"Text tower: SigLIP's, width {text.hidden_size}, {text.num_hidden_layers} blocks, no causal mask, "
+            f"vocabulary {text.vocab_size}; texts padded to {text.max_position_embeddings} tokens, pooled at the last "
+            "position, then its head."
+        ),
+        (
+            f"Joint space: {model.config.projection_dim} dimensions (the image embedding is the pooled feature, no "
+            f"projection); logit scale {model.logit_scale.item():.4f}, logit bias {model.logit_bias.item():.4f} "
+            "(sigmoid probabilities per image-text pair)."
+        ),
+        f"Tokenizer: {type(result.tokenizer).__name__}, {len(result.tokenizer)} tokens.",
+    ]
+    usage = clip_usage_text(
+        ("dog", "cat"),
+        "`model.vision_model` is the image tower (a `LastViTModel`, `save_image_tower` writes it alone).\n"
+        "SigLIP's logits are per pair: `torch.sigmoid(outputs.logits_per_image)` are its probabilities.",
+    )
+    sections = [
+        ("Source", source_text + ("\n\n" + notes + dropped if notes or dropped else "")),
+        ("Conversion check", check),
+        ("How to use", usage),
+        (
+            "Limitations",
+            (
+                "- The weights, their training data and their biases are the source's; this card does not describe "
+                "them.\n- This package has not evaluated this checkpoint on any benchmark."
+            ),
+        ),
+        ("Licence", "The licence of the source weights applies; check it before redistributing."),
+    ]
+    return render_model_card(
+        title=model_name,
+        summary=f"A LastViT-CLIP model (LaSt-ViT model package for Transformers, after {PAPER}): the image and text "
+        "towers of a converted SigLIP model in one joint space.",
+        details=details,
+        command=command,
+        sections=sections,
+        pipeline_tag="zero-shot-image-classification",
+        tags=["clip", "siglip", "zero-shot-image-classification"],
         license=license,
     )
