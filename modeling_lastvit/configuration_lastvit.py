@@ -9,7 +9,7 @@ from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 
 POOLING_TYPES = ("cls", "mean", "max", "lazystrike", "map", "avgmax")
-ROPE_TYPES = ("dinov3",)
+ROPE_TYPES = ("dinov3", "eva")
 POSITION_EMBEDDING_TYPES = ("learned", "none", "sincos_2d")
 NORM_TYPES = ("layer_norm", "rms_norm")
 INTERPOLATION_MODES = ("bicubic", "bilinear")
@@ -69,8 +69,19 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
             every block; `None` (default) means none. `"dinov3"`: DINOv3's variant (patch centres normalised to
             [-1, 1] per axis, `head_dim / 4` frequencies `rope_theta ** -arange(0, 1, 4 / head_dim)` per axis, angles
             `2 pi * coordinate * frequency` laid out [y, x] and tiled twice, rotate-half). CLS and register tokens are
-            not rotated. Needs `head_dim` divisible by 4.
-        rope_theta (`float`, defaults to 100.0): base of the RoPE frequencies.
+            not rotated. Needs `head_dim` divisible by 4. `"eva"`: EVA02's variant (timm `eva.py`): patch indices
+            (row, column) as coordinates, each axis rescaled by `rope_reference_grid / grid` when that is set, the same
+            frequencies, angles ``coordinate * frequency`` (no 2 pi) in the same [y, x] tiled rotate-half layout (EVA's
+            interleaved pairs become this layout by permuting the query and key channels at conversion).
+        rope_theta (`float`, defaults to 100.0): base of the RoPE frequencies (DINOv3 uses 100, EVA02 10000).
+        rope_reference_grid (`int` or `tuple[int, int]`, *optional*): with `rope_type="eva"`, the patch grid the
+            coordinates are scaled to (timm's `ref_feat_shape`; EVA02 uses 16 x 16 at every input size); `None`: the
+            raw patch indices.
+        use_attention_sub_norm (`bool`, defaults to `False`): a norm (of `norm_type`) on the attention output before
+            its output projection in every block (sub-LN: EVA02-CLIP's `scale_attn_inner`).
+        use_mlp_sub_norm (`bool`, defaults to `False`): a norm (of `norm_type`, width `intermediate_size`) on the gated
+            MLP's hidden activations before `down_proj` (sub-LN: EVA02's SwiGLU with `scale_mlp`). Needs
+            `use_gated_mlp`.
         drop_path_rate (`float`, defaults to 0.0): stochastic depth, the same rate in every block.
         hidden_dropout_prob (`float`, defaults to 0.0): dropout on embeddings and block outputs.
         attention_probs_dropout_prob (`float`, defaults to 0.0): dropout on attention weights.
@@ -165,6 +176,9 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
     position_embedding_type: str = "learned"
     rope_type: str | None = None
     rope_theta: float = 100.0
+    rope_reference_grid: int | list[int] | tuple[int, int] | None = None
+    use_attention_sub_norm: bool = False
+    use_mlp_sub_norm: bool = False
     drop_path_rate: float | int = 0.0
     hidden_dropout_prob: float | int = 0.0
     attention_probs_dropout_prob: float | int = 0.0
@@ -335,6 +349,13 @@ class LastViTConfig(BackboneConfigMixin, PreTrainedConfig):
                 fail(f"`rope_type` needs a head dimension divisible by 4, got {self.head_dim}.")
             if self.rope_theta <= 0:
                 fail(f"`rope_theta` must be > 0, got {self.rope_theta}.")
+        if self.rope_reference_grid is not None:
+            if self.rope_type != "eva":
+                fail("`rope_reference_grid` only applies with `rope_type='eva'`; remove it or set the rope type.")
+            if min(_pair(self.rope_reference_grid)) < 1:
+                fail(f"`rope_reference_grid` must be positive, got {self.rope_reference_grid}.")
+        if self.use_mlp_sub_norm and not self.use_gated_mlp:
+            fail("`use_mlp_sub_norm` norms the gated MLP's hidden activations: set `use_gated_mlp=True` too.")
 
 
 class LastViTConfigError(StrictDataclassClassValidationError):

@@ -255,6 +255,7 @@ class LastViTAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.sub_norm = make_norm(config) if config.use_attention_sub_norm else None
 
     def forward(
         self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
@@ -281,8 +282,10 @@ class LastViTAttention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )
-        attn_output = self.o_proj(attn_output.reshape(*input_shape, -1))
-        return attn_output, attn_weights
+        attn_output = attn_output.reshape(*input_shape, -1)
+        if self.sub_norm is not None:  # EVA02-CLIP's sub-LN
+            attn_output = self.sub_norm(attn_output)
+        return self.o_proj(attn_output), attn_weights
 
 
 class LastViTLayerScale(nn.Module):
@@ -461,15 +464,17 @@ class LastViTRMSNorm(nn.Module):
         return f"{tuple(self.weight.shape)}, eps={self.eps}"
 
 
-def make_norm(config: LastViTConfig) -> nn.Module:
-    """The norm `config.norm_type` names (LayerNorm by default), of width `hidden_size`."""
+def make_norm(config: LastViTConfig, width: int | None = None) -> nn.Module:
+    """The norm `config.norm_type` names (LayerNorm by default), of width `width` (default `hidden_size`)."""
+    width = width or config.hidden_size
     if config.norm_type == "rms_norm":
-        return LastViTRMSNorm(config.hidden_size, eps=config.layer_norm_eps)
-    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        return LastViTRMSNorm(width, eps=config.layer_norm_eps)
+    return nn.LayerNorm(width, eps=config.layer_norm_eps)
 
 
 class LastViTGatedMLP(nn.Module):
-    """``down(act(gate(x)) * up(x))`` of exactly `intermediate_size` (DINOv3's gated MLP, AIMv2's SwiGLU)."""
+    """``down(act(gate(x)) * up(x))`` of exactly `intermediate_size` (DINOv3's gated MLP, AIMv2's SwiGLU); with
+    `config.use_mlp_sub_norm`, ``down(norm(act(gate(x)) * up(x)))`` (EVA02's SwiGLU with sub-LN)."""
 
     def __init__(self, config: LastViTConfig):
         super().__init__()
@@ -477,40 +482,69 @@ class LastViTGatedMLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size)
         self.activation_fn = ACT2FN[config.hidden_act]
+        self.sub_norm = make_norm(config, config.intermediate_size) if config.use_mlp_sub_norm else None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.activation_fn(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
+        hidden_states = self.activation_fn(self.gate_proj(hidden_states)) * self.up_proj(hidden_states)
+        if self.sub_norm is not None:
+            hidden_states = self.sub_norm(hidden_states)
+        return self.down_proj(hidden_states)
 
 
 class LastViTRotaryEmbedding(nn.Module):
-    """2-D rotary position embeddings of the patch grid, DINOv3's variant (`config.rope_type="dinov3"`).
+    """2-D rotary position embeddings of the patch grid (`config.rope_type`).
 
-    Patch centres are normalised to [-1, 1] per axis; each axis gets `head_dim / 4` frequencies
-    ``rope_theta ** -arange(0, 1, 4 / head_dim)``; the angles ``2 pi * coordinate * frequency`` are laid out
-    [y frequencies, x frequencies] and tiled twice to `head_dim`. Returns (cos, sin), each [N, head_dim], for
-    `apply_rotary_to_patches`. Computed per call from the input's grid, so any size works; no parameters.
+    `"dinov3"`: patch centres normalised to [-1, 1] per axis; each axis gets `head_dim / 4` frequencies
+    ``rope_theta ** -arange(0, 1, 4 / head_dim)``; the angles ``2 pi * coordinate * frequency``.
+    `"eva"`: patch indices (scaled to `rope_reference_grid` if set) as coordinates, frequencies
+    ``rope_theta ** -(i / (head_dim / 4))`` computed as timm's EVA does, angles ``coordinate * frequency``.
+    Both lay the angles out [y frequencies, x frequencies] tiled twice to `head_dim`. Returns (cos, sin), each
+    [N, head_dim], for `apply_rotary_to_patches`. Computed per call from the input's grid, so any size works; no
+    parameters.
     """
 
     def __init__(self, config: LastViTConfig):
         super().__init__()
+        self.rope_type = config.rope_type
         self.patch_size = config.patch_size_hw
         self.theta = config.rope_theta
         self.head_dim = config.head_dim
+        reference = config.rope_reference_grid
+        self.reference_grid = None if reference is None else tuple(int(r) for r in _pair_of(reference))
 
     def forward(self, pixel_values: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         grid_h = pixel_values.shape[-2] // self.patch_size[0]
         grid_w = pixel_values.shape[-1] // self.patch_size[1]
         device = pixel_values.device
-        inv_freq = 1 / self.theta ** torch.arange(0, 1, 4 / self.head_dim, dtype=torch.float32, device=device)
-        coords_h = torch.arange(0.5, grid_h, dtype=torch.float32, device=device) / grid_h
-        coords_w = torch.arange(0.5, grid_w, dtype=torch.float32, device=device) / grid_w
-        coords = torch.stack(torch.meshgrid(coords_h, coords_w, indexing="ij"), dim=-1).flatten(0, 1)
-        coords = 2.0 * coords - 1.0
-        angles = (2 * math.pi * coords[:, :, None] * inv_freq[None, None, :]).flatten(1, 2).tile(2)
+        if self.rope_type == "eva":
+            angles = self.eva_angles(grid_h, grid_w, device)
+        else:
+            inv_freq = 1 / self.theta ** torch.arange(0, 1, 4 / self.head_dim, dtype=torch.float32, device=device)
+            coords_h = torch.arange(0.5, grid_h, dtype=torch.float32, device=device) / grid_h
+            coords_w = torch.arange(0.5, grid_w, dtype=torch.float32, device=device) / grid_w
+            coords = torch.stack(torch.meshgrid(coords_h, coords_w, indexing="ij"), dim=-1).flatten(0, 1)
+            coords = 2.0 * coords - 1.0
+            angles = (2 * math.pi * coords[:, :, None] * inv_freq[None, None, :]).flatten(1, 2)
+        angles = angles.tile(2)
         return torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
 
+    def eva_angles(self, grid_h: int, grid_w: int, device) -> torch.Tensor:
+        """[N, head_dim / 2] angles of EVA's RoPE, in the order of timm's arithmetic (the same float32 values)."""
+        num_bands = self.head_dim // 4
+        bands = 1.0 / self.theta ** (torch.arange(num_bands, device=device).float() / num_bands)
+        coords = [torch.arange(grid_h, device=device).float(), torch.arange(grid_w, device=device).float()]
+        if self.reference_grid is not None:
+            coords = [c / size * ref for c, size, ref in zip(coords, (grid_h, grid_w), self.reference_grid)]
+        grid = torch.stack(torch.meshgrid(*coords, indexing="ij"), dim=-1).flatten(0, 1)
+        return (grid[:, :, None] * bands).flatten(1, 2)
+
     def extra_repr(self) -> str:
-        return f"dinov3, theta={self.theta}"
+        reference = f", reference_grid={self.reference_grid}" if self.reference_grid else ""
+        return f"{self.rope_type}, theta={self.theta}{reference}"
+
+
+def _pair_of(value) -> tuple:
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def sincos_2d_positions(grid_height: int, grid_width: int, like: torch.Tensor) -> torch.Tensor:

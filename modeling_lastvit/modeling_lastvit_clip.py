@@ -1,4 +1,6 @@
-"""LastViT-CLIP: a LastViT image tower and transformers' CLIP text tower in one joint space.
+"""LastViT-CLIP: a LastViT image tower and transformers' CLIP text tower in one joint space (or, with
+`config.text_tower="siglip"`, SigLIP's text tower, and with `config.image_projection=False` the pooled image feature
+itself as the image embedding: a converted `SiglipModel`).
 
 The image embedding is the LastViT pooled feature (LazyStrike, or CLS for the baseline) through the
 tower's bias-free projection (`image_embeds`, as in the converted OpenAI/open_clip towers); the text
@@ -15,7 +17,7 @@ loads where this package is not installed; the image tower alone is the sub-modu
 
 import torch
 from torch import nn
-from transformers import CLIPTextModelWithProjection, PreTrainedModel
+from transformers import CLIPTextModelWithProjection, PreTrainedModel, SiglipTextModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPOutput
 
@@ -38,7 +40,8 @@ class LastViTCLIPModel(PreTrainedModel):
     def __init__(self, config: LastViTCLIPConfig):
         super().__init__(config)
         self.vision_model = LastViTModel._from_config(config.vision_config)
-        self.text_model = CLIPTextModelWithProjection._from_config(config.text_config)
+        text_class = SiglipTextModel if config.text_tower == "siglip" else CLIPTextModelWithProjection
+        self.text_model = text_class._from_config(config.text_config)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         bias = config.logit_bias_init_value
         self.logit_bias = nn.Parameter(torch.tensor(float(bias))) if bias is not None else None
@@ -57,7 +60,7 @@ class LastViTCLIPModel(PreTrainedModel):
         outputs = self.vision_model(pixel_values=pixel_values, **kwargs)
         return BaseModelOutputWithPooling(
             last_hidden_state=outputs.last_hidden_state,
-            pooler_output=outputs.image_embeds,
+            pooler_output=outputs.image_embeds if self.config.image_projection else outputs.pooler_output,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -65,20 +68,41 @@ class LastViTCLIPModel(PreTrainedModel):
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> BaseModelOutputWithPooling:
-        """The text tower's outputs with `pooler_output` = the projected end-of-text feature (as `CLIPModel`)."""
+        """The text tower's outputs with `pooler_output` = the projected end-of-text feature (as `CLIPModel`); for a
+        SigLIP text tower, the last position of the text padded to full length, through its head (`text_tower`)."""
+        if self.config.text_tower == "siglip":
+            input_ids, attention_mask = self.pad_for_siglip(input_ids), None
         outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return BaseModelOutputWithPooling(
             last_hidden_state=outputs.last_hidden_state,
-            pooler_output=outputs.text_embeds,
+            pooler_output=outputs.pooler_output if self.config.text_tower == "siglip" else outputs.text_embeds,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
 
+    def pad_for_siglip(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Right-pad `input_ids` with `pad_token_id` to the text tower's `max_position_embeddings` (SigLIP's
+        `padding="max_length"`, under which it was trained and which puts its pooled last position in place)."""
+        length = self.config.text_config.max_position_embeddings
+        if input_ids.shape[-1] > length:
+            raise ValueError(
+                f"the texts are {input_ids.shape[-1]} tokens long; the SigLIP text tower takes at most {length}: "
+                "tokenise with truncation."
+            )
+        if input_ids.shape[-1] == length:
+            return input_ids
+        return nn.functional.pad(
+            input_ids, (0, length - input_ids.shape[-1]), value=self.config.text_config.pad_token_id
+        )
+
     def get_patch_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Every final patch token through the image projection, ``[B, N, projection_dim]``: the dense
-        features of zero-shot segmentation (the same final LayerNorm and projection as the global feature)."""
+        features of zero-shot segmentation (the same final LayerNorm and projection as the global feature).
+        Without `image_projection` (SigLIP), the final patch tokens themselves."""
         tokens = self.vision_model(pixel_values=pixel_values).last_hidden_state
         patches = self.vision_model.split_tokens(tokens).patches
+        if self.vision_model.visual_projection is None:
+            return patches
         return self.vision_model.visual_projection(patches)
 
     def forward(
@@ -95,9 +119,10 @@ class LastViTCLIPModel(PreTrainedModel):
         text_outputs = self.get_text_features(input_ids, attention_mask)
         image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)
         text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)
-        logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.t()
-        if self.logit_bias is not None:
-            logits_per_text = logits_per_text + self.logit_bias
+        if self.logit_bias is None:
+            logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.t()
+        else:  # SigLIP's order of operations (`SiglipModel`): cosines, then scale and bias
+            logits_per_text = text_embeds @ image_embeds.t() * self.logit_scale.exp() + self.logit_bias
         logits_per_image = logits_per_text.t()
         loss = None
         if return_loss:

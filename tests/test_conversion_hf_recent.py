@@ -9,7 +9,7 @@ import torch
 
 from lastvit.conversion import ConversionError, ConversionOptions, convert_hf_model
 from lastvit.conversion.hf import load_hf_processor_settings, recent_output_pairs
-from lastvit.conversion.hf_recent import patchify_for_siglip2
+from lastvit.conversion.hf_recent import patchify_for_siglip2, siglip2_images
 from modeling_lastvit import LastViTForImageClassification
 from modeling_lastvit.pooling_lastvit import lazystrike_pool
 
@@ -128,6 +128,32 @@ def test_siglip2_preprocessing_matches_for_square_images_and_says_what_differs_o
     assert theirs.spatial_shapes.tolist() == [[4, 4]]
     torch.testing.assert_close(patchify_for_siglip2(ours, 8)["pixel_values"], theirs.pixel_values, rtol=0, atol=1e-6)
     assert any("aspect ratio" in note for note in result.notes)
+
+
+def test_a_padded_siglip2_batch_of_mixed_shapes_equals_the_converted_model_image_by_image():
+    """SigLIP2's variable resolution: its processor pads images of different aspect ratios into one batch with a
+    `pixel_attention_mask`; each image, put back whole (`siglip2_images`) and run alone through the converted model,
+    gives the valid tokens and the pooled output of that masked batch (hidden states, final tokens, MAP head)."""
+    import transformers
+
+    source = recent_source("Siglip2VisionModel")
+    converted = convert_hf_model(source, ConversionOptions()).model
+    processor = transformers.Siglip2ImageProcessorPil(max_num_patches=16, patch_size=8)
+    batch = processor(
+        [random_image(50, 50), random_image(30, 64, seed=1), random_image(70, 20, seed=2)], return_tensors="pt"
+    )
+    shapes = batch.spatial_shapes.tolist()
+    assert len({tuple(shape) for shape in shapes}) == 3 and batch.pixel_attention_mask.sum(1).tolist() != [16] * 3
+    with torch.no_grad():
+        theirs = source(**batch, output_hidden_states=True)
+        for index, image in enumerate(siglip2_images(batch.pixel_values, batch.spatial_shapes, 8)):
+            valid = shapes[index][0] * shapes[index][1]
+            assert image.shape[-2:] == (shapes[index][0] * 8, shapes[index][1] * 8)
+            ours = converted(image, output_hidden_states=True)
+            for layer, (expected, actual) in enumerate(zip(theirs.hidden_states, ours.hidden_states)):
+                assert_close(actual[0], expected[index, :valid], f"image {index} hidden_states[{layer}]")
+            assert_close(ours.last_hidden_state[0], theirs.last_hidden_state[index, :valid], f"image {index} tokens")
+            assert_close(ours.pooler_output[0], theirs.pooler_output[index], f"image {index} pooler_output")
 
 
 def test_a_processor_that_needs_torchvision_is_read_from_its_saved_settings(tmp_path):

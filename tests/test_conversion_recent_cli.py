@@ -52,9 +52,11 @@ try:  # timm's own VisionTransformer (with the test-only torchvision stand-in wh
 
     import_timm()
     FAMILIES["timm"] = ("VisionTransformer reg4 map", (NATIVE, (48, 40)))
-    FINE_TUNED += ("timm",)
+    FAMILIES["timm-eva"] = ("Eva EVA02-CLIP-like", (NATIVE, (48, 40)))
+    FINE_TUNED += ("timm", "timm-eva")
 except ImportError:
     pass
+TIMM_FAMILIES = ("timm", "timm-eva")
 
 
 def timm_source():
@@ -72,6 +74,32 @@ def timm_source():
         class_token=False,
         reg_tokens=4,
         global_pool="map",
+        num_classes=3,
+        dynamic_img_size=True,
+    )
+    return perturbed(model)
+
+
+def timm_eva_source():
+    """An EVA02-CLIP-like timm Eva: EVA RoPE (reference grid 16), split SwiGLU with sub-LN, attention sub-LN, CLS
+    readout, a 3-way head, dynamic image size."""
+    from timm.models.eva import Eva
+
+    torch.manual_seed(6)
+    model = Eva(
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        qkv_fused=False,
+        mlp_ratio=4 * 2 / 3,
+        swiglu_mlp=True,
+        scale_mlp=True,
+        scale_attn_inner=True,
+        use_rot_pos_emb=True,
+        ref_feat_shape=(16, 16),
+        global_pool="token",
         num_classes=3,
         dynamic_img_size=True,
     )
@@ -127,10 +155,11 @@ def routes(tmp_path_factory):
 
     for family, (name, sizes) in FAMILIES.items():
         folder = root / family
-        if family == "timm":
-            source = timm_source()
-            save_file(source.state_dict(), str(root / "timm.safetensors"))
-            argv = ["--from", "timm", "--input", str(root / "timm.safetensors"), "--num-heads", "4"]
+        if family in TIMM_FAMILIES:
+            source = timm_source() if family == "timm" else timm_eva_source()
+            save_file(source.state_dict(), str(root / f"{family}.safetensors"))
+            argv = ["--from", family, "--input", str(root / f"{family}.safetensors"), "--num-heads", "4"]
+            argv += ["--global-pool", "token"] if family == "timm-eva" else []
             outputs = timm_source_outputs
         else:
             source, source_dir = recent_source(name), root / f"src_{family}"
@@ -193,7 +222,9 @@ def test_recent_families_convert_to_complete_folders_with_cards_naming_both_read
         }
         card = (folder / "README.md").read_text()
         assert "The source's global feature was" in card and "this folder's `pooler_output` is" in card, family
-        if family == "timm":  # a state dict: parity is checked by test_conversion_timm against timm's forward
+        if (
+            family in TIMM_FAMILIES
+        ):  # state dicts: parity is checked against timm's forward here and in test_conversion_timm*
             continue
         assert "vs the transformers source" in card, family
         parity = [line for line in card.splitlines() if "vs the transformers source" in line]

@@ -19,6 +19,9 @@ ENCODER_OPTIONS = {
     "use_patch_norm": False,
     "position_embedding_type": "learned",
     "rope_type": None,
+    "rope_reference_grid": None,
+    "use_attention_sub_norm": False,
+    "use_mlp_sub_norm": False,
     "map_head_query_projection": True,
     "map_head_mlp": True,
 }
@@ -60,7 +63,13 @@ def test_options_off_leave_the_plain_vit_modules_and_state_dict_unchanged():
         (dict(norm_type="batch_norm"), "unknown `norm_type` 'batch_norm'"),
         (dict(position_embedding_type="sincos"), "unknown `position_embedding_type` 'sincos'"),
         (dict(use_gated_mlp=True, use_swiglu_ffn=True), "set only one of `use_gated_mlp`"),
-        (dict(rope_type="eva"), "unknown `rope_type` 'eva'"),
+        (dict(rope_type="axial"), "unknown `rope_type` 'axial'"),
+        (
+            dict(rope_type="dinov3", rope_reference_grid=16),
+            "`rope_reference_grid` only applies with `rope_type='eva'`",
+        ),
+        (dict(rope_type="eva", rope_reference_grid=0), "`rope_reference_grid` must be positive"),
+        (dict(use_mlp_sub_norm=True), "set `use_gated_mlp=True` too"),
         (dict(position_embedding_type="sincos_2d", hidden_size=30, num_attention_heads=3), "divisible by 4, got 30"),
         (dict(rope_type="dinov3", hidden_size=24, num_attention_heads=4), "head dimension divisible by 4, got 6"),
         (dict(rope_type="dinov3", rope_theta=0.0), "`rope_theta` must be > 0"),
@@ -95,6 +104,26 @@ def test_rope_angles_follow_dinov3s_normalised_patch_centres():
     torch.testing.assert_close(cos[0], expected_top)
 
 
+def test_eva_rope_angles_are_patch_indices_scaled_to_the_reference_grid_times_the_frequencies():
+    config = tiny_config(rope_type="eva", rope_theta=10000.0, rope_reference_grid=4)
+    cos, sin = LastViTRotaryEmbedding(config)(torch.zeros(1, 3, 16, 8), torch.float32)  # a 2 x 1 grid
+    # head_dim 8: 2 frequencies per axis, 1 and 10000 ** -0.5; rows 0 and 1 scaled by 4 / 2, column 0
+    frequencies = torch.tensor([1.0, 10000**-0.5])
+    torch.testing.assert_close(cos[1], torch.cat([torch.cos(2.0 * frequencies), torch.ones(2)]).tile(2))
+    torch.testing.assert_close(sin[0], torch.zeros(8))
+
+
+def test_sub_norms_sit_before_the_output_projections():
+    config = tiny_config(use_gated_mlp=True, hidden_act="silu", use_mlp_sub_norm=True, use_attention_sub_norm=True)
+    layer = LastViTModel(config).encoder.layer[0]
+    assert layer.attention.sub_norm.normalized_shape == (32,)
+    assert layer.mlp.sub_norm.normalized_shape == (config.intermediate_size,)
+    x = torch.randn(2, 5, 32)
+    mlp = layer.mlp
+    hidden = nn.functional.silu(mlp.gate_proj(x)) * mlp.up_proj(x)
+    torch.testing.assert_close(mlp(x), mlp.down_proj(mlp.sub_norm(hidden)))
+
+
 def test_rms_norm_is_weight_times_x_over_root_mean_square():
     norm = LastViTRMSNorm(6, eps=1e-5)
     with torch.no_grad():
@@ -127,8 +156,16 @@ def test_map_head_equals_torch_multihead_attention_on_the_projected_probe():
         dict(norm_type="rms_norm", use_patch_norm=True, use_gated_mlp=True, hidden_act="silu"),
         dict(use_cls_token=False, pooling="map", position_embedding_type="sincos_2d"),
         dict(use_cls_token=False, pooling="map", map_head_query_projection=False, map_head_mlp=False),
+        dict(
+            rope_type="eva",
+            rope_reference_grid=16,
+            use_gated_mlp=True,
+            hidden_act="silu",
+            use_mlp_sub_norm=True,
+            use_attention_sub_norm=True,
+        ),
     ],
-    ids=["dinov3", "aimv2-encoder", "siglip", "aimv2-head"],
+    ids=["dinov3", "aimv2-encoder", "siglip", "aimv2-head", "eva02"],
 )
 def test_option_sets_run_at_any_input_size_and_train(options):
     model = LastViTModel(tiny_config(**options))

@@ -6,22 +6,27 @@ against exact object coverage. The tests read report.json, not the prose."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from lastvit.data.background_challenge import COUNTERFACTUAL_SETS
 from lastvit.measure.localization import patch_coverage
 from lastvit.measure.pretrained_eval import auroc_against_coverage
 from lastvit.study.pretraining import (
+    BACKGROUND_MEASURES,
     METRICS,
     TESTED,
     VARIANTS,
     PretrainingStudyConfig,
     PretrainingStudyError,
+    build_data,
     holm,
     run_pretraining_study,
     slope,
     study_tests,
     summarise,
+    with_counterfactuals,
 )
 from training_scripts import study_pretraining
 
@@ -51,6 +56,21 @@ def test_tiny_study_trains_every_variant_at_every_caption_rate_and_writes_the_de
             assert run["steps"] == 2  # 32 images, batch 16, one epoch
             assert set(TESTED[family]) <= set(run["trained"]) and set(TESTED[family]) <= set(run["untrained"])
     assert sorted(r["caption_rate"] for r in report["per_seed"]["clip_k1"]) == [0.0, 0.9]
+    # the backgrounds challenge of every image tower and its untrained twin (DINO: k-NN, CLIP: zero-shot)
+    prefix = {"dino": "knn", "clip": "zero_shot"}
+    for name, runs in report["per_seed"].items():
+        measures = {f"{prefix[VARIANTS[name]['family']]}_{key}" for key in BACKGROUND_MEASURES}
+        assert all(measures <= set(run[side]) for run in runs for side in ("trained", "untrained"))
+        assert all(0.0 <= run["trained"][m] <= 1.0 for run in runs for m in measures if "bg_gap" not in m)
+    assert "knn_top1_mixed_rand" in report["summary"]["dino_k1"]["metrics"]
+    assert "zero_shot_top1_only_bg" in report["summary"]["clip_cls"]["by_rate"]["0.9"]
+    mixed_rand = [t for t in report["tests"] if t["metric"].endswith("_top1_mixed_rand")]
+    # DINO: 3 variants vs untrained + 2 readouts vs CLS and gain; CLIP: 2 readouts vs CLS at 2 rates
+    assert [t["family"] for t in mixed_rand].count("dino") == 7 and [t["family"] for t in mixed_rand].count(
+        "clip"
+    ) == 4
+    assert all(t["kind"] == "secondary" and "p_adjusted" in t for t in mixed_rand)
+    assert not any(t["metric"].endswith("only_bg") for t in report["tests"])  # at chance by construction: shown only
     curve = report["per_seed"]["dino_cls"][0]["curves"]["knn_curve"]
     assert [p["step"] for p in curve] == [0, 1, 2]
     assert report["design"]["primary"].keys() == {"dino", "clip"}
@@ -63,6 +83,23 @@ def test_tiny_study_trains_every_variant_at_every_caption_rate_and_writes_the_de
     for name in ("dino.png", "dino_curves.png", "clip_rates.png", "report.md"):
         assert (out / name).exists()
     assert not list(tmp_path.glob(".study*"))  # staging and work folders are gone
+
+
+def test_the_counterfactual_renderings_are_the_test_scenes_with_only_the_background_changed():
+    config = PretrainingStudyConfig(output_dir="unused", num_train=4, num_val=2, num_test=6, progress=False)
+    data = build_data(config)
+    rendered = with_counterfactuals(config, data)
+    assert rendered["test"].column_names == data["test"].column_names + [f"image_{n}" for n in COUNTERFACTUAL_SETS]
+    assert rendered["train"].column_names == data["train"].column_names
+    original = [np.asarray(image) for image in data["test"]["image"]]
+    assert all((np.asarray(a) == b).all() for a, b in zip(rendered["test"]["image"], original))
+    mask = np.asarray(data["test"][0]["mask"]) > 127
+    only_fg, only_bg, mixed_rand = (
+        np.asarray(rendered["test"][0][f"image_{n}"]) for n in ("only_fg", "only_bg", "mixed_rand")
+    )
+    assert (only_fg[~mask] == 0).all() and only_fg[mask].any()  # the object on black
+    assert (only_bg[~mask] == original[0][~mask]).all() and (only_bg[mask] != original[0][mask]).any()  # no object
+    assert (mixed_rand[~mask] != original[0][~mask]).any()  # a new background around the same object
 
 
 def _dino(values, untrained, seeds=(0, 1, 2, 3, 4)):

@@ -8,8 +8,10 @@ background: the caption experiment's factor). Each model is measured next to its
 segmentation). The tests are declared before the run: DINO-CLS learns (trained vs untrained k-NN),
 and the readout x caption-rate interaction (per-seed slope of LazyStrike minus CLS zero-shot top-1
 over the rates, tested over seeds); the rest is exploratory, Holm-adjusted. DINO runs also log
-collapse diagnostics and a k-NN learning curve on a validation split. Writes report.md, report.json
-and figures. --pilot trains one DINO variant for the first seed and writes its learning curve.
+collapse diagnostics and a k-NN learning curve on a validation split. Every image tower also takes
+the main study's backgrounds challenge (only-FG, only-BG, mixed-same, mixed-rand renderings of the
+test scenes; BG-gap, flip rate), next to its untrained twin. Writes report.md, report.json and
+figures. --pilot trains one DINO variant for the first seed and writes its learning curve.
 
     lastvit-study-pretraining --output-dir outputs/study_pretraining --overwrite
     lastvit-study-pretraining --families clip --caption-rates 0 0.9 --seeds 0 1 2 3 4

@@ -278,34 +278,75 @@ def train_clip(args: CLIPTrainingArguments) -> dict:
         return _train_clip(args, output)
 
 
-def model_and_splits(args: CLIPTrainingArguments):
-    """``(model, tokenizer, (train, eval, class_names))``: the `--model-name-or-path` folder and the captioned
-    splits at its image size, or the splits first and a new model with a word tokenizer trained on the captions."""
+def _train_clip(args: CLIPTrainingArguments, output) -> dict:
+    import torch
+
+    from lastvit.clip.contrastive import ContrastiveEmbedder
+    from lastvit.data.loading import ImageTransform, build_processor
+    from lastvit.training.pretraining import PretrainingLoop, claim, start_run
+    from lastvit.training.schedule import lr_lambda
+
+    accelerator = start_run(
+        args, fsdp="LastViT-CLIP cannot run under FSDP: fully_shard cannot shard its scalar logit_scale."
+    )
+    model, tokenizer, train_split, eval_split, class_names = _model_and_splits(args)
+    processor = build_processor(model.vision_model, args.model_name_or_path or args.vision_model_name_or_path)
+    size = model.config.vision_config.image_size_hw[0]
+    common = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "seed": args.seed}
+    data, sampler, loader = _pair_loader(
+        args, train_split, tokenizer, ImageTransform(train=True, crop_scale=(args.crop_scale_min, 1.0), **common)
+    )
+    embedder = ContrastiveEmbedder(model)
+    optimizer = torch.optim.AdamW(embedder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    embedder, optimizer, loader = accelerator.prepare(embedder, optimizer, loader)
+    model = accelerator.unwrap_model(embedder).clip
+    total_steps = max(1, math.ceil(args.epochs * len(loader)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, args.warmup_ratio, 0.01))
+    accelerator.register_for_checkpointing(scheduler)
+
+    steps = PretrainingLoop(accelerator, args, total_steps, "clip", resume=claim(accelerator, output, args))
+    train_step = _clip_step(args, accelerator, steps, embedder, optimizer, scheduler)
+    embedder.train()
+    results = steps.train(loader, train_step, epoch_aware=(sampler, data))
+    if "stopped_at_step" in results:
+        return results
+    if accelerator.is_main_process:
+        if class_names:
+            results.update(
+                evaluate_split(model, tokenizer, eval_split, class_names, ImageTransform(train=False, **common))
+            )
+        write_clip_folder(args, model, tokenizer, processor, results)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
+
+def _model_and_splits(args: CLIPTrainingArguments):
+    """``(model, tokenizer, train, eval, class names or None)``: a LastViT-CLIP folder with its
+    tokenizer, or a new model over a word tokenizer trained on the training captions."""
     from lastvit.clip.captions import train_word_tokenizer
 
     if args.model_name_or_path:
         model, tokenizer = load_clip_folder(args)
-        splits = captioned_splits(args, args.image_size or model.config.vision_config.image_size_hw[0])
-        return model, tokenizer, splits
-    splits = captioned_splits(args)
-    tokenizer = train_word_tokenizer(splits[0][args.text_column], args.max_text_length)
-    return build_model(args, tokenizer), tokenizer, splits
+        train_split, eval_split, class_names = captioned_splits(
+            args, args.image_size or model.config.vision_config.image_size_hw[0]
+        )
+    else:
+        train_split, eval_split, class_names = captioned_splits(args)
+        tokenizer = train_word_tokenizer(train_split[args.text_column], args.max_text_length)
+        model = build_model(args, tokenizer)
+    return model, tokenizer, train_split, eval_split, class_names
 
 
-def build_pair_loader(args: CLIPTrainingArguments, train_split, tokenizer, transform: dict):
-    """``(pairs, sampler, loader)``: the training split's (image, tokenized caption) pairs in seeded epochs of
-    full batches; `transform` holds the `ImageTransform` settings."""
+def _pair_loader(args: CLIPTrainingArguments, train_split, tokenizer, transform):
+    """``(pairs, sampler, loader)``: the training split as (augmented image, tokenized caption)
+    batches in the seed's order, whole batches only."""
     import torch
 
     from lastvit.clip.captions import tokenize
-    from lastvit.data.loading import EpochSampler, ImageTransform
+    from lastvit.data.loading import EpochSampler
 
-    data = _ImageText(
-        train_split,
-        ImageTransform(train=True, crop_scale=(args.crop_scale_min, 1.0), **transform),
-        args.image_column,
-        args.text_column,
-    )
+    data = _ImageText(train_split, transform, args.image_column, args.text_column)
     sampler = EpochSampler(len(data), args.seed, shuffle=True)
 
     def collate(examples):
@@ -325,35 +366,18 @@ def build_pair_loader(args: CLIPTrainingArguments, train_split, tokenizer, trans
     return data, sampler, loader
 
 
-def _train_clip(args: CLIPTrainingArguments, output) -> dict:
+def _clip_step(args: CLIPTrainingArguments, accelerator, steps, embedder, optimizer, scheduler):
+    """One training step: the contrastive (or, with a logit bias, SigLIP's sigmoid) loss against the
+    pairs of every process, clipping, the optimiser and lr steps, the temperature clamped at 100."""
     import torch
 
-    from lastvit.clip.contrastive import ContrastiveEmbedder, contrastive_loss, sigmoid_loss
-    from lastvit.data.loading import ImageTransform, build_processor
-    from lastvit.training.pretraining import PretrainingLoop, claim, mean_over_processes, start_run
-    from lastvit.training.schedule import lr_lambda
+    from lastvit.clip.contrastive import contrastive_loss, sigmoid_loss
+    from lastvit.training.pretraining import mean_over_processes
 
-    accelerator = start_run(
-        args, fsdp="LastViT-CLIP cannot run under FSDP: fully_shard cannot shard its scalar logit_scale."
-    )
-    model, tokenizer, (train_split, eval_split, class_names) = model_and_splits(args)
-    processor = build_processor(model.vision_model, args.model_name_or_path or args.vision_model_name_or_path)
-    size = model.config.vision_config.image_size_hw[0]
-    common = {"size": size, "mean": tuple(processor.image_mean), "std": tuple(processor.image_std), "seed": args.seed}
-    data, sampler, loader = build_pair_loader(args, train_split, tokenizer, common)
-    embedder = ContrastiveEmbedder(model)
-    optimizer = torch.optim.AdamW(embedder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    embedder, optimizer, loader = accelerator.prepare(embedder, optimizer, loader)
     model = accelerator.unwrap_model(embedder).clip
-    total_steps = max(1, math.ceil(args.epochs * len(loader)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, args.warmup_ratio, 0.01))
-    accelerator.register_for_checkpointing(scheduler)
-
-    steps = PretrainingLoop(accelerator, args, total_steps, "clip", resume=claim(accelerator, output, args))
 
     def train_step(batch) -> float:
         embeds = embedder(batch["pixel_values"], batch["input_ids"], batch.get("attention_mask"))
-        # against the pairs of every process; a model with a logit bias is trained with SigLIP's loss
         loss = sigmoid_loss(*embeds) if len(embeds) == 4 else contrastive_loss(*embeds)
         if not torch.isfinite(loss):
             raise PretrainingError(
@@ -365,23 +389,12 @@ def _train_clip(args: CLIPTrainingArguments, output) -> dict:
         optimizer.step()
         optimizer.zero_grad()
         scheduler.step()
-        with torch.no_grad():  # CLIP clamps the learned temperature at 100
-            model.logit_scale.clamp_(0, math.log(100))
+        if len(embeds) == 3:  # CLIP clamps the learned temperature at 100 (SigLIP's sigmoid loss does not)
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
         return mean_over_processes(accelerator, loss)
 
-    embedder.train()
-    results = steps.train(loader, train_step, epoch_aware=(sampler, data))
-    if "stopped_at_step" in results:
-        return results
-    if accelerator.is_main_process:
-        if class_names:
-            results.update(
-                evaluate_split(model, tokenizer, eval_split, class_names, ImageTransform(train=False, **common))
-            )
-        write_clip_folder(args, model, tokenizer, processor, results)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return results
+    return train_step
 
 
 def evaluate_split(model, tokenizer, split, class_names, transform, background_names=None) -> dict:
@@ -433,8 +446,9 @@ def clip_model_card(args, model, results: dict):
     )
     details = describe_config(model.config.vision_config) + [
         (
-            f"Text tower: transformers' CLIP text transformer, width {text.hidden_size}, {text.num_hidden_layers} blocks, "
-            f"vocabulary {text.vocab_size} ({tokenizer})."
+            f"Text tower: transformers' {'SigLIP' if model.config.text_tower == 'siglip' else 'CLIP'} text "
+            f"transformer, width {text.hidden_size}, {text.num_hidden_layers} blocks, vocabulary {text.vocab_size} "
+            f"({tokenizer})."
         ),
         (
             f"Joint space: {model.config.projection_dim} dimensions, learned temperature (logit scale "
@@ -466,9 +480,15 @@ def clip_model_card(args, model, results: dict):
         ("bird", "vehicle"),
         "`image_tower/` is the image tower alone, a LastViT folder (`image_embeds` = the CLIP image embedding).",
     )
+    loss = (
+        "SigLIP's pairwise sigmoid loss with a learned temperature and bias"
+        if model.logit_bias is not None
+        else "symmetric InfoNCE with a learned temperature"
+    )
+    image = "projected global feature" if model.config.image_projection else "global feature"
     summary = (
-        "A LaSt-ViT image-text (CLIP) model trained with `lastvit-train-clip`: symmetric InfoNCE with a learned "
-        "temperature between the LastViT image tower's projected global feature and a CLIP text tower."
+        f"A LaSt-ViT image-text (CLIP) model trained with `lastvit-train-clip`: {loss} between the LastViT image "
+        f"tower's {image} and a {'SigLIP' if model.config.text_tower == 'siglip' else 'CLIP'} text tower."
     )
     return render_model_card(
         title=f"LastViT-CLIP ({model.config.vision_config.pooling} readout)",

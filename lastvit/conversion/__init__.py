@@ -12,7 +12,9 @@ One module per source format (`--from`), over the shared `key_plan`:
 - `torchvision_vit`: torchvision `VisionTransformer` state dicts (`convert_torchvision_state_dict`).
 - `dino`: facebookresearch/dino ViT checkpoints (`convert_dino_state_dict`).
 - `timm_vit`: timm `VisionTransformer` state dicts with registers, every `global_pool`, `fc_norm`,
-  `no_embed_class` (`convert_timm_state_dict`); `hf_recent` (under `hf`): DINOv3, SigLIP/SigLIP2, AIMv2, I-JEPA.
+  `no_embed_class` (`convert_timm_state_dict`); `timm_eva`: timm `Eva` state dicts, EVA-01, EVA02 (RoPE, SwiGLU
+  with sub-LN) and timm's DINOv3 (`convert_timm_eva_state_dict`); `hf_recent` (under `hf`): DINOv3,
+  SigLIP/SigLIP2, AIMv2, I-JEPA.
 - `openclip`: OpenAI CLIP / open_clip visual towers (`convert_openclip_state_dict`); with
   `openclip_text` the whole model, text tower and `logit_scale` included, as a `LastViTCLIPModel`
   (`convert_openclip_clip_state_dict`, `--with-text-tower`), its tokenizer built by `clip_tokenizer`
@@ -50,6 +52,7 @@ _EXPORTS = {
     "convert_torchvision_state_dict": "torchvision_vit",
     "convert_dino_state_dict": "dino",
     "convert_timm_state_dict": "timm_vit",
+    "convert_timm_eva_state_dict": "timm_eva",
     "convert_openclip_state_dict": "openclip",
     "CLIPConversionResult": "openclip_text",
     "convert_openclip_clip_state_dict": "openclip_text",
@@ -76,6 +79,7 @@ __all__ = [
     "convert_hf_model",
     "convert_openclip_clip_state_dict",
     "convert_openclip_state_dict",
+    "convert_timm_eva_state_dict",
     "convert_timm_state_dict",
     "convert_torchvision_state_dict",
     "extract_state_dict",

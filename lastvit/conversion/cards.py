@@ -36,6 +36,8 @@ def converted_model_card(
         return released_model_card(released, parity_lines)
 
     classifier = type(result.model).__name__ == "LastViTForImageClassification"
+    notes = "".join(f"- {note}\n" for note in result.notes)
+    dropped = "".join(f"- Dropped {count} source tensors: {reason}.\n" for reason, count in result.dropped.items())
     same_readout = result.model.config.pooling == result.source_pooling and "pooling lazystrike" not in command
     source_text = f"Converted from a {result.description} with `lastvit-convert --from {result.source}`. " + (
         "The readout is the source's own, so the outputs match the source (see the conversion check)."
@@ -50,7 +52,7 @@ def converted_model_card(
             + (" (the same readout)." if same_readout else " (see Model details).")
         )
     sections = [
-        ("Source", source_text + _notes_and_dropped(result)),
+        ("Source", source_text + ("\n\n" + notes + dropped if notes or dropped else "")),
         ("Conversion check", "\n".join(parity_lines)),
     ]
     sections += common_tail(
@@ -85,57 +87,21 @@ def source_license(source) -> str | None:
 
 
 def converted_clip_model_card(
-    result, command: str, model_name: str, round_trip: dict[str, float], license: str | None = None
+    result,
+    command: str,
+    model_name: str,
+    round_trip: dict[str, float],
+    license: str | None = None,
+    parity: dict[str, float] | None = None,
 ) -> ModelCard:
-    """The card of a whole CLIP model converted with `lastvit-convert --from openclip --with-text-tower`."""
-    usage = clip_usage_text(
-        ("dog", "cat"),
-        "`model.vision_model` is the image tower (a `LastViTModel`, `save_image_tower` writes it alone).\n"
-        "The folder is exactly what `save_pretrained` of the model, the tokenizer and the image processor write,\n"
-        "so fine-tuning starts from it as from any saved `LastViTCLIPModel`.",
-    )
-    sections = [
-        ("Source", _clip_source_text(result, command) + _notes_and_dropped(result)),
-        ("Conversion check", _clip_check_text(round_trip)),
-        ("How to use", usage),
-        (
-            "Limitations",
-            (
-                "- The weights, their training data and their biases are the source's; this card does not describe "
-                "them.\n"
-                "- This package has not evaluated this checkpoint on any benchmark.\n"
-                "- Text cleaning: OpenAI's / open_clip's tokenizer also runs `ftfy` and unescapes HTML; this one "
-                "applies NFC, collapses whitespace and lower-cases, so texts that need those fixes can tokenize "
-                "differently."
-            ),
-        ),
-        ("Licence", "The licence of the source weights applies; check it before redistributing."),
-    ]
-    return render_model_card(
-        title=model_name,
-        summary=f"A LastViT-CLIP model (LaSt-ViT model package for Transformers, after {PAPER}): image and text "
-        "towers of a converted CLIP checkpoint in one joint space.",
-        details=_clip_details(result),
-        command=command,
-        sections=sections,
-        pipeline_tag="zero-shot-image-classification",
-        tags=["clip", "zero-shot-image-classification"],
-        license=license,
-    )
-
-
-def _notes_and_dropped(result) -> str:
-    """The conversion's notes and dropped source tensors as a Markdown list after a blank line, or ''."""
-    notes = "".join(f"- {note}\n" for note in result.notes)
-    dropped = "".join(f"- Dropped {count} source tensors: {reason}.\n" for reason, count in result.dropped.items())
-    return "\n\n" + notes + dropped if notes or dropped else ""
-
-
-def _clip_source_text(result, command: str) -> str:
-    """Where a converted CLIP model comes from, and whether its image readout is the source's."""
-    vision = result.model.config.vision_config
+    """The card of a whole CLIP model converted with `lastvit-convert --with-text-tower` (`--from openclip`, or
+    `--from hf` for a SigLIP model, whose `parity` against the source's own forward is measured)."""
+    if is_siglip(result):
+        return _siglip_card(result, command, model_name, round_trip, license, parity)
+    model = result.model
+    vision, text = model.config.vision_config, model.config.text_config
     same_readout = vision.pooling == "cls" and "pooling lazystrike" not in command
-    return (
+    source_text = (
         f"Converted from an OpenAI CLIP / open_clip checkpoint ({result.description}) with `lastvit-convert "
         "--from openclip --with-text-tower`: the image tower (a LastViT with `visual_projection`), the text tower "
         "(transformers' `CLIPTextModelWithProjection`), `logit_scale` and the tokenizer. "
@@ -146,11 +112,9 @@ def _clip_source_text(result, command: str) -> str:
             "whose weights were not trained for it unless the source was a LaSt-ViT CLIP."
         )
     )
-
-
-def _clip_check_text(round_trip: dict[str, float]) -> str:
-    """The round-trip table of a converted CLIP folder and what its key map is tested against."""
-    return "\n".join(
+    notes = "".join(f"- {note}\n" for note in result.notes)
+    dropped = "".join(f"- Dropped {count} source tensors: {reason}.\n" for reason, count in result.dropped.items())
+    check = "\n".join(
         [
             (
                 "Max abs differences measured by `lastvit-convert` while writing this folder: the saved folder (model "
@@ -170,13 +134,13 @@ def _clip_check_text(round_trip: dict[str, float]) -> str:
             ),
         ]
     )
-
-
-def _clip_details(result) -> list[str]:
-    """Model details: the image tower's config, the text tower, the joint space and the tokenizer."""
-    model = result.model
-    vision, text = model.config.vision_config, model.config.text_config
-    return describe_config(vision) + [
+    usage = clip_usage_text(
+        ("dog", "cat"),
+        "`model.vision_model` is the image tower (a `LastViTModel`, `save_image_tower` writes it alone).\n"
+        "The folder is exactly what `save_pretrained` of the model, the tokenizer and the image processor write,\n"
+        "so fine-tuning starts from it as from any saved `LastViTCLIPModel`.",
+    )
+    details = describe_config(vision) + [
         (
             f"Text tower: transformers' CLIP text transformer, width {text.hidden_size}, {text.num_hidden_layers} "
             f"blocks, {text.num_attention_heads} heads, {text.hidden_act}, causal, vocabulary {text.vocab_size}, "
@@ -188,3 +152,112 @@ def _clip_details(result) -> list[str]:
         ),
         f"Tokenizer: {type(result.tokenizer).__name__}, {len(result.tokenizer)} tokens.",
     ]
+    sections = [
+        ("Source", source_text + ("\n\n" + notes + dropped if notes or dropped else "")),
+        ("Conversion check", check),
+        ("How to use", usage),
+        (
+            "Limitations",
+            (
+                "- The weights, their training data and their biases are the source's; this card does not describe "
+                "them.\n"
+                "- This package has not evaluated this checkpoint on any benchmark.\n"
+                "- Text cleaning: OpenAI's / open_clip's tokenizer also runs `ftfy` and unescapes HTML; this one "
+                "applies NFC, collapses whitespace and lower-cases, so texts that need those fixes can tokenize "
+                "differently."
+            ),
+        ),
+        ("Licence", "The licence of the source weights applies; check it before redistributing."),
+    ]
+    return render_model_card(
+        title=model_name,
+        summary=f"A LastViT-CLIP model (LaSt-ViT model package for Transformers, after {PAPER}): image and text "
+        "towers of a converted CLIP checkpoint in one joint space.",
+        details=details,
+        command=command,
+        sections=sections,
+        pipeline_tag="zero-shot-image-classification",
+        tags=["clip", "zero-shot-image-classification"],
+        license=license,
+    )
+
+
+def is_siglip(result) -> bool:
+    return getattr(result.model.config, "text_tower", "clip") == "siglip"
+
+
+def _siglip_card(result, command, model_name, round_trip, license, parity) -> ModelCard:
+    """The card of a transformers `SiglipModel` converted whole (`lastvit-convert --from hf --with-text-tower`)."""
+    model = result.model
+    vision, text = model.config.vision_config, model.config.text_config
+    same_readout = vision.pooling == "map"
+    source_text = (
+        f"Converted from a {result.description} with `lastvit-convert --from hf --with-text-tower`: the image tower "
+        "(a LastViT), SigLIP's text tower (transformers' `SiglipTextModel`, unchanged), `logit_scale`, `logit_bias` "
+        "and the tokenizer. The source's image embedding was its multi-head attention-pooling (MAP) head over the "
+        f"final tokens; this folder's is `pooling={vision.pooling!r}`"
+        + (
+            " (the same readout), so the embeddings and logits are the source's."
+            if same_readout
+            else ", so the image embeddings and logits differ from the source's: fine-tune it with "
+            "`lastvit-train-clip --model-name-or-path FOLDER --loss sigmoid` (SigLIP's pairwise sigmoid loss)."
+        )
+    )
+    notes = "".join(f"- {note}\n" for note in result.notes)
+    dropped = "".join(f"- Dropped {count} source tensors: {reason}.\n" for reason, count in result.dropped.items())
+    rows = [f"| {name} vs the transformers source | {value:.2e} |" for name, value in (parity or {}).items()]
+    rows += [f"| {name}, saved folder reloaded | {value:.2e} |" for name, value in round_trip.items()]
+    check = "\n".join(
+        [
+            (
+                "Max abs differences measured by `lastvit-convert` while writing this folder (fp32, random images at the "
+                "native resolution and random full-length texts):"
+            ),
+            "",
+            "| Output | Max abs diff |",
+            "|---|---|",
+            *rows,
+        ]
+    )
+    details = describe_config(vision) + [
+        (
+            f"Text tower: SigLIP's, width {text.hidden_size}, {text.num_hidden_layers} blocks, no causal mask, "
+            f"vocabulary {text.vocab_size}; texts padded to {text.max_position_embeddings} tokens, pooled at the last "
+            "position, then its head."
+        ),
+        (
+            f"Joint space: {model.config.projection_dim} dimensions (the image embedding is the pooled feature, no "
+            f"projection); logit scale {model.logit_scale.item():.4f}, logit bias {model.logit_bias.item():.4f} "
+            "(sigmoid probabilities per image-text pair)."
+        ),
+        f"Tokenizer: {type(result.tokenizer).__name__}, {len(result.tokenizer)} tokens.",
+    ]
+    usage = clip_usage_text(
+        ("dog", "cat"),
+        "`model.vision_model` is the image tower (a `LastViTModel`, `save_image_tower` writes it alone).\n"
+        "SigLIP's logits are per pair: `torch.sigmoid(outputs.logits_per_image)` are its probabilities.",
+    )
+    sections = [
+        ("Source", source_text + ("\n\n" + notes + dropped if notes or dropped else "")),
+        ("Conversion check", check),
+        ("How to use", usage),
+        (
+            "Limitations",
+            (
+                "- The weights, their training data and their biases are the source's; this card does not describe "
+                "them.\n- This package has not evaluated this checkpoint on any benchmark."
+            ),
+        ),
+        ("Licence", "The licence of the source weights applies; check it before redistributing."),
+    ]
+    return render_model_card(
+        title=model_name,
+        summary=f"A LastViT-CLIP model (LaSt-ViT model package for Transformers, after {PAPER}): the image and text "
+        "towers of a converted SigLIP model in one joint space.",
+        details=details,
+        command=command,
+        sections=sections,
+        pipeline_tag="zero-shot-image-classification",
+        tags=["clip", "siglip", "zero-shot-image-classification"],
+        license=license,
+    )

@@ -13,7 +13,9 @@ Each becomes a `LastViTModel` by encoder options, never a subclass:
   (= `last_hidden_state`), and the attention-pool head as `pooling="map"`. SigLIP2's patch projection is a linear
   map of pre-cut patches; it becomes the same convolution (its input order is (row, column, channel) within a
   patch), and SigLIP2 resizes its position grid per image (bilinear, antialiased) for any grid, which the converted
-  model does for any input `height x width`: variable aspect ratios work image by image.
+  model does for any input `height x width`: variable aspect ratios work image by image. A padded SigLIP2 batch of
+  mixed shapes (its processor's `pixel_values`, `spatial_shapes`) is turned back into images by `siglip2_images`;
+  each image's outputs equal the valid tokens of SigLIP2's masked batch.
 - AIMv2: RMSNorm everywhere (`norm_type="rms_norm"`), an RMSNorm on the patch tokens before the positions
   (`use_patch_norm`), learned positions or, for "native" models, 2-D sin-cos positions computed per input
   (`position_embedding_type="sincos_2d"`), SwiGLU (`use_gated_mlp`), no CLS, and its attention-pool head (`map_head_query_projection=False`,
@@ -357,6 +359,18 @@ def patchify_for_siglip2(pixel_values: torch.Tensor, patch_size: int) -> dict[st
         "pixel_attention_mask": torch.ones(batch, grid_h * grid_w, dtype=torch.long),
         "spatial_shapes": torch.tensor([[grid_h, grid_w]] * batch, dtype=torch.long),
     }
+
+
+def siglip2_images(pixel_values: torch.Tensor, spatial_shapes: torch.Tensor, patch_size: int) -> list[torch.Tensor]:
+    """The inverse of `patchify_for_siglip2` for a padded SigLIP2 batch (what its image processor returns for images of
+    different shapes: `pixel_values` [B, max_patches, patch * patch * C], `spatial_shapes` [B, 2]): each image's valid
+    patches put back as a [1, C, rows * patch, columns * patch] image, which the converted LastViT takes as is (one
+    call per image, or per group of equal shapes; padded patches are dropped, as SigLIP2's attention mask does)."""
+    images = []
+    for patches, (rows, columns) in zip(pixel_values, spatial_shapes.tolist()):
+        valid = patches[: rows * columns].reshape(rows, columns, patch_size, patch_size, -1)
+        images.append(valid.permute(4, 0, 2, 1, 3).reshape(1, -1, rows * patch_size, columns * patch_size))
+    return images
 
 
 @torch.no_grad()

@@ -371,3 +371,8 @@ def imagenet_eval_processor(image_size: int, resample: int) -> LastViTImageProce
 def clip_eval_processor(image_size: int) -> LastViTImageProcessor:
     """OpenAI CLIP's preprocessing: bicubic resize of the short side to the input size, centre crop, CLIP mean/std."""
     return _processor({"shortest_edge": image_size}, image_size, PIL_BICUBIC, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+
+
+def imagenet_full_crop_processor(image_size: int) -> LastViTImageProcessor:
+    """Bicubic resize of the short side to the input size, centre crop (crop 1.0), ImageNet mean/std (timm's DINOv3)."""
+    return _processor({"shortest_edge": image_size}, image_size, PIL_BICUBIC, IMAGENET_MEAN, IMAGENET_STD)

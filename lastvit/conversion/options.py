@@ -16,16 +16,19 @@ from lastvit.arguments import option
 from lastvit.errors import LastViTUserError
 from lastvit.model_choices import POOLING_TYPES, SCORE_RULES
 
-SOURCES = ("hf", "torchvision", "dino", "openclip", "timm")
+SOURCES = ("hf", "torchvision", "dino", "openclip", "timm", "timm-eva")
 SOURCE_NAMES = {
     "hf": "transformers model",
     "torchvision": "torchvision VisionTransformer",
     "dino": "facebookresearch/dino ViT",
     "openclip": "OpenAI CLIP / open_clip model",
     "timm": "timm VisionTransformer",
+    "timm-eva": "timm Eva (EVA, EVA02, timm's DINOv3)",
 }
 TIMM_GLOBAL_POOLS = ("token", "avg", "avgmax", "max", "map")  # timm's `global_pool`, not stored in its state dicts
-TEXT_TOWER_SOURCES = ("openclip",)  # sources whose checkpoints hold a text tower `--with-text-tower` converts
+TIMM_EVA_ROPES = ("eva", "dinov3", "none")  # timm Eva's rotary embedding, not stored in its state dicts either
+TIMM_EVA_FLAGS = ("rope", "rope_reference_grid", "layer_norm_eps")  # options only `--from timm-eva` reads
+TEXT_TOWER_SOURCES = ("openclip", "hf")  # sources whose checkpoints hold a text tower `--with-text-tower` converts
 POOLING_CHOICES = ("source", *POOLING_TYPES)
 CLIP_ACTIVATIONS = ("quick_gelu", "gelu")
 DTYPES = ("bfloat16", "float16", "float32")
@@ -57,7 +60,8 @@ class ConversionJob:
     source: str = option(
         help="source kind: hf (a transformers model, incl. DINOv3, SigLIP/SigLIP2, AIMv2, I-JEPA), torchvision "
         "(VisionTransformer state dict), dino (facebookresearch/dino ViT checkpoint), openclip (OpenAI CLIP / "
-        "open_clip checkpoint or TorchScript archive), timm (timm VisionTransformer state dict)",
+        "open_clip checkpoint or TorchScript archive), timm (timm VisionTransformer state dict), timm-eva (timm Eva "
+        "state dict: EVA, EVA02, timm's DINOv3)",
         flag="--from",
         choices=SOURCES,
     )
@@ -73,7 +77,8 @@ class ConversionJob:
     tokenizer: str | None = option(
         None,
         "with --with-text-tower: OpenAI's / open_clip's bpe_simple_vocab_16e6.txt.gz, or a transformers "
-        "tokenizer folder (e.g. a saved CLIPTokenizer); default: open_clip's bundled BPE when open_clip is installed",
+        "tokenizer folder (e.g. a saved CLIPTokenizer); default: open_clip's bundled BPE when open_clip is installed "
+        "(--from openclip), the tokenizer saved in the --input folder (--from hf)",
         metavar="PATH",
     )
     dtype: str = option("float32", "dtype of the saved weights", choices=DTYPES)
@@ -135,8 +140,9 @@ class ConversionOptions:
     )
     text_tower: bool = option(
         False,
-        "openclip: convert the whole CLIP model (image tower, text tower, logit_scale) into a LastViTCLIPModel "
-        "folder with its tokenizer, for the zero-shot-image-classification pipeline and as a start for "
+        "openclip, and hf for a SiglipModel: convert the whole model (image tower, text tower, logit_scale, SigLIP's "
+        "logit_bias) into a LastViTCLIPModel folder with its tokenizer, for the zero-shot-image-classification "
+        "pipeline and as a start for "
         "fine-tuning. A flag rather than another --from, because the source file and the image tower's "
         "conversion (and every readout option) are the same; only what is kept grows",
         flag="--with-text-tower",
@@ -147,9 +153,24 @@ class ConversionOptions:
     )
     global_pool: str | None = option(
         None,
-        "timm: the model's global_pool, which its state dict does not record (default: map with an attn_pool, "
-        "avg with fc_norm or without a CLS token, else token)",
+        "timm / timm-eva: the model's global_pool, which its state dict does not record (default: map with an "
+        "attn_pool; timm: avg with fc_norm or without a CLS token, else token; timm-eva: avg, Eva's default)",
         choices=TIMM_GLOBAL_POOLS,
+    )
+    rope: str | None = option(
+        None,
+        "timm-eva: the model's rotary embedding, which its state dict does not record: eva (EVA02's, and timm's "
+        "vit_*_rope_* models), dinov3 (timm's DINOv3) or none (EVA-01) (default: eva with absolute positions and a "
+        "SwiGLU MLP, none with positions and a plain MLP, dinov3 without positions)",
+        choices=TIMM_EVA_ROPES,
+    )
+    rope_reference_grid: int | None = option(
+        None,
+        "timm-eva with --rope eva: the grid EVA's RoPE coordinates are scaled to (timm's ref_feat_shape; default "
+        "16, which every EVA02 model uses)",
+    )
+    layer_norm_eps: float | None = option(
+        None, "timm-eva: the LayerNorm epsilon (default 1e-5 for --rope dinov3, as timm's DINOv3 models, else 1e-6)"
     )
 
     def validate(self) -> None:
@@ -173,6 +194,12 @@ class ConversionOptions:
             raise ConversionError(f"--clip-activation must be 'quick_gelu' or 'gelu', got {self.clip_activation!r}.")
         if self.global_pool is not None and self.global_pool not in TIMM_GLOBAL_POOLS:
             raise ConversionError(f"unknown --global-pool {self.global_pool!r}; use one of {TIMM_GLOBAL_POOLS}.")
+        if self.rope is not None and self.rope not in TIMM_EVA_ROPES:
+            raise ConversionError(f"unknown --rope {self.rope!r}; use one of {TIMM_EVA_ROPES}.")
+        if self.rope_reference_grid is not None and (self.rope_reference_grid < 1 or self.rope in ("dinov3", "none")):
+            raise ConversionError("--rope-reference-grid must be >= 1 and only applies with EVA's RoPE (--rope eva).")
+        if self.layer_norm_eps is not None and self.layer_norm_eps <= 0:
+            raise ConversionError(f"--layer-norm-eps must be > 0, got {self.layer_norm_eps}.")
         if self.text_num_heads is not None and not self.text_tower:
             raise ConversionError("--text-num-heads only applies with --with-text-tower.")
         if self.text_num_heads is not None and self.text_num_heads < 1:

@@ -70,11 +70,13 @@ def run_conversion(job: ConversionJob, options: ConversionOptions, command: str)
         round_trip = write_clip_folder(
             result,
             job.output,
-            lambda diffs: converted_clip_model_card(result, command, name, diffs, license=licence).content,
+            lambda diffs: (
+                converted_clip_model_card(result, command, name, diffs, license=licence, parity=parity).content
+            ),
             overwrite=job.overwrite,
             dtype=dtype,
         )
-        return ConversionOutcome(job, result, None, round_trip, clip=True)
+        return ConversionOutcome(job, result, parity, round_trip, clip=True)
     config = result.model.config
     if job.released and (config.hidden_size, config.num_hidden_layers, config.patch_size_hw) != (768, 12, (16, 16)):
         result.notes.append(

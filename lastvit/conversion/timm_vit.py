@@ -16,7 +16,9 @@ How it maps:
   with fc_norm), else `token` with a CLS token and `avg` without; pass `--global-pool` for `max` / `avgmax` or to
   override. With `fc_norm` the final norm is applied after pooling (`use_fc_norm`). timm's MAP head reads the patch
   tokens only (its default `pool_include_prefix=False`), as LastViT's does.
-- q/k-normed attention (`qk_norm`), SwiGLU MLPs and other block variants are refused with the key that shows them.
+- q/k-normed attention (`qk_norm`), SwiGLU MLPs and other block variants are refused with the key that shows them;
+  timm `Eva` state dicts (EVA02, timm's DINOv3) are pointed to `--from timm-eva` (`timm_eva.py`), which shares the
+  embedding and readout plans below.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .key_plan import (
 from .options import ConversionError, ConversionOptions
 
 GLOBAL_POOLS = {"token": "cls", "avg": "mean", "avgmax": "avgmax", "max": "max", "map": "map"}
+EVA_BLOCK_KEYS = ("gamma_1", "attn.q_bias", "attn.q_proj.weight")  # timm `Eva` blocks only
 _UNSUPPORTED_BLOCK_KEYS = {
     "attn.q_norm.weight": "q/k-normed attention (qk_norm=True)",
     "mlp.fc1_g.weight": "a SwiGLU MLP",
@@ -62,20 +65,34 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor], options: Conver
     pos = require_key(sd, "pos_embed", source)
     hidden, patch = conv.shape[0], tuple(conv.shape[-2:])
     layers = count_blocks(sd, r"blocks\.(\d+)\.", source)
+    eva_keys = [f"blocks.0.{key}" for key in EVA_BLOCK_KEYS if f"blocks.0.{key}" in sd]
+    if eva_keys:
+        raise ConversionError(
+            f"this is a timm Eva state dict (EVA / EVA02 / timm's DINOv3; it has {eva_keys[0]}), not a "
+            "VisionTransformer: convert it with --from timm-eva."
+        )
     for key, what in _UNSUPPORTED_BLOCK_KEYS.items():
         if f"blocks.0.{key}" in sd:
             raise ConversionError(f"this timm ViT has {what} (blocks.0.{key}), which LastViT does not reproduce yet.")
     has_cls = "cls_token" in sd
     registers = sd["reg_token"].shape[1] if "reg_token" in sd else 0
     prefix = int(has_cls) + registers
-    grid, no_embed_class = _grid_and_layout(pos.shape[1], prefix)
+    grid, no_embed_class = grid_and_layout(pos.shape[1], prefix)
 
     plan = KeyPlan(source, sd)
-    _plan_embeddings(plan, sd, has_cls, registers, no_embed_class)
-    if "norm_pre.weight" in sd:
-        plan.copy_linear("pre_layernorm", "norm_pre")
-    qkv_bias, layerscale = _plan_blocks(plan, sd, layers)
-    global_pool, use_fc_norm = _plan_readout(plan, sd, options, has_cls, hidden)
+    plan_timm_embeddings(plan, sd, has_cls, registers, no_embed_class)
+    block = FusedQKVBlock("norm1", "attn.qkv.weight", "attn.qkv.bias", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+    qkv_bias = "blocks.0.attn.qkv.bias" in sd
+    layerscale = "blocks.0.ls1.gamma" in sd
+    for i in range(layers):
+        plan.copy_fused_qkv_block(i, f"blocks.{i}.", block, qkv_bias)
+        if layerscale:
+            plan.copy(f"encoder.layer.{i}.layer_scale1.lambda1", f"blocks.{i}.ls1.gamma")
+            plan.copy(f"encoder.layer.{i}.layer_scale2.lambda1", f"blocks.{i}.ls2.gamma")
+
+    global_pool, use_fc_norm = plan_timm_readout(plan, sd, options.global_pool or _default_global_pool(sd, has_cls))
+    if global_pool == "token" and not has_cls:
+        raise ConversionError("--global-pool token needs a CLS token; this timm ViT has none (class_token=False).")
 
     base = encoder_config(
         image_size=[grid[0] * patch[0], grid[1] * patch[1]],
@@ -101,30 +118,20 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor], options: Conver
             "crop 0.875); check it against the model's timm pretrained_cfg (mean/std, crop_pct, interpolation)."
         )
     ]
-    head = _plan_head(plan, sd, options, notes)
-    source_pooling = base["pooling"]
-    if source_pooling == "map" and options.pooling not in ("source", "map"):
-        plan.drop_targets("pooler.map_head.", f"attention-pooling head (the readout is now {options.pooling})")
-    height = grid[0] * patch[0]
-    result = build_result(
-        plan,
-        base,
-        head,
-        options,
-        imagenet_eval_processor(height, PIL_BICUBIC),
+    description = (
         f"timm VisionTransformer (patch {patch[0]}, width {hidden}, {layers} blocks, "
         f"{'CLS, ' if has_cls else ''}{registers} registers, global_pool={global_pool!r}"
-        f"{', fc_norm' if use_fc_norm else ''}{', no_embed_class' if no_embed_class else ''})",
-        notes,
+        f"{', fc_norm' if use_fc_norm else ''}{', no_embed_class' if no_embed_class else ''})"
     )
-    result.source_pooling = source_pooling
-    result.source_readout = f"timm's global_pool={global_pool!r}" + (" followed by fc_norm" if use_fc_norm else "")
-    return result
+    processor = imagenet_eval_processor(grid[0] * patch[0], PIL_BICUBIC)
+    return build_timm_result(plan, sd, base, options, processor, description, notes, global_pool, use_fc_norm)
 
 
-def _plan_embeddings(plan: KeyPlan, sd: dict[str, torch.Tensor], has_cls: bool, registers: int, no_embed_class: bool):
-    """Patch projection, CLS token, positions and register tokens (each register absorbs its position slot)."""
-    prefix = int(has_cls) + registers
+def plan_timm_embeddings(
+    plan: KeyPlan, sd: dict[str, torch.Tensor], has_cls: bool, registers: int, no_embed_class: bool
+) -> None:
+    """timm's patch embedding, CLS and register tokens, absolute positions (if any) and `norm_pre` (timm's
+    `VisionTransformer` and `Eva` store them alike)."""
     plan.copy("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight")
     if "patch_embed.proj.bias" in sd:
         plan.copy("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias")
@@ -132,7 +139,11 @@ def _plan_embeddings(plan: KeyPlan, sd: dict[str, torch.Tensor], has_cls: bool, 
         plan.map("embeddings.patch_embeddings.projection.bias", ["patch_embed.proj.weight"], zeros_like_bias)
     if has_cls:
         plan.copy("embeddings.cls_token", "cls_token")
-    if no_embed_class:  # no prefix positions: LastViT's CLS slot is zero
+    prefix = int(has_cls) + registers
+    if "pos_embed" not in sd:  # RoPE-only models (timm's DINOv3): no positions at all
+        if registers:
+            plan.copy("embeddings.register_tokens", "reg_token")
+    elif no_embed_class:  # no prefix positions: LastViT's CLS slot is zero
         plan.map("embeddings.position_embeddings", ["pos_embed"], lambda t: _with_zero_slots(t, int(has_cls)))
         if registers:
             plan.copy("embeddings.register_tokens", "reg_token")
@@ -141,27 +152,13 @@ def _plan_embeddings(plan: KeyPlan, sd: dict[str, torch.Tensor], has_cls: bool, 
         plan.map("embeddings.position_embeddings", ["pos_embed"], lambda t: torch.cat((t[:, :c], t[:, prefix:]), 1))
         if registers:
             plan.map("embeddings.register_tokens", ["reg_token", "pos_embed"], lambda r, t: r + t[:, c:prefix])
+    if "norm_pre.weight" in sd:
+        plan.copy_linear("pre_layernorm", "norm_pre")
 
 
-def _plan_blocks(plan: KeyPlan, sd: dict[str, torch.Tensor], layers: int) -> tuple[bool, bool]:
-    """The transformer blocks (fused qkv, LayerScale where present); returns ``(qkv_bias, layerscale)``."""
-    block = FusedQKVBlock("norm1", "attn.qkv.weight", "attn.qkv.bias", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
-    qkv_bias = "blocks.0.attn.qkv.bias" in sd
-    layerscale = "blocks.0.ls1.gamma" in sd
-    for i in range(layers):
-        plan.copy_fused_qkv_block(i, f"blocks.{i}.", block, qkv_bias)
-        if layerscale:
-            plan.copy(f"encoder.layer.{i}.layer_scale1.lambda1", f"blocks.{i}.ls1.gamma")
-            plan.copy(f"encoder.layer.{i}.layer_scale2.lambda1", f"blocks.{i}.ls2.gamma")
-    return qkv_bias, layerscale
-
-
-def _plan_readout(
-    plan: KeyPlan, sd: dict[str, torch.Tensor], options: ConversionOptions, has_cls: bool, hidden: int
-) -> tuple[str, bool]:
-    """The final norm (`norm`, or `fc_norm` after pooling) and the attention pool of `global_pool`;
-    returns ``(global_pool, use_fc_norm)``."""
-    global_pool = options.global_pool or _default_global_pool(sd, has_cls)
+def plan_timm_readout(plan: KeyPlan, sd: dict[str, torch.Tensor], global_pool: str) -> tuple[str, bool]:
+    """The final norm (`norm`, or `fc_norm` after pooling) and the attention pool of a timm ViT; returns the
+    global pool and whether the norm comes after pooling."""
     use_fc_norm = "fc_norm.weight" in sd
     final_norm = "fc_norm" if use_fc_norm else "norm"
     if f"{final_norm}.weight" not in sd:
@@ -170,18 +167,26 @@ def _plan_readout(
         )
     plan.copy_linear("layernorm", final_norm)
     if global_pool == "map":
-        _plan_attention_pool(plan, sd, hidden)
+        _plan_attention_pool(plan, sd)
     elif "attn_pool.latent" in sd:
         raise ConversionError(
             f"--global-pool {global_pool}: this timm ViT has an attention-pool head (global_pool='map')."
         )
-    if global_pool == "token" and not has_cls:
-        raise ConversionError("--global-pool token needs a CLS token; this timm ViT has none (class_token=False).")
     return global_pool, use_fc_norm
 
 
-def _plan_head(plan: KeyPlan, sd: dict[str, torch.Tensor], options: ConversionOptions, notes: list[str]):
-    """The classifier `head`: kept, dropped or replaced as `options` say (`resolve_head`)."""
+def build_timm_result(
+    plan: KeyPlan,
+    sd: dict[str, torch.Tensor],
+    base: dict,
+    options: ConversionOptions,
+    processor,
+    description: str,
+    notes: list[str],
+    global_pool: str,
+    use_fc_norm: bool,
+) -> ConversionResult:
+    """timm's classifier `head` (kept, dropped or replaced), the readout's card text, and the converted model."""
     source_head = None
     if "head.weight" in sd:
         source_head = SourceHead(sd["head.weight"], sd["head.bias"], sd["head.weight"].shape[0])
@@ -192,10 +197,16 @@ def _plan_head(plan: KeyPlan, sd: dict[str, torch.Tensor], options: ConversionOp
         else "classification head (dropped or replaced)"
     )
     plan.drop(reason, lambda k: k.startswith("head."))
-    return head
+    source_pooling = base["pooling"]
+    if source_pooling == "map" and options.pooling not in ("source", "map"):
+        plan.drop_targets("pooler.map_head.", f"attention-pooling head (the readout is now {options.pooling})")
+    result = build_result(plan, base, head, options, processor, description, notes)
+    result.source_pooling = source_pooling
+    result.source_readout = f"timm's global_pool={global_pool!r}" + (" followed by fc_norm" if use_fc_norm else "")
+    return result
 
 
-def _grid_and_layout(num_positions: int, prefix: int) -> tuple[tuple[int, int], bool]:
+def grid_and_layout(num_positions: int, prefix: int) -> tuple[tuple[int, int], bool]:
     """The (square) patch grid and whether the position table leaves the prefix tokens out (`no_embed_class`)."""
     with_prefix = num_positions - prefix > 0 and math.isqrt(num_positions - prefix) ** 2 == num_positions - prefix
     without_prefix = math.isqrt(num_positions) ** 2 == num_positions
@@ -224,7 +235,7 @@ def _default_global_pool(sd: dict[str, torch.Tensor], has_cls: bool) -> str:
     return "token"
 
 
-def _plan_attention_pool(plan: KeyPlan, sd: dict[str, torch.Tensor], hidden: int) -> None:
+def _plan_attention_pool(plan: KeyPlan, sd: dict[str, torch.Tensor]) -> None:
     """timm's `AttentionPoolLatent`: latent -> q, fused kv, proj, then `x + mlp(norm(x))`."""
     latent = require_key(sd, "attn_pool.latent", "timm")
     if latent.shape[1] != 1:

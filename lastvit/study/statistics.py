@@ -79,6 +79,12 @@ def paired_test(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) ->
     return result
 
 
+def slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of `y` over `x` (e.g. a per-seed difference over the levels of a factor)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    return float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (family-wise error control), in the input order. NaN
     entries (no test) stay NaN and do not count towards the family size."""
@@ -108,4 +114,4 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-__all__ = ["ALPHA", "benjamini_hochberg", "holm", "mean_std", "paired_test", "student_t_two_sided"]
+__all__ = ["ALPHA", "benjamini_hochberg", "holm", "mean_std", "paired_test", "slope", "student_t_two_sided"]

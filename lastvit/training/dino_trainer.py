@@ -30,8 +30,9 @@ Output: the teacher backbone as a LastViT folder (`AutoModel.from_pretrained(dir
 trust_remote_code=True)`), its image processor and model card, the teacher head in
 ``dino_head.safetensors`` (+ ``dino_head.json``) for continued training, and ``eval_results.json``:
 k-NN top-1 of the teacher's global feature on the labelled split, and on data with boxes and masks
-Point-in-Box, CorLoc and coarse-segmentation IoU from Patch-Score maps, each next to the same
-measurements of the untrained backbone.
+Point-in-Box, CorLoc and coarse-segmentation IoU from Patch-Score maps, and on an evaluation split
+with the background challenge's counterfactual renderings (``image_<set>`` columns) the k-NN top-1
+on each, BG-gap and flip rate; each next to the same measurements of the untrained backbone.
 """
 
 from __future__ import annotations
@@ -188,37 +189,27 @@ def train_dino(args: DINOTrainingArguments) -> dict:
 
 
 def _train_dino(args: DINOTrainingArguments, output) -> dict:
-    import torch
-
-    from lastvit.data.loading import ImageTransform, build_processor
+    from lastvit.data.loading import build_processor
     from lastvit.training.dino import DINOLoss
     from lastvit.training.pretraining import PretrainingLoop, claim, start_run
 
     accelerator = start_run(args)
-    train_split, eval_split = load_dino_splits(args)
+    train_split, eval_split = _load_training_splits(args)
     curve_split = load_curve_split(args, eval_split) if args.knn_every else None
     backbone = build_backbone(args)
     processor = build_processor(backbone)
-    size = backbone.config.image_size_hw[0]
-    patch = backbone.config.patch_size_hw[0]
-    local = local_crop_size(args, size, patch)
-    student, teacher = build_student_teacher(args, backbone)
-    untrained = copy.deepcopy(teacher.backbone).eval()
+    local = _local_crop_size(args, backbone)
+    student, teacher, untrained = _student_and_teacher(args, backbone)
     loss_fn = DINOLoss(args.out_dim)
-    data, sampler, loader = build_crop_loader(args, train_split, processor, size, local)
-    # DINO: no weight decay on biases and norms
-    decay = [p for n, p in student.named_parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for n, p in student.named_parameters() if p.requires_grad and p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+    data, sampler, loader = _crop_loader(args, train_split, backbone, processor, local)
+    optimizer = _optimizer(student)
     student, optimizer, loader = accelerator.prepare(student, optimizer, loader)
     teacher.to(accelerator.device)
     loss_fn.to(accelerator.device)
     accelerator.register_for_checkpointing(teacher, loss_fn)
 
     total_steps = max(1, math.ceil(args.epochs * len(loader)))
-    eval_transform = ImageTransform(
-        size=size, mean=tuple(processor.image_mean), std=tuple(processor.image_std), train=False
-    )
+    eval_transform = _eval_transform(backbone, processor)
     curve = None
     if curve_split is not None and accelerator.is_main_process:
         curve = knn_curve_arrays(train_split, curve_split, eval_transform, args)
@@ -226,10 +217,7 @@ def _train_dino(args: DINOTrainingArguments, output) -> dict:
     steps = PretrainingLoop(accelerator, args, total_steps, "dino", resume=claim(accelerator, output, args))
     if args.report_to != "none":
         accelerator.init_trackers("dino", config={k: str(v) for k, v in asdict(args).items()})
-    steps.state.setdefault("diagnostics", [])
-    steps.state.setdefault("knn_curve", [])
-    train_step = DINOStep(args, accelerator, steps.state, total_steps, student, teacher, loss_fn, optimizer, curve)
-
+    train_step = _DINOStep(args, accelerator, steps, (student, teacher, loss_fn, optimizer), curve)
     student.train()
     results = steps.train(loader, train_step, epoch_aware=(sampler, data))
     if "stopped_at_step" in results:
@@ -244,85 +232,8 @@ def _train_dino(args: DINOTrainingArguments, output) -> dict:
     return results
 
 
-class DINOStep:
-    """One DINO step on a batch of crops: the step's learning rate, weight decay and teacher temperature, the
-    teacher's forward on the global crops, the student's update (last layer frozen at first), the teacher's
-    EMA, the centre and, every `--diagnostics-every` steps, the collapse diagnostics. Also measures the
-    k-NN learning curve (`state["knn_curve"]`) every `--knn-every` steps."""
-
-    def __init__(self, args, accelerator, state: dict, total_steps: int, student, teacher, loss_fn, optimizer, curve):
-        self.args, self.accelerator, self.state, self.total_steps = args, accelerator, state, total_steps
-        self.student, self.teacher, self.loss_fn, self.optimizer, self.curve = (
-            student, teacher, loss_fn, optimizer, curve
-        )  # fmt: skip
-        self.peak_lr = args.learning_rate * args.batch_size * accelerator.num_processes / 256
-        self.warmup = round(args.warmup_ratio * total_steps)
-        self.temp_warmup = round(args.warmup_teacher_temp_ratio * total_steps)
-        self.frozen_steps = round(args.freeze_last_layer_ratio * total_steps)
-
-    def measure_curve(self, step: int) -> None:
-        """The teacher's k-NN top-1 on the curve split at `step`, once per step."""
-        knn_curve = self.state["knn_curve"]
-        if self.curve is not None and not any(point["step"] == step for point in knn_curve):
-            knn_curve.append({"step": step, "knn_top1": curve_knn(self.teacher.backbone, self.curve, self.args.knn_k)})
-            self.accelerator.log({"val/knn_top1": knn_curve[-1]["knn_top1"]}, step=step)
-
-    def __call__(self, batch) -> float:
-        import torch
-
-        from lastvit.training.dino import clip_gradients, teacher_momentum, teacher_temperature, update_teacher
-        from lastvit.training.pretraining import cosine_schedule, mean_over_processes
-
-        args, accelerator, optimizer, student = self.args, self.accelerator, self.optimizer, self.student
-        step = self.state["step"]
-        if args.knn_every and step % args.knn_every == 0:
-            self.measure_curve(step)
-        lr = cosine_schedule(self.peak_lr, args.min_lr, step, self.total_steps, self.warmup)
-        optimizer.param_groups[0]["lr"] = optimizer.param_groups[1]["lr"] = lr
-        optimizer.param_groups[0]["weight_decay"] = cosine_schedule(
-            args.weight_decay, args.weight_decay_end, step, self.total_steps
-        )
-        views = batch["crops"]
-        with torch.no_grad(), accelerator.autocast():
-            teacher_out = self.teacher(views[:2])
-        student_out = student(views)
-        temp = teacher_temperature(step, self.temp_warmup, args.warmup_teacher_temp, args.teacher_temp)
-        loss = self.loss_fn(student_out.float(), teacher_out.float(), temp)
-        if not torch.isfinite(loss):
-            raise PretrainingError(f"the loss became {loss.item()} at step {step + 1}; lower the learning rate.")
-        accelerator.backward(loss)
-        if args.max_grad_norm:
-            clip_gradients(student.parameters(), args.max_grad_norm)
-        if step < self.frozen_steps:
-            for p in accelerator.unwrap_model(student).head.last_layer.parameters():
-                p.grad = None
-        optimizer.step()
-        optimizer.zero_grad()
-        momentum = teacher_momentum(step, self.total_steps, args.momentum_teacher)
-        update_teacher(accelerator.unwrap_model(student), self.teacher, momentum)
-        if args.diagnostics_every and step % args.diagnostics_every == 0:
-            scalars = {"loss": round(loss.item(), 6), "lr": lr, "teacher_temp": temp, "momentum": momentum}
-            self.record_diagnostics(step, student_out, teacher_out, temp, scalars)
-        self.loss_fn.update_center(teacher_out, reduce=lambda x: accelerator.reduce(x, "mean"))
-        return mean_over_processes(accelerator, loss)
-
-    def record_diagnostics(self, step: int, student_out, teacher_out, temp: float, scalars: dict) -> None:
-        """`lastvit.training.dino.dino_diagnostics` of this step, with its scalars, into `state["diagnostics"]`."""
-        from lastvit.training.dino import dino_diagnostics
-
-        loss_fn = self.loss_fn
-        measured = dino_diagnostics(
-            student_out, teacher_out, loss_fn.center, temp, loss_fn.student_temp, loss_fn.num_global
-        )
-        self.state["diagnostics"].append({"step": step, **scalars} | {k: round(v, 6) for k, v in measured.items()})
-        self.accelerator.log(
-            {f"dino/{k}": v for k, v in self.state["diagnostics"][-1].items() if k != "step"}, step=step
-        )
-
-
-def load_dino_splits(args: DINOTrainingArguments):
-    """``(train, eval)`` splits of `args.dataset` (scenes at the model's image size); the training split
-    must hold `--image-column`."""
+def _load_training_splits(args: DINOTrainingArguments):
+    """``(train, eval)`` splits of `--dataset` (the built-in scenes at the run's size and seed)."""
     from lastvit.data.loading import load_splits
 
     scenes = {
@@ -340,10 +251,11 @@ def load_dino_splits(args: DINOTrainingArguments):
     return train_split, eval_split
 
 
-def local_crop_size(args: DINOTrainingArguments, size: int, patch: int) -> int:
-    """The local crops' side (`--local-size`, else DINO's share of the image), at least 2 x 2 patches."""
+def _local_crop_size(args: DINOTrainingArguments, backbone) -> int:
+    """The local crop side (`--local-size`, or DINO's share of the global one): at least 2 x 2 patches."""
     from lastvit.training.dino import default_local_size
 
+    size, patch = backbone.config.image_size_hw[0], backbone.config.patch_size_hw[0]
     local = args.local_size or default_local_size(size, patch)
     if local < 2 * patch:
         raise PretrainingError(
@@ -353,8 +265,9 @@ def local_crop_size(args: DINOTrainingArguments, size: int, patch: int) -> int:
     return local
 
 
-def build_student_teacher(args: DINOTrainingArguments, backbone):
-    """The student (`backbone` + DINO head) and the teacher: a frozen copy, in eval mode, without stochastic depth."""
+def _student_and_teacher(args: DINOTrainingArguments, backbone):
+    """``(student, teacher, untrained)``: the student `DINOModel`, its teacher (a copy without
+    gradients or stochastic depth) and the teacher backbone's exact untrained start."""
     from lastvit.training.dino import DINOHead, DINOModel
 
     student = DINOModel(
@@ -369,18 +282,19 @@ def build_student_teacher(args: DINOTrainingArguments, backbone):
         teacher.backbone.load_state_dict(backbone.state_dict())
         teacher.requires_grad_(False)
     teacher.eval()
-    return student, teacher
+    return student, teacher, copy.deepcopy(teacher.backbone).eval()
 
 
-def build_crop_loader(args: DINOTrainingArguments, train_split, processor, size: int, local: int):
-    """``(views, sampler, loader)``: the training split's multi-crop views in seeded epochs of full batches."""
+def _crop_loader(args: DINOTrainingArguments, train_split, backbone, processor, local: int):
+    """``(views, sampler, loader)``: the training split as multi-crop views (2 global + N local),
+    in the seed's order, whole batches only."""
     import torch
 
     from lastvit.data.loading import EpochSampler
     from lastvit.training.dino import MultiCrop, collate_crops
 
     crops = MultiCrop(
-        size,
+        backbone.config.image_size_hw[0],
         local,
         args.num_local_crops,
         tuple(processor.image_mean),
@@ -405,6 +319,114 @@ def build_crop_loader(args: DINOTrainingArguments, train_split, processor, size:
             f"the training split has {len(data)} images, fewer than one batch of {args.batch_size}."
         )
     return data, sampler, loader
+
+
+def _optimizer(student):
+    """AdamW with DINO's two groups: weight decay (scheduled per step) on weights, none on biases and norms."""
+    import torch
+
+    decay = [p for n, p in student.named_parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for n, p in student.named_parameters() if p.requires_grad and p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+
+
+def _eval_transform(backbone, processor):
+    from lastvit.data.loading import ImageTransform
+
+    size = backbone.config.image_size_hw[0]
+    return ImageTransform(size=size, mean=tuple(processor.image_mean), std=tuple(processor.image_std), train=False)
+
+
+class _DINOStep:
+    """One DINO training step (`__call__`, for `PretrainingLoop.train`): the step's schedules (lr,
+    weight decay, teacher temperature and momentum), the loss against the centred teacher,
+    per-parameter clipping, the frozen last layer, the teacher's EMA and the centre update; every
+    `--diagnostics-every` steps the collapse diagnostics and every `--knn-every` steps a point of the
+    k-NN curve (both in the loop's state, so a resumed run keeps them)."""
+
+    def __init__(self, args: DINOTrainingArguments, accelerator, steps, parts, curve):
+        self.args, self.accelerator, self.steps, self.curve = args, accelerator, steps, curve
+        self.student, self.teacher, self.loss_fn, self.optimizer = parts
+        self.total_steps = steps.total_steps
+        self.peak_lr = args.learning_rate * args.batch_size * accelerator.num_processes / 256
+        self.warmup = round(args.warmup_ratio * self.total_steps)
+        self.temp_warmup = round(args.warmup_teacher_temp_ratio * self.total_steps)
+        self.frozen_steps = round(args.freeze_last_layer_ratio * self.total_steps)
+        steps.state.setdefault("diagnostics", [])
+        steps.state.setdefault("knn_curve", [])
+
+    def measure_curve(self, step: int) -> None:
+        """The teacher's k-NN top-1 on the curve split at `step` (once per step)."""
+        state = self.steps.state
+        if self.curve is not None and not any(point["step"] == step for point in state["knn_curve"]):
+            state["knn_curve"].append(
+                {"step": step, "knn_top1": curve_knn(self.teacher.backbone, self.curve, self.args.knn_k)}
+            )
+            self.accelerator.log({"val/knn_top1": state["knn_curve"][-1]["knn_top1"]}, step=step)
+
+    def __call__(self, batch) -> float:
+        import torch
+
+        from lastvit.training.dino import clip_gradients, teacher_temperature
+        from lastvit.training.pretraining import mean_over_processes
+
+        args, accelerator, step = self.args, self.accelerator, self.steps.state["step"]
+        if args.knn_every and step % args.knn_every == 0:
+            self.measure_curve(step)
+        lr = self._set_schedules(step)
+        views = batch["crops"]
+        with torch.no_grad(), accelerator.autocast():
+            teacher_out = self.teacher(views[:2])
+        student_out = self.student(views)
+        temp = teacher_temperature(step, self.temp_warmup, args.warmup_teacher_temp, args.teacher_temp)
+        loss = self.loss_fn(student_out.float(), teacher_out.float(), temp)
+        if not torch.isfinite(loss):
+            raise PretrainingError(f"the loss became {loss.item()} at step {step + 1}; lower the learning rate.")
+        accelerator.backward(loss)
+        if args.max_grad_norm:
+            clip_gradients(self.student.parameters(), args.max_grad_norm)
+        if step < self.frozen_steps:
+            for p in accelerator.unwrap_model(self.student).head.last_layer.parameters():
+                p.grad = None
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        momentum = self._update_teacher(step)
+        if args.diagnostics_every and step % args.diagnostics_every == 0:
+            self._record_diagnostics(step, loss, student_out, teacher_out, lr, temp, momentum)
+        self.loss_fn.update_center(teacher_out, reduce=lambda x: accelerator.reduce(x, "mean"))
+        return mean_over_processes(accelerator, loss)
+
+    def _set_schedules(self, step: int) -> float:
+        """Set the step's lr (warm-up, then cosine) and weight decay (cosine); returns the lr."""
+        from lastvit.training.pretraining import cosine_schedule
+
+        args, groups = self.args, self.optimizer.param_groups
+        lr = cosine_schedule(self.peak_lr, args.min_lr, step, self.total_steps, self.warmup)
+        groups[0]["lr"] = groups[1]["lr"] = lr
+        groups[0]["weight_decay"] = cosine_schedule(args.weight_decay, args.weight_decay_end, step, self.total_steps)
+        return lr
+
+    def _update_teacher(self, step: int) -> float:
+        """The teacher's EMA of the student at the step's momentum (cosine to 1); returns the momentum."""
+        from lastvit.training.dino import teacher_momentum, update_teacher
+
+        momentum = teacher_momentum(step, self.total_steps, self.args.momentum_teacher)
+        update_teacher(self.accelerator.unwrap_model(self.student), self.teacher, momentum)
+        return momentum
+
+    def _record_diagnostics(self, step, loss, student_out, teacher_out, lr, temp, momentum) -> None:
+        from lastvit.training.dino import dino_diagnostics
+
+        loss_fn = self.loss_fn
+        measured = dino_diagnostics(
+            student_out, teacher_out, loss_fn.center, temp, loss_fn.student_temp, loss_fn.num_global
+        )
+        diagnostics = self.steps.state["diagnostics"]
+        diagnostics.append(
+            {"step": step, "loss": round(loss.item(), 6), "lr": lr, "teacher_temp": temp, "momentum": momentum}
+            | {k: round(v, 6) for k, v in measured.items()}
+        )
+        self.accelerator.log({f"dino/{k}": v for k, v in diagnostics[-1].items() if k != "step"}, step=step)
 
 
 def load_curve_split(args: DINOTrainingArguments, eval_split):
@@ -453,16 +475,22 @@ def curve_knn(backbone, arrays, k: int) -> float:
 
 def evaluate_backbone(backbone, untrained, train_split, eval_split, transform, args) -> dict:
     """`lastvit.measure.pretrained_eval.dino_metrics` of the trained backbone and of its untrained start,
-    on one transform of the splits."""
+    on one transform of the splits; when the evaluation split holds the counterfactual renderings of
+    the background challenge (``image_<set>`` columns), also their k-NN backgrounds challenge
+    (`lastvit.measure.counterfactual`)."""
+    from lastvit.measure.counterfactual import counterfactual_pixels, has_counterfactuals, knn_background_test
     from lastvit.measure.pretrained_eval import dino_metrics_on_arrays
     from lastvit.training.pretraining import eval_arrays
 
     train = eval_arrays(train_split, transform, args.image_column, args.label_column)
     evaluation = eval_arrays(eval_split, transform, args.image_column, args.label_column)
-    return {
-        name: dino_metrics_on_arrays(model, train, evaluation, args.knn_k)
-        for name, model in (("teacher", backbone), ("untrained", untrained))
-    }
+    models = (("teacher", backbone), ("untrained", untrained))
+    measured = {name: dino_metrics_on_arrays(model, train, evaluation, args.knn_k) for name, model in models}
+    if has_counterfactuals(eval_split) and train[1] is not None and evaluation[1] is not None:
+        sets = counterfactual_pixels(eval_split, transform, original=evaluation[0])
+        for name, model in models:
+            measured[name].update(knn_background_test(model, train[:2], sets, evaluation[1], args.knn_k))
+    return measured
 
 
 def write_dino_folder(args, teacher, processor, results: dict) -> None:

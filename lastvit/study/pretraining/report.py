@@ -1,0 +1,341 @@
+"""The pre-training study's report: the verdict sentences (primary first, each carried by a number in
+report.json), report.md, report.json and figures written whole; `rewrite_report` regenerates them from
+a finished study's report.json; and the DINO pilot's Markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..statistics import ALPHA
+from .analysis import study_tests, summarise
+from .config import AUROC_NOTE, METRICS, VARIANTS, PretrainingStudyConfig, PretrainingStudyError
+from .figures import write_figures
+
+BACKGROUND_NOTE = (
+    "Backgrounds challenge (the main study's counterfactual test sets, read out through each model's own "
+    "classifier: k-NN for DINO, zero-shot for CLIP): every test scene rendered again with the same object on "
+    "black (only-FG), without the object (only-BG: the background as drawn), on a background of its class's "
+    "luminance group (mixed-same) or of another group (mixed-rand); BG-gap = mixed-same - mixed-rand; flip "
+    "rate = the share of predictions that change from original to mixed-rand. These scenes tie no background "
+    "to a class, so only-BG is at chance and BG-gap near 0 by construction; of these measures only mixed-rand "
+    "top-1 is tested."
+)
+
+
+def _cell(stats: dict) -> str:
+    return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
+def _p(test: dict, key: str = "p") -> str:
+    value = test.get(key, math.nan)
+    return "no test" if math.isnan(value) else f"{value:.3f}"
+
+
+def verdict(config: PretrainingStudyConfig, results: dict) -> list[str]:
+    """Plain sentences, primary results first, each carried by a number in report.json."""
+    tests, summary = results["tests"], results["summary"]
+    lines = []
+    for test in (t for t in tests if t["kind"] == "primary"):
+        if test["family"] == "dino":
+            stats = summary["dino_cls"]["metrics"]["knn_top1"]
+            said = (
+                f"DINO-CLS k-NN top-1 {_cell(stats['trained'])} vs its untrained twin {_cell(stats['untrained'])} "
+                f"(difference {test['mean_difference']:+.3f}, p = {_p(test)}, {test['n']} seeds): "
+            )
+            if test["real"] and test["mean_difference"] > 0:
+                said += "DINO-CLS learned above its untrained start by a margin the seeds support."
+            elif test["real"]:
+                said += "training lowered it below the untrained start by a margin the seeds support."
+            else:
+                said += (
+                    "not shown to learn at this budget; the learning curves and collapse diagnostics below show "
+                    "whether it collapsed or learns slowly."
+                )
+            lines.append("Primary (DINO): " + said)
+        else:
+            label = VARIANTS[config.primary_clip_variant]["label"]
+            by_rate = ", ".join(
+                f"{float(rate):.1f}: {stats['mean']:+.3f}" for rate, stats in test["difference_by_rate"].items()
+            )
+            said = (
+                f"{label} minus CLIP-CLS zero-shot top-1 by caption rate ({by_rate}); mean slope "
+                f"{test['mean_difference']:+.3f} per unit rate (p = {_p(test)}, {test['n']} seeds): "
+            )
+            if test["real"]:
+                said += (
+                    "LazyStrike's advantage "
+                    + ("grows" if test["mean_difference"] > 0 else "shrinks")
+                    + " with the share of background captions, by a margin the seeds support."
+                )
+            else:
+                said += "no trend with the caption rate that the seeds support."
+            lines.append("Primary (CLIP): " + said)
+    for family in config.families:
+        secondary = [t for t in tests if t["family"] == family and t["kind"] == "secondary"]
+        real = [t for t in secondary if t["real"]]
+        if real:
+            found = "; ".join(
+                f"{t['description']} ({t['mean_difference']:+.3f}, Holm p = {t['p_adjusted']:.3f})" for t in real
+            )
+            lines.append(
+                f"Exploratory ({family.upper()}, {len(secondary)} tests, Holm): {len(real)} survive the correction: {found}."
+            )
+        else:
+            lines.append(
+                f"Exploratory ({family.upper()}, {len(secondary)} tests, Holm): none survives the correction."
+            )
+    return lines
+
+
+def markdown(config: PretrainingStudyConfig, results: dict, figures: list[str]) -> str:
+    summary, tests = results["summary"], results["tests"]
+    rates = ", ".join(f"{r:.1f}" for r in config.caption_rates)
+    lines = [
+        "# LazyStrike in self-supervised (DINO) and image-text (CLIP) training",
+        "",
+        (
+            f"Scenes ({config.data_variant}, objects {config.scale_range[0]}-{config.scale_range[1]} of the side): "
+            f"{config.num_train} training, {config.num_val} validation (training backgrounds; DINO's learning curve) "
+            f"and {config.num_test} test images (held-out backgrounds) at {config.image_size} px (data seed "
+            f"{config.data_seed}). `{config.preset}` backbones, batch {config.batch_size}. DINO {config.dino_epochs} "
+            f"epochs (lr {config.dino_learning_rate} at batch 256, teacher momentum {config.momentum_teacher} -> 1, "
+            f"{config.dino_out_dim} prototypes, {config.num_local_crops} local crops); CLIP {config.clip_epochs} "
+            f"epochs at each caption rate ({rates}: the share of captions that also name the background). Seeds "
+            f"{list(config.seeds)}; every variant of a family gets the same steps. Chance = {results['chance']:.3f}. "
+            f"Run time {results['minutes']:.1f} min ({results['environment']['device']})."
+        ),
+        "",
+        "## Design (declared in the config before the run)",
+        "",
+        *[f"- Primary, {family.upper()}: {text}" for family, text in results["design"]["primary"].items()],
+        f"- Secondary: {results['design']['secondary']}",
+        "",
+        "## Results",
+        "",
+        *[f"- {line}" for line in results["verdict"]],
+        "",
+    ]
+    if "dino" in config.families:
+        names = [n for n in config.variants if VARIANTS[n]["family"] == "dino"]
+        lines += _dino_sections(config, summary, names)
+    if "clip" in config.families:
+        names = [n for n in config.variants if VARIANTS[n]["family"] == "clip"]
+        lines += _clip_sections(config, results, names)
+    secondary = [t for t in tests if t["kind"] == "secondary"]
+    lines += [
+        f"## Secondary tests (exploratory, {len(secondary)} in all)",
+        "",
+        "Paired t-tests over seeds; p-values Holm-adjusted within each family. Mean difference (p, Holm p).",
+        "",
+        "| family | test | mean difference | p | Holm p |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {t['family'].upper()} | {t['description']} | {t['mean_difference']:+.3f} | {_p(t)} | "
+            f"{_p(t, 'p_adjusted')}{' (real)' if t['real'] else ''} |"
+            for t in secondary
+        ],
+        "",
+        *[f"![{name}]({name})" for name in figures],
+        "",
+        (
+            f"With {len(config.seeds)} seeds only large, consistent differences reach p < {ALPHA}; 'not shown' and "
+            "'none survives' are not evidence of no effect. Patch-Score maps compare each patch with the global "
+            "feature, so the readout changes them even untrained: compare each model with its untrained twin."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _dino_sections(config, summary, names) -> list[str]:
+    labels = [VARIANTS[n]["label"] for n in names]
+    header = ["| metric | " + " | ".join(labels) + " |", "|" + "---|" * (len(names) + 1)]
+    lines = ["## DINO", "", "Test split; mean ± std over seeds, each untrained twin below.", "", *header]
+    for metric, title in METRICS["dino"].items():
+        if all(metric in summary[n]["metrics"] for n in names):
+            lines.append(
+                f"| {title} | " + " | ".join(_cell(summary[n]["metrics"][metric]["trained"]) for n in names) + " |"
+            )
+            lines.append(
+                f"| {title}, untrained | "
+                + " | ".join(_cell(summary[n]["metrics"][metric]["untrained"]) for n in names)
+                + " |"
+            )
+    lines += [
+        "",
+        f"{AUROC_NOTE}. PiB, CorLoc and coarse segmentation are the paper's thresholded scores, untested.",
+        "",
+        *_background_note(all("knn_top1_mixed_rand" in summary[n]["metrics"] for n in names)),
+    ]
+    if all("knn_curve" in summary[n] for n in names):
+        steps = summary[names[0]]["knn_curve"]["steps"]
+        lines += [
+            "### Learning curves: k-NN top-1 on the validation split (mean over seeds; step 0 = untrained)",
+            "",
+            "| step | " + " | ".join(labels) + " |",
+            "|" + "---|" * (len(names) + 1),
+        ]
+        for i, step in enumerate(steps):
+            lines.append(
+                f"| {step} | " + " | ".join(f"{summary[n]['knn_curve']['mean'][i]:.3f}" for n in names) + " |"
+            )
+        lines.append("")
+    if all("final_diagnostics" in summary[n] for n in names):
+        log_k = math.log(config.dino_out_dim)
+        lines += [
+            f"### Collapse diagnostics at the last logged step (nats; log({config.dino_out_dim}) = {log_k:.2f})",
+            "",
+            "| diagnostic | " + " | ".join(labels) + " |",
+            "|" + "---|" * (len(names) + 1),
+        ]
+        for key, title in (
+            ("teacher_entropy", "teacher entropy per image"),
+            ("teacher_batch_entropy", "entropy of the batch's mean teacher"),
+            ("kl", "KL(teacher ‖ student)"),
+            ("center_norm", "centre norm"),
+        ):
+            lines.append(
+                f"| {title} | " + " | ".join(_cell(summary[n]["final_diagnostics"][key]) for n in names) + " |"
+            )
+        lines += [
+            "",
+            (
+                "A teacher entropy near log(K) with a KL near 0 is collapse to the uniform distribution; both "
+                "entropies near 0 is collapse onto one prototype; a falling per-image entropy with a high batch "
+                "entropy and a KL above 0 is a run that is learning."
+            ),
+            "",
+        ]
+    return lines
+
+
+def _clip_sections(config, results, names) -> list[str]:
+    summary = results["summary"]
+    labels = [VARIANTS[n]["label"] for n in names]
+    lines = ["## CLIP", "", "Test split; mean ± std over seeds (untrained twin in brackets), per caption rate.", ""]
+    metrics = [
+        m
+        for m in METRICS["clip"]
+        if all(m in summary[n]["by_rate"][str(r)] for n in names for r in config.caption_rates)
+    ]
+    for metric in metrics:
+        lines += [
+            f"**{METRICS['clip'][metric]}**",
+            "",
+            "| caption rate | " + " | ".join(labels) + " |",
+            "|" + "---|" * (len(names) + 1),
+        ]
+        for rate in config.caption_rates:
+            cells = []
+            for n in names:
+                stats = summary[n]["by_rate"][str(rate)][metric]
+                cells.append(f"{_cell(stats['trained'])} ({stats['untrained']['mean']:.3f})")
+            lines.append(f"| {rate:.1f} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        f"{AUROC_NOTE}. PiB, CorLoc, coarse segmentation and mIoU are the paper's thresholded scores, untested.",
+        "",
+        *_background_note("zero_shot_top1_mixed_rand" in metrics),
+    ]
+    return lines
+
+
+def _background_note(measured: bool) -> list[str]:
+    if not measured:
+        return ["Backgrounds challenge: not measured (a report from before the counterfactual test sets).", ""]
+    return [BACKGROUND_NOTE, ""]
+
+
+def write_report(out: Path, config: PretrainingStudyConfig, results: dict) -> dict:
+    """Tests, summary, sentences, report.md, report.json and figures from ``results["per_seed"]``,
+    written whole."""
+    from lastvit.files import write_folder
+
+    results = {**results, "design": config.design()}
+    results["tests"] = study_tests(config, results["per_seed"])
+    results["summary"] = summarise(config, results["per_seed"])
+    results["verdict"] = verdict(config, results)
+
+    def write(folder: Path):
+        figures = write_figures(folder, config, results)
+        (folder / "report.json").write_text(json.dumps(results, indent=2))
+        (folder / "report.md").write_text(markdown(config, results, figures))
+
+    write_folder(out, write)
+    return results
+
+
+def rewrite_report(folder) -> dict:
+    """Regenerate a finished study's report from its report.json (after a change to the report code),
+    without training again."""
+    results = json.loads((Path(folder) / "report.json").read_text())
+    if "design" not in results:
+        raise PretrainingStudyError(
+            f"{folder}/report.json predates the pre-declared design (no caption rates, no curves); run the study again."
+        )
+    fields = {k: v for k, v in results["config"].items() if k != "variants"}
+    config = PretrainingStudyConfig(
+        **{
+            **fields,
+            "seeds": tuple(fields["seeds"]),
+            "families": tuple(fields["families"]),
+            "caption_rates": tuple(fields["caption_rates"]),
+        }
+    )
+    return write_report(Path(folder), config, results)
+
+
+def _thinned(rows: list, count: int = 12) -> list:
+    """About `count` evenly spaced rows, always the last one, none twice."""
+    picked = rows[:: max(1, len(rows) // count)]
+    return picked + rows[-1:] if rows and picked[-1] is not rows[-1] else picked
+
+
+def pilot_markdown(pilot: dict) -> str:
+    curve = pilot["curves"]["knn_curve"]
+    diagnostics = pilot["curves"]["diagnostics"]
+    config = pilot["config"]
+    best = max(curve, key=lambda p: p["knn_top1"])
+    lines = [
+        f"# DINO pilot: {pilot['label']}, seed {pilot['seed']}",
+        "",
+        f"Command: `{pilot['command']}`" if pilot["command"] else "",
+        "",
+        (
+            f"{config['num_train']} training / {config['num_val']} validation / {config['num_test']} test scenes at "
+            f"{config['image_size']} px, `{config['preset']}`, batch {config['batch_size']}, {pilot['steps']} steps "
+            f"({config['dino_epochs']} epochs), teacher momentum {config['momentum_teacher']} -> 1, "
+            f"{config['dino_out_dim']} prototypes. Run time {pilot['minutes']:.1f} min "
+            f"({pilot['environment']['cpu_threads']} CPU threads, shared machine). One seed: no test."
+        ),
+        "",
+        "| step | k-NN top-1 (validation) |",
+        "|---|---|",
+        *[f"| {p['step']} | {p['knn_top1']:.3f} |" for p in curve],
+        "",
+        (
+            f"Test split: trained k-NN top-1 {pilot['test']['trained']['knn_top1']:.3f}, untrained twin "
+            f"{pilot['test']['untrained']['knn_top1']:.3f}; chance {pilot['chance']:.3f}. Validation curve: step 0 "
+            f"{curve[0]['knn_top1']:.3f}, best {best['knn_top1']:.3f} at step {best['step']}, last "
+            f"{curve[-1]['knn_top1']:.3f}."
+        ),
+        "",
+        "| step | loss | teacher entropy | batch-mean entropy | KL(t‖s) | centre norm |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {d['step']} | {d['loss']:.3f} | {d['teacher_entropy']:.3f} | {d['teacher_batch_entropy']:.3f} | "
+            f"{d['kl']:.3f} | {d['center_norm']:.3f} |"
+            for d in _thinned(diagnostics)
+        ],
+        "",
+        f"log({config['dino_out_dim']}) = {math.log(config['dino_out_dim']):.2f} nats.",
+        "",
+        "![pilot.png](pilot.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["markdown", "pilot_markdown", "rewrite_report", "verdict", "write_report"]
