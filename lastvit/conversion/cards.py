@@ -98,10 +98,54 @@ def converted_clip_model_card(
     `--from hf` for a SigLIP model, whose `parity` against the source's own forward is measured)."""
     if is_siglip(result):
         return _siglip_card(result, command, model_name, round_trip, license, parity)
-    model = result.model
-    vision, text = model.config.vision_config, model.config.text_config
+    usage = clip_usage_text(
+        ("dog", "cat"),
+        "`model.vision_model` is the image tower (a `LastViTModel`, `save_image_tower` writes it alone).\n"
+        "The folder is exactly what `save_pretrained` of the model, the tokenizer and the image processor write,\n"
+        "so fine-tuning starts from it as from any saved `LastViTCLIPModel`.",
+    )
+    sections = [
+        ("Source", _clip_source_text(result, command) + _notes_and_dropped(result)),
+        ("Conversion check", _clip_check_text(round_trip)),
+        ("How to use", usage),
+        (
+            "Limitations",
+            (
+                "- The weights, their training data and their biases are the source's; this card does not describe "
+                "them.\n"
+                "- This package has not evaluated this checkpoint on any benchmark.\n"
+                "- Text cleaning: OpenAI's / open_clip's tokenizer also runs `ftfy` and unescapes HTML; this one "
+                "applies NFC, collapses whitespace and lower-cases, so texts that need those fixes can tokenize "
+                "differently."
+            ),
+        ),
+        ("Licence", "The licence of the source weights applies; check it before redistributing."),
+    ]
+    return render_model_card(
+        title=model_name,
+        summary=f"A LastViT-CLIP model (LaSt-ViT model package for Transformers, after {PAPER}): image and text "
+        "towers of a converted CLIP checkpoint in one joint space.",
+        details=_clip_details(result),
+        command=command,
+        sections=sections,
+        pipeline_tag="zero-shot-image-classification",
+        tags=["clip", "zero-shot-image-classification"],
+        license=license,
+    )
+
+
+def _notes_and_dropped(result) -> str:
+    """The conversion's notes and dropped source tensors as a Markdown list after a blank line, or ''."""
+    notes = "".join(f"- {note}\n" for note in result.notes)
+    dropped = "".join(f"- Dropped {count} source tensors: {reason}.\n" for reason, count in result.dropped.items())
+    return "\n\n" + notes + dropped if notes or dropped else ""
+
+
+def _clip_source_text(result, command: str) -> str:
+    """Where a converted CLIP model comes from, and whether its image readout is the source's."""
+    vision = result.model.config.vision_config
     same_readout = vision.pooling == "cls" and "pooling lazystrike" not in command
-    source_text = (
+    return (
         f"Converted from an OpenAI CLIP / open_clip checkpoint ({result.description}) with `lastvit-convert "
         "--from openclip --with-text-tower`: the image tower (a LastViT with `visual_projection`), the text tower "
         "(transformers' `CLIPTextModelWithProjection`), `logit_scale` and the tokenizer. "
@@ -112,9 +156,11 @@ def converted_clip_model_card(
             "whose weights were not trained for it unless the source was a LaSt-ViT CLIP."
         )
     )
-    notes = "".join(f"- {note}\n" for note in result.notes)
-    dropped = "".join(f"- Dropped {count} source tensors: {reason}.\n" for reason, count in result.dropped.items())
-    check = "\n".join(
+
+
+def _clip_check_text(round_trip: dict[str, float]) -> str:
+    """The round-trip table of a converted CLIP folder and what its key map is tested against."""
+    return "\n".join(
         [
             (
                 "Max abs differences measured by `lastvit-convert` while writing this folder: the saved folder (model "
@@ -134,13 +180,13 @@ def converted_clip_model_card(
             ),
         ]
     )
-    usage = clip_usage_text(
-        ("dog", "cat"),
-        "`model.vision_model` is the image tower (a `LastViTModel`, `save_image_tower` writes it alone).\n"
-        "The folder is exactly what `save_pretrained` of the model, the tokenizer and the image processor write,\n"
-        "so fine-tuning starts from it as from any saved `LastViTCLIPModel`.",
-    )
-    details = describe_config(vision) + [
+
+
+def _clip_details(result) -> list[str]:
+    """Model details: the image tower's config, the text tower, the joint space and the tokenizer."""
+    model = result.model
+    vision, text = model.config.vision_config, model.config.text_config
+    return describe_config(vision) + [
         (
             f"Text tower: transformers' CLIP text transformer, width {text.hidden_size}, {text.num_hidden_layers} "
             f"blocks, {text.num_attention_heads} heads, {text.hidden_act}, causal, vocabulary {text.vocab_size}, "
@@ -152,34 +198,6 @@ def converted_clip_model_card(
         ),
         f"Tokenizer: {type(result.tokenizer).__name__}, {len(result.tokenizer)} tokens.",
     ]
-    sections = [
-        ("Source", source_text + ("\n\n" + notes + dropped if notes or dropped else "")),
-        ("Conversion check", check),
-        ("How to use", usage),
-        (
-            "Limitations",
-            (
-                "- The weights, their training data and their biases are the source's; this card does not describe "
-                "them.\n"
-                "- This package has not evaluated this checkpoint on any benchmark.\n"
-                "- Text cleaning: OpenAI's / open_clip's tokenizer also runs `ftfy` and unescapes HTML; this one "
-                "applies NFC, collapses whitespace and lower-cases, so texts that need those fixes can tokenize "
-                "differently."
-            ),
-        ),
-        ("Licence", "The licence of the source weights applies; check it before redistributing."),
-    ]
-    return render_model_card(
-        title=model_name,
-        summary=f"A LastViT-CLIP model (LaSt-ViT model package for Transformers, after {PAPER}): image and text "
-        "towers of a converted CLIP checkpoint in one joint space.",
-        details=details,
-        command=command,
-        sections=sections,
-        pipeline_tag="zero-shot-image-classification",
-        tags=["clip", "zero-shot-image-classification"],
-        license=license,
-    )
 
 
 def is_siglip(result) -> bool:
