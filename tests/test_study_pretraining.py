@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from lastvit.measure.localization import patch_coverage
-from lastvit.measure.pretrained_eval import auroc_against_coverage
+from lastvit.measure.grid import patch_coverage
+from lastvit.measure.metrics.localisation import auroc_against_coverage
 from lastvit.study.pretraining import (
     METRICS,
     TESTED,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .evaluation import MAP_LABELS, SHORT_LABELS, EvaluationData
+from .evaluation import EvaluationData
+from .maps import MAP_LABELS, SHORT_LABELS
 
 METRIC_LABELS = {
     "auroc": "AUROC vs object coverage",
@@ -65,7 +66,7 @@ def write_pretrained_figures(folder: Path, maps: dict) -> dict[str, str]:
             "foreground (patches above mean + std, cyan) and CorLoc's box (the largest connected component's, "
             "red, with its IoU) against the reference box (lime) and exact mask (white)"
         }
-    from .zero_shot import IGNORE, scene_targets
+    from .metrics.segmentation import IGNORE, scene_targets
 
     names = maps["class_names"]
     targets = None if masks is None else scene_targets(masks, maps["labels"], None)

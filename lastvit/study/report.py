@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lastvit.measure.evaluation import MAP_LABELS, SHORT_LABELS
+from lastvit.measure.maps import MAP_LABELS, SHORT_LABELS
 
 from .config import PRIMARY_ENDPOINTS, REFERENCE, SHIPPED
 from .statistics import ALPHA, benjamini_hochberg, holm, mean_std, paired_test

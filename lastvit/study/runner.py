@@ -155,7 +155,8 @@ def run_study(config: StudyConfig) -> dict:
     results that ``report.json`` holds."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from lastvit.measure.evaluation import evaluate_model, resolve_device
+    from lastvit.measure.evaluation import evaluate_model
+    from lastvit.measure.forward import resolve_device
 
     start = time.time()
     config, device, out, work = prepare_run(config, resolve_device)
