@@ -1,74 +1,21 @@
 """What a map has to beat, and the best it could do. Point-in-Box means little on its own (pasted or
-centred objects are salient): report it next to a uniformly random patch (`random_patch_baseline`,
-an exact expectation), the centre patch (`centre_patch_baseline`), a colour-outlier heuristic
-(`colour_outlier_scores`), the same architecture untrained (`untrained_copy`) and the ceiling, the
-exact coverage map through the same rules (`ceiling_metrics`). `point_in_box_with_baselines` and
-`baseline_metrics` give them all.
+centred objects are salient): report it next to a uniformly random patch (an exact expectation,
+`metrics.localisation.random_patch_baseline`), the centre patch (`maps.centre_patch_scores`,
+`metrics.localisation.centre_patch_baseline`), a colour-outlier heuristic (`maps.colour_outlier_scores`),
+the same architecture untrained (`untrained_copy`) and the ceiling, the exact coverage map through
+the same rules (`ceiling_metrics`). `point_in_box_with_baselines` and `baseline_metrics` give them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from .grid import box_masks, boxes_per_image, flat_scores, pair, patch_coverage, patch_grid
-from .metrics.localisation import map_metrics, point_in_box
-
-
-def random_patch_baseline(
-    boxes, image_sizes=None, model_input=224, patch_size=16, resize: int | None = 256
-) -> np.ndarray:
-    """Expected Point-in-Box hit of a uniformly random patch, per image: ``|patch set| / N``
-    (exact, no sampling). Its mean is the random-patch PiB baseline."""
-    batch_size = len(boxes_per_image(boxes, len(boxes)))
-    masks = box_masks(boxes, image_sizes, batch_size, model_input, patch_size, resize)
-    return masks.reshape(batch_size, -1).mean(axis=1)
-
-
-def centre_patch_scores(grid: Sequence[int]) -> torch.Tensor:
-    """Per-patch scores ``[rows * cols]`` that peak at the image centre (minus the distance of the
-    patch centre to the image centre, in patch units): the centre-bias baseline's score map."""
-    rows, cols = int(grid[0]), int(grid[1])
-    y, x = torch.meshgrid(torch.arange(rows) + 0.5, torch.arange(cols) + 0.5, indexing="ij")
-    return -torch.hypot(y - rows / 2, x - cols / 2).flatten()
-
-
-def centre_patch_baseline(
-    boxes, image_sizes=None, model_input=224, patch_size=16, resize: int | None = 256, rule: str = "overlap"
-) -> np.ndarray:
-    """Point-in-Box hit of always pointing at the centre patch, per image. On even grids (14x14)
-    2 or 4 patches are equally central; the value is then the fraction of them that hit (the
-    expectation of picking one at random), so it is not biased to one quadrant."""
-    rows, cols = patch_grid(model_input, patch_size)
-    scores = centre_patch_scores((rows, cols))
-    central = torch.nonzero(scores == scores.max()).flatten()
-    batch_size = len(boxes_per_image(boxes, len(boxes)))
-    hits = []
-    for index in central.tolist():
-        one_hot = torch.zeros(batch_size, rows * cols)
-        one_hot[:, index] = 1.0
-        hits.append(point_in_box(one_hot, boxes, image_sizes, model_input, patch_size, resize, rule))
-    return np.mean(hits, axis=0)
-
-
-def colour_outlier_scores(pixel_values: torch.Tensor, patch: int | Sequence[int]) -> torch.Tensor:
-    """Colour-outlier saliency baseline, ``[B, N]``: the distance of each patch's mean colour from
-    the image's per-channel median colour (no learning; finds anything pasted in an odd colour).
-    Works in whatever space `pixel_values` [B, C, H, W] are in (normalised is fine); `patch` is
-    ``(width, height)`` or an int."""
-    patch_w, patch_h = pair(patch, "patch")
-    if pixel_values.ndim != 4 or pixel_values.shape[-2] % patch_h or pixel_values.shape[-1] % patch_w:
-        raise ValueError(
-            f"colour_outlier_scores needs pixel_values [B, C, H, W] with H, W divisible by the patch size; "
-            f"got {tuple(pixel_values.shape)} and patch {patch_w}x{patch_h}."
-        )
-    pixels = pixel_values.detach().float()
-    patch_means = nn.functional.avg_pool2d(pixels, (patch_h, patch_w)).flatten(2)  # [B, C, N]
-    median = pixels.flatten(2).median(dim=2).values  # [B, C]
-    return (patch_means - median[:, :, None]).norm(dim=1)
+from .grid import flat_scores, patch_coverage
+from .maps import centre_patch_scores, colour_outlier_scores
+from .metrics.localisation import centre_patch_baseline, map_metrics, point_in_box, random_patch_baseline
 
 
 def untrained_copy(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -145,13 +92,4 @@ def ceiling_metrics(boxes, masks, patch_size: Sequence[int], grid: Sequence[int]
     return ceiling
 
 
-__all__ = [
-    "baseline_metrics",
-    "ceiling_metrics",
-    "centre_patch_baseline",
-    "centre_patch_scores",
-    "colour_outlier_scores",
-    "point_in_box_with_baselines",
-    "random_patch_baseline",
-    "untrained_copy",
-]
+__all__ = ["baseline_metrics", "ceiling_metrics", "point_in_box_with_baselines", "untrained_copy"]

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .baselines import centre_patch_baseline, random_patch_baseline
 from .benchmark_model import MAP_NAMES, BenchmarkError, BenchmarkModel, load_benchmark_model
 from .benchmark_streaming import (
     Throughput,
@@ -37,7 +36,7 @@ from .forward import autocast, resolve_device
 from .grid import patches_to_pixels
 from .maps import coarse_segmentation, foreground_boxes
 from .metrics.accuracy import top_k_accuracy, top_k_hits
-from .metrics.localisation import corloc_hits, mask_iou, point_in_box
+from .metrics.localisation import centre_patch_baseline, corloc_hits, mask_iou, point_in_box, random_patch_baseline
 
 __all__ = ["RUNNERS", "BenchmarkError", "BenchmarkModel", "load_benchmark_model", "run_benchmark"]
 

@@ -26,7 +26,6 @@ import torch
 
 from lastvit.errors import LastViTUserError
 
-from .baselines import random_patch_baseline
 from .decoupling_summary import (
     VARIANTS,
     contribution_numbers,
@@ -39,7 +38,7 @@ from .decoupling_summary import (
 )
 from .lappe_giese import cls_attention_share, layerwise_cls_cosine, masked_contributions, o_skip
 from .maps import patch_scores, token_norms
-from .metrics.localisation import point_in_box
+from .metrics.localisation import point_in_box, random_patch_baseline
 from .plots import IMAGENET_MEAN, IMAGENET_STD
 
 

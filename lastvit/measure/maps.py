@@ -10,8 +10,9 @@ grid order (or ``[B, rows, cols]``), as the two papers define them:
 A map's foreground is ``score > mean + std`` per image (`foreground_mask`, `coarse_segmentation`,
 the protocol of CRATE in LaSt-ViT Tab. 6), and its predicted object box the box of the largest
 4-connected foreground region (`foreground_boxes`, CorLoc's prediction in Tab. 7). Token-norm
-statistics (Fig. 6) are here too. The zero-shot maps of image-text models are in `zero_shot`, the
-map-free baseline maps in `baselines`; how good a map is, in `metrics`.
+statistics (Fig. 6) are here too, and the map-free baseline maps (the centre patch, a colour-outlier
+heuristic). The zero-shot maps of image-text models are in `zero_shot`; how good a map is, in
+`metrics`; what a map has to beat, in `baselines`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .grid import as_tensor, flat_scores, grid_maps, largest_component, mask_box
+from .grid import as_tensor, flat_scores, grid_maps, largest_component, mask_box, pair
 
 MAP_LABELS = {
     "patch_score": "Patch Score (pooled feature, Eq. 3)",
@@ -117,6 +118,31 @@ def foreground_boxes(patch_masks: np.ndarray, patch_size: Sequence[int]) -> list
     return [mask_box(largest_component(mask), patch_size) for mask in np.asarray(patch_masks, dtype=bool)]
 
 
+def centre_patch_scores(grid: Sequence[int]) -> torch.Tensor:
+    """Per-patch scores ``[rows * cols]`` that peak at the image centre (minus the distance of the
+    patch centre to the image centre, in patch units): the centre-bias baseline's score map."""
+    rows, cols = int(grid[0]), int(grid[1])
+    y, x = torch.meshgrid(torch.arange(rows) + 0.5, torch.arange(cols) + 0.5, indexing="ij")
+    return -torch.hypot(y - rows / 2, x - cols / 2).flatten()
+
+
+def colour_outlier_scores(pixel_values: torch.Tensor, patch: int | Sequence[int]) -> torch.Tensor:
+    """Colour-outlier saliency baseline, ``[B, N]``: the distance of each patch's mean colour from
+    the image's per-channel median colour (no learning; finds anything pasted in an odd colour).
+    Works in whatever space `pixel_values` [B, C, H, W] are in (normalised is fine); `patch` is
+    ``(width, height)`` or an int."""
+    patch_w, patch_h = pair(patch, "patch")
+    if pixel_values.ndim != 4 or pixel_values.shape[-2] % patch_h or pixel_values.shape[-1] % patch_w:
+        raise ValueError(
+            f"colour_outlier_scores needs pixel_values [B, C, H, W] with H, W divisible by the patch size; "
+            f"got {tuple(pixel_values.shape)} and patch {patch_w}x{patch_h}."
+        )
+    pixels = pixel_values.detach().float()
+    patch_means = nn.functional.avg_pool2d(pixels, (patch_h, patch_w)).flatten(2)  # [B, C, N]
+    median = pixels.flatten(2).median(dim=2).values  # [B, C]
+    return (patch_means - median[:, :, None]).norm(dim=1)
+
+
 def score_maps(encoded: dict) -> dict[str, torch.Tensor]:
     """The per-patch maps ``[B, N]`` this model has (see the module docstring)."""
     maps = {"patch_score": patch_scores(encoded["patches"], encoded["pooled"])}
@@ -147,7 +173,9 @@ __all__ = [
     "MAP_LABELS",
     "SHORT_LABELS",
     "TokenNorms",
+    "centre_patch_scores",
     "coarse_segmentation",
+    "colour_outlier_scores",
     "foreground_boxes",
     "foreground_mask",
     "patch_score_maps",

@@ -2,7 +2,8 @@
 the local `evaluate` modules ``point_in_box`` and ``corloc`` call these functions too.
 
 - Point-in-Box (`point_in_box`, the paper's "Patch-BBox Hit Ratio"): the arg-max patch lies in the
-  ground-truth box, with the authors' image filter `pib_filter`.
+  ground-truth box, with the authors' image filter `pib_filter`, and its expectation for a random
+  patch (`random_patch_baseline`) and the centre patch (`centre_patch_baseline`).
 - AUROC against exact object coverage (`per_image_auroc`, `mean_auroc`): threshold-free and
   sign-aware, the primary map score; below 0.5 the map ranks background above the object.
 - CorLoc (`corloc_hits`, `corloc`; Tab. 7, unsupervised object discovery): the box of the largest
@@ -35,7 +36,7 @@ from ..grid import (
     patches_to_pixels,
     sizes_per_image,
 )
-from ..maps import coarse_segmentation, foreground_boxes
+from ..maps import centre_patch_scores, coarse_segmentation, foreground_boxes
 
 PIB_RULES = ("overlap", "centre")
 CORLOC_IOU = 0.5
@@ -101,6 +102,34 @@ def pib_filter(boxes, image_sizes, max_area_ratio: float = 0.25) -> np.ndarray:
         x0, y0, x1, y1 = entries[0]
         keep[i] = (x1 - x0) * (y1 - y0) < max_area_ratio * width * height
     return keep
+
+
+def random_patch_baseline(
+    boxes, image_sizes=None, model_input=224, patch_size=16, resize: int | None = 256
+) -> np.ndarray:
+    """Expected Point-in-Box hit of a uniformly random patch, per image: ``|patch set| / N``
+    (exact, no sampling). Its mean is the random-patch PiB baseline."""
+    batch_size = len(boxes_per_image(boxes, len(boxes)))
+    masks = box_masks(boxes, image_sizes, batch_size, model_input, patch_size, resize)
+    return masks.reshape(batch_size, -1).mean(axis=1)
+
+
+def centre_patch_baseline(
+    boxes, image_sizes=None, model_input=224, patch_size=16, resize: int | None = 256, rule: str = "overlap"
+) -> np.ndarray:
+    """Point-in-Box hit of always pointing at the centre patch, per image. On even grids (14x14)
+    2 or 4 patches are equally central; the value is then the fraction of them that hit (the
+    expectation of picking one at random), so it is not biased to one quadrant."""
+    rows, cols = patch_grid(model_input, patch_size)
+    scores = centre_patch_scores((rows, cols))
+    central = torch.nonzero(scores == scores.max()).flatten()
+    batch_size = len(boxes_per_image(boxes, len(boxes)))
+    hits = []
+    for index in central.tolist():
+        one_hot = torch.zeros(batch_size, rows * cols)
+        one_hot[:, index] = 1.0
+        hits.append(point_in_box(one_hot, boxes, image_sizes, model_input, patch_size, resize, rule))
+    return np.mean(hits, axis=0)
 
 
 def per_image_auroc(scores, positives, chunk: int = 256) -> np.ndarray:
@@ -218,6 +247,7 @@ __all__ = [
     "CORLOC_IOU",
     "PIB_RULES",
     "auroc_against_coverage",
+    "centre_patch_baseline",
     "corloc",
     "corloc_hits",
     "dense_metrics",
@@ -227,4 +257,5 @@ __all__ = [
     "per_image_auroc",
     "pib_filter",
     "point_in_box",
+    "random_patch_baseline",
 ]

@@ -1,16 +1,19 @@
 """Point-in-Box (LaSt-ViT's "Patch-BBox Hit Ratio") as a local `evaluate` metric, with its baselines.
 
 Load it offline with ``evaluate.load("<this folder>")`` or ``lastvit.measure.load_metric("point_in_box")``.
-The computation is `lastvit.measure.metrics.localisation` and `lastvit.measure.baselines` (one
-implementation, shared with the library).
+The computation is `lastvit.measure.metrics.localisation` (one implementation, shared with the library).
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from lastvit.measure.baselines import centre_patch_baseline, random_patch_baseline
-from lastvit.measure.metrics.localisation import pib_filter, point_in_box
+from lastvit.measure.metrics.localisation import (
+    centre_patch_baseline,
+    pib_filter,
+    point_in_box,
+    random_patch_baseline,
+)
 
 _DESCRIPTION = """
 Point-in-Box (PiB): the fraction of images whose highest-scoring patch (arg-max of the Patch Score,
