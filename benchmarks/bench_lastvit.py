@@ -339,8 +339,7 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - started
     reports, raw = [], {"args": vars(args), "machine": info}
     if cpu is not None:
-        sections = [cpu[key] for key in ("parity", "training_ops", "inference", "training", "compile", "memory")]
-        reports.append(build_report(args, info, *sections, contenders, elapsed))
+        reports.append(build_report(args, info, cpu, contenders, elapsed))
         raw.update({key: cpu[key] for key in ("parity", "training_ops", "inference", "training", "compile", "memory")})
     if gpu is not None:
         from .report_gpu import build_gpu_report

@@ -83,11 +83,30 @@ def report_header(elapsed: float) -> list[str]:
     ]
 
 
-def build_report(args, info, parity, op_checks, inference, training, compiled, memory, contenders, elapsed) -> str:
+def build_report(args, info, sections: dict, contenders, elapsed) -> str:
+    """The CPU sections' Markdown: machine and method, then the summary against the issue's floors and
+    each measured section. `sections` holds ``parity``, ``training_ops``, ``inference``, ``training``,
+    ``compile`` and ``memory`` (the lists `benchmarks.bench_lastvit` measures; empty when not run)."""
     labels = {c.key: c.label for c in contenders}
+    inference, training = sections["inference"], sections["training"]
+    compiled, memory = sections["compile"], sections["memory"]
     lines = report_header(elapsed)
-    add = lines.append
-    add(
+    lines.append(_machine_paragraph(info))
+    lines.append(_method_paragraph(args, sections["parity"], sections["training_ops"], labels))
+    lines += _summary_section(args, inference, training, compiled, memory)
+    if inference:
+        lines += _inference_section(args, inference, contenders, labels)
+    if training:
+        lines += _training_section(training, contenders, labels)
+    if memory:
+        lines += _memory_section(args, memory, contenders, labels)
+    if compiled:
+        lines += _compile_section(compiled, labels)
+    return "\n".join(lines)
+
+
+def _machine_paragraph(info) -> str:
+    return (
         f"**Machine.** {info['cpu']}, {info['logical_cpus']} logical CPUs, "
         f"`torch.set_num_threads({info['threads']})`; "
         f"Python {info['python']}, torch {info['torch']}, transformers {info['transformers']}; {info['os']}. "
@@ -100,7 +119,10 @@ def build_report(args, info, parity, op_checks, inference, training, compiled, m
             else "No GPU was available for this run, so there are no H100/H200 or flash-attention figures.\n"
         )
     )
-    add(
+
+
+def _method_paragraph(args, parity, op_checks, labels) -> str:
+    return (
         "**Method.** Contenders are timed in one process, round-robin (every round runs each once, the "
         f"starting contender rotates), after {args.warmup} warm-up round(s); times are medians. "
         "**Ratios** are the median over rounds of the per-round ratio *peer time / LastViT time* "
@@ -116,6 +138,10 @@ def build_report(args, info, parity, op_checks, inference, training, compiled, m
         + "\n"
     )
 
+
+def _summary_section(args, inference, training, compiled, memory) -> list[str]:
+    lines = []
+    add = lines.append
     summary = _summary_rows(args, inference, training, compiled, memory)
     if summary:
         add("## Summary\n")
@@ -126,128 +152,144 @@ def build_report(args, info, parity, op_checks, inference, training, compiled, m
             add(f"| {name} | " + " | ".join(values.get(c, "–") for c in cells) + " |")
         add("")
         add(_floors(args, inference, training, memory, compiled))
+    return lines
 
-    if inference:
-        add("## Inference throughput\n")
-        add(
-            "Images/s from the median time of a forward pass; *vs peer* is the paired ratio against the "
-            "transformers model computing the same thing (ViTModel for `LastViT cls`, "
-            "Dinov2WithRegistersModel for the others). GFLOP/s counts matmul/conv FLOPs (torch's "
-            "FlopCounterMode) plus attention (4·B·L·T²·D); *% sgemm* divides it by the fp32 rate of a "
-            f"{args.sgemm_size}² `torch.mm`, timed in the same rounds.\n"
-        )
-        add("| dtype | shape | batch | rounds | model | ms | images/s | vs peer | GFLOP/s | % sgemm |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
-        for g in inference:
-            sgemm_rate = g["sgemm_flops"] / statistics.median(g["times"]["sgemm"]) / 1e9 if g["sgemm_flops"] else None
-            for key in g["flops"]:
-                ms = _ms(g["times"][key])
-                peer = _peer_of(key, contenders)
-                ratio = paired_ratio(g["times"], peer, key) if peer and peer in g["times"] else None
-                rate = g["flops"][key] / (ms / 1e3) / 1e9
-                add(
-                    f"| {g['dtype']} | {g['shape']} | {g['batch']} | {g['repeats']} | {labels[key]} | {ms:.1f} | "
-                    f"{g['batch'] / (ms / 1e3):.1f} | {fmt_ratio(ratio)} | {rate:.1f} | "
-                    + (f"{100 * rate / sgemm_rate:.0f}% |" if sgemm_rate else "– |")
-                )
-            if sgemm_rate:
-                add(
-                    f"| {g['dtype']} | {g['shape']} | {g['batch']} | {g['repeats']} | `torch.mm` {args.sgemm_size}² | "
-                    f"{_ms(g['times']['sgemm']):.1f} | – | – | {sgemm_rate:.1f} | 100% |"
-                )
-        add("")
-        add("### LazyStrike pooling against CLS pooling\n")
-        add(
-            "*Pooler share*: the LazyStrike pooler alone, run on the final tokens of the CLS+reg4+LS model "
-            "and timed in the same rounds, as a share of (CLS forward + pooler), both with 4 registers and "
-            "LayerScale. *End to end* (K=1): (LazyStrike forward − CLS forward) / LazyStrike forward, "
-            "from the two whole models; differences of a few % are within the noise of a shared machine, "
-            "which is why the pooler is also timed alone.\n"
-        )
-        add("| dtype | shape | batch | K | pooler ms | pooler share | end-to-end share |")
-        add("|---|---|---|---|---|---|---|")
-        for g in inference:
-            for k, _ in POOLERS:
-                if f"pool:K={k}" not in g["times"]:
-                    continue
-                end_to_end = "–"
-                if k == "1" and "lastvit-lazy-k1" in g["times"]:
-                    fwd_ms, cls_ms = _ms(g["times"]["lastvit-lazy-k1"]), _ms(g["times"]["lastvit-cls-reg"])
-                    end_to_end = f"{100 * (fwd_ms - cls_ms) / fwd_ms:+.1f}%"
-                add(
-                    f"| {g['dtype']} | {g['shape']} | {g['batch']} | {k} | {_ms(g['times'][f'pool:K={k}']):.2f} | "
-                    f"{pooler_share(g, k):.2f}% | {end_to_end} |"
-                )
-        add("")
 
-    if training:
-        add("## Training step (forward + backward + AdamW, fp32)\n")
-        add("Loss: mean square of the global feature (the CLS token for the peers).\n")
-        add("| shape | batch | rounds | model | ms / step | images/s | vs peer |")
-        add("|---|---|---|---|---|---|---|")
-        for g in training:
-            for key in g["times"]:
-                ms = _ms(g["times"][key])
-                peer = _peer_of(key, contenders)
-                ratio = paired_ratio(g["times"], peer, key) if peer and peer in g["times"] else None
-                add(
-                    f"| {g['shape']} | {g['batch']} | {g['repeats']} | {labels[key]} | {ms:.0f} | "
-                    f"{g['batch'] / (ms / 1e3):.1f} | {fmt_ratio(ratio)} |"
-                )
-        add("")
-
-    if memory:
-        add("## Peak inference memory\n")
-        method = memory[0].get("method", "VmHWM")
-        add(
-            "Each contender runs in a fresh Python process with glibc's mmap threshold fixed at 64 KiB "
-            "(so RSS follows the live tensor buffers, not what the heap kept): build the model and the "
-            "inputs, one warm-up forward, then per batch "
-            + (
-                "reset the kernel's peak-RSS counter (`/proc/self/clear_refs` ← 5), run one forward and read "
-                "`VmHWM` minus the RSS before it"
-                if method == "VmHWM"
-                else "read `ru_maxrss` before and after one forward"
+def _inference_section(args, inference, contenders, labels) -> list[str]:
+    lines = []
+    add = lines.append
+    add("## Inference throughput\n")
+    add(
+        "Images/s from the median time of a forward pass; *vs peer* is the paired ratio against the "
+        "transformers model computing the same thing (ViTModel for `LastViT cls`, "
+        "Dinov2WithRegistersModel for the others). GFLOP/s counts matmul/conv FLOPs (torch's "
+        "FlopCounterMode) plus attention (4·B·L·T²·D); *% sgemm* divides it by the fp32 rate of a "
+        f"{args.sgemm_size}² `torch.mm`, timed in the same rounds.\n"
+    )
+    add("| dtype | shape | batch | rounds | model | ms | images/s | vs peer | GFLOP/s | % sgemm |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    for g in inference:
+        sgemm_rate = g["sgemm_flops"] / statistics.median(g["times"]["sgemm"]) / 1e9 if g["sgemm_flops"] else None
+        for key in g["flops"]:
+            ms = _ms(g["times"][key])
+            peer = _peer_of(key, contenders)
+            ratio = paired_ratio(g["times"], peer, key) if peer and peer in g["times"] else None
+            rate = g["flops"][key] / (ms / 1e3) / 1e9
+            add(
+                f"| {g['dtype']} | {g['shape']} | {g['batch']} | {g['repeats']} | {labels[key]} | {ms:.1f} | "
+                f"{g['batch'] / (ms / 1e3):.1f} | {fmt_ratio(ratio)} | {rate:.1f} | "
+                + (f"{100 * rate / sgemm_rate:.0f}% |" if sgemm_rate else "– |")
             )
-            + ". That is the memory inference adds on top of the weights (activations, workspaces, outputs); "
-            "the weights are listed apart. *vs peer* = peer MiB / LastViT MiB (≥ 1: LastViT uses no more).\n"
+        if sgemm_rate:
+            add(
+                f"| {g['dtype']} | {g['shape']} | {g['batch']} | {g['repeats']} | `torch.mm` {args.sgemm_size}² | "
+                f"{_ms(g['times']['sgemm']):.1f} | – | – | {sgemm_rate:.1f} | 100% |"
+            )
+    add("")
+    add("### LazyStrike pooling against CLS pooling\n")
+    add(
+        "*Pooler share*: the LazyStrike pooler alone, run on the final tokens of the CLS+reg4+LS model "
+        "and timed in the same rounds, as a share of (CLS forward + pooler), both with 4 registers and "
+        "LayerScale. *End to end* (K=1): (LazyStrike forward − CLS forward) / LazyStrike forward, "
+        "from the two whole models; differences of a few % are within the noise of a shared machine, "
+        "which is why the pooler is also timed alone.\n"
+    )
+    add("| dtype | shape | batch | K | pooler ms | pooler share | end-to-end share |")
+    add("|---|---|---|---|---|---|---|")
+    for g in inference:
+        for k, _ in POOLERS:
+            if f"pool:K={k}" not in g["times"]:
+                continue
+            end_to_end = "–"
+            if k == "1" and "lastvit-lazy-k1" in g["times"]:
+                fwd_ms, cls_ms = _ms(g["times"]["lastvit-lazy-k1"]), _ms(g["times"]["lastvit-cls-reg"])
+                end_to_end = f"{100 * (fwd_ms - cls_ms) / fwd_ms:+.1f}%"
+            add(
+                f"| {g['dtype']} | {g['shape']} | {g['batch']} | {k} | {_ms(g['times'][f'pool:K={k}']):.2f} | "
+                f"{pooler_share(g, k):.2f}% | {end_to_end} |"
+            )
+    add("")
+    return lines
+
+
+def _training_section(training, contenders, labels) -> list[str]:
+    lines = []
+    add = lines.append
+    add("## Training step (forward + backward + AdamW, fp32)\n")
+    add("Loss: mean square of the global feature (the CLS token for the peers).\n")
+    add("| shape | batch | rounds | model | ms / step | images/s | vs peer |")
+    add("|---|---|---|---|---|---|---|")
+    for g in training:
+        for key in g["times"]:
+            ms = _ms(g["times"][key])
+            peer = _peer_of(key, contenders)
+            ratio = paired_ratio(g["times"], peer, key) if peer and peer in g["times"] else None
+            add(
+                f"| {g['shape']} | {g['batch']} | {g['repeats']} | {labels[key]} | {ms:.0f} | "
+                f"{g['batch'] / (ms / 1e3):.1f} | {fmt_ratio(ratio)} |"
+            )
+    add("")
+    return lines
+
+
+def _memory_section(args, memory, contenders, labels) -> list[str]:
+    lines = []
+    add = lines.append
+    add("## Peak inference memory\n")
+    method = memory[0].get("method", "VmHWM")
+    add(
+        "Each contender runs in a fresh Python process with glibc's mmap threshold fixed at 64 KiB "
+        "(so RSS follows the live tensor buffers, not what the heap kept): build the model and the "
+        "inputs, one warm-up forward, then per batch "
+        + (
+            "reset the kernel's peak-RSS counter (`/proc/self/clear_refs` ← 5), run one forward and read "
+            "`VmHWM` minus the RSS before it"
+            if method == "VmHWM"
+            else "read `ru_maxrss` before and after one forward"
         )
+        + ". That is the memory inference adds on top of the weights (activations, workspaces, outputs); "
+        "the weights are listed apart. *vs peer* = peer MiB / LastViT MiB (≥ 1: LastViT uses no more).\n"
+    )
+    add(
+        "| dtype | shape | model | weights MiB | "
+        + " | ".join(f"peak b{b} MiB | vs peer" for b in args.batch_sizes)
+        + " |"
+    )
+    add("|---|---|---|---|" + "---|---|" * len(args.batch_sizes))
+    by_key = {(m["dtype"], m["shape"], m["contender"]): m for m in memory}
+    for m in memory:
+        peer = _peer_of(m["contender"], contenders)
+        peer_row = by_key.get((m["dtype"], m["shape"], peer))
+        cols = []
+        for b in args.batch_sizes:
+            mib = m["peak_mib"][str(b)]
+            ratio = f"{peer_row['peak_mib'][str(b)] / mib:.2f}" if peer_row and mib > 0 else "–"
+            cols.append(f"{mib:.1f} | {ratio}")
         add(
-            "| dtype | shape | model | weights MiB | "
-            + " | ".join(f"peak b{b} MiB | vs peer" for b in args.batch_sizes)
+            f"| {m['dtype']} | {m['shape']} | {labels[m['contender']]} | {m['params_mib']:.1f} | "
+            + " | ".join(cols)
             + " |"
         )
-        add("|---|---|---|---|" + "---|---|" * len(args.batch_sizes))
-        by_key = {(m["dtype"], m["shape"], m["contender"]): m for m in memory}
-        for m in memory:
-            peer = _peer_of(m["contender"], contenders)
-            peer_row = by_key.get((m["dtype"], m["shape"], peer))
-            cols = []
-            for b in args.batch_sizes:
-                mib = m["peak_mib"][str(b)]
-                ratio = f"{peer_row['peak_mib'][str(b)] / mib:.2f}" if peer_row and mib > 0 else "–"
-                cols.append(f"{mib:.1f} | {ratio}")
-            add(
-                f"| {m['dtype']} | {m['shape']} | {labels[m['contender']]} | {m['params_mib']:.1f} | "
-                + " | ".join(cols)
-                + " |"
-            )
-        add("")
+    add("")
+    return lines
 
-    if compiled:
-        add("## torch.compile (inductor, fp32)\n")
-        add("| shape | batch | model | compile s | max abs diff vs eager | eager ms | compiled ms | speed-up |")
-        add("|---|---|---|---|---|---|---|---|")
-        for g in compiled:
-            for key, check in g["checks"].items():
-                ratio = paired_ratio(g["times"], key, f"compiled:{key}")
-                add(
-                    f"| {g['shape']} | {g['batch']} | {labels[key]} | {check['compile_s']:.0f} | "
-                    f"{check['max_abs_diff']:.1e} | "
-                    f"{_ms(g['times'][key]):.1f} | {_ms(g['times'][f'compiled:{key}']):.1f} | {fmt_ratio(ratio)} |"
-                )
-        add("")
-    return "\n".join(lines)
+
+def _compile_section(compiled, labels) -> list[str]:
+    lines = []
+    add = lines.append
+    add("## torch.compile (inductor, fp32)\n")
+    add("| shape | batch | model | compile s | max abs diff vs eager | eager ms | compiled ms | speed-up |")
+    add("|---|---|---|---|---|---|---|---|")
+    for g in compiled:
+        for key, check in g["checks"].items():
+            ratio = paired_ratio(g["times"], key, f"compiled:{key}")
+            add(
+                f"| {g['shape']} | {g['batch']} | {labels[key]} | {check['compile_s']:.0f} | "
+                f"{check['max_abs_diff']:.1e} | "
+                f"{_ms(g['times'][key]):.1f} | {_ms(g['times'][f'compiled:{key}']):.1f} | {fmt_ratio(ratio)} |"
+            )
+    add("")
+    return lines
 
 
 def _peer_of(key: str, contenders: list[Contender]) -> str | None:
