@@ -1,12 +1,13 @@
-"""Measurements, one room per concept, each using only the rooms above it in this list:
+"""Measurements, one room per concept, each using only the rooms before it in this list:
 
 - `grid`: patch-grid geometry (boxes and masks to patches and back, object coverage, box IoU);
 - `maps`: per-patch maps from a model's outputs (Patch Score, votes, CLS attention, their
-  foreground and its box, token norms); `zero_shot`: the zero-shot maps of image-text models;
+  foreground and its box, token norms, the map-free centre and colour-outlier maps);
 - `metrics`: each metric defined once (`metrics.localisation`: Point-in-Box, AUROC against object
   coverage, CorLoc, coarse-segmentation IoU; `metrics.segmentation`: mIoU; `metrics.accuracy`:
   top-k), and the same metrics as local `evaluate` modules (`load_metric`);
-- `masking`: the masking probe; `baselines`: map-free baselines, the untrained twin and the ceiling;
+- `zero_shot`: the zero-shot maps of image-text models and their evaluation; `masking`: the masking
+  probe; `baselines`: what a map has to beat (the untrained twin, the map-free baselines) and the ceiling;
 - runners: `forward` (running a model), `evaluation` (one classifier), `pretrained_eval` (DINO and
   CLIP models), `benchmarks` (``lastvit-benchmark``), `decoupling` (Lappe & Giese, over the
   definitions of `lappe_giese`);

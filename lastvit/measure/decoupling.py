@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from transformers.image_utils import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from lastvit.errors import LastViTUserError
 
@@ -39,7 +41,6 @@ from .decoupling_summary import (
 from .lappe_giese import cls_attention_share, layerwise_cls_cosine, masked_contributions, o_skip
 from .maps import patch_scores, token_norms
 from .metrics.localisation import point_in_box, random_patch_baseline
-from .plots import IMAGENET_MEAN, IMAGENET_STD
 
 
 class AnalysisError(LastViTUserError):
