@@ -1,7 +1,6 @@
 """`lastvit-evaluate` and its library (`lastvit.measure.evaluation`) on tiny models and scenes."""
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,8 +15,6 @@ from training_scripts import evaluate
 
 from .test_localization import assert_png
 from .tiny import tiny_clip_config, tiny_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def save_tiny(folder, **overrides):
@@ -128,13 +125,6 @@ def test_evaluate_without_boxes_reports_classification_only(tmp_path):
 def test_evaluate_names_a_missing_model_folder(tmp_path, capsys):
     assert evaluate.main(["--model", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "eval")]) == 1
     assert "nope" in capsys.readouterr().err
-
-
-def test_readme_test_command_is_what_ci_runs():
-    readme = (REPO / "README.md").read_text()
-    commands = [line for line in readme.splitlines() if "pytest" in line and line.startswith("apt-get")]
-    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("apt-get")]
-    assert len(commands) == 1 and ci == commands
 
 
 # --mode clip / --mode dino (`lastvit.measure.pretrained_eval`)

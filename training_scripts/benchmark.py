@@ -6,7 +6,7 @@
 Images stream through a DataLoader (its workers decode and resize), the model runs on the GPU when
 there is one, and only running counts are kept. Writes OUT/report.md and OUT/report.json (default
 OUT: outputs/benchmarks/NAME) with the metric, the protocol's exact settings, the paper's numbers
-and the loader's and the model's images/s. docs/reproduce.md lists, for every table of the paper,
+and the loader's and the model's images/s. docs/reproduction.md lists, for every table of the paper,
 the data to get, the command and the number to expect.
 
 Benchmarks (NAME) and the layout of --data-dir:

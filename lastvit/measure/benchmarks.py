@@ -10,7 +10,7 @@ DINO's k-NN (`pretrained_eval.knn_votes`).
 
 Maps: ``patch_score`` is the cosine of each final patch token with the pooled global feature
 (LaSt-ViT Eq. 3; the LazyStrike token for LaSt-ViT); ``patch_score_cls`` the cosine with the final
-CLS output, what the authors' ``evaluate_patch_hit.py`` scores (science.md §1.2).
+CLS output, what the authors' ``evaluate_patch_hit.py`` scores (its ``x[:, 0]``, even for LaSt checkpoints).
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ BENCHMARKS = {
         "ImageNet-9 backgrounds challenge: accuracy per variation and BG-gap (mixed_same - mixed_rand)",
         "DIR = the release's bg_challenge/: original/, mixed_same/, mixed_rand/ (+ only_fg/, only_bg_t/, ...), "
         "each val/<00_dog .. 08_fish>/",
-        "not in the paper (a counterfactual check of where a classifier looks, science.md)",
+        "not in the paper (a counterfactual check of where a classifier looks, Xiao et al. 2020)",
     ),
     "knn": BenchmarkInfo(
         "knn",
