@@ -328,3 +328,34 @@ def test_merging_studies_of_disjoint_seeds_gives_the_study_of_all_seeds(study_di
         p.name for p in out.iterdir()
     }
     assert study.main(["--merge", str(parts[0]), str(parts[0]), "--output-dir", str(tmp_path / "twice")]) == 1
+
+
+def test_learning_curves_score_each_setting_on_validation_and_record_how_they_ran(tmp_path):
+    from lastvit.study.curves import run_learning_curves
+
+    config = StudyConfig(
+        output_dir=tmp_path / "curves",
+        data_variant="scenes",
+        num_train=64,
+        num_validation=16,
+        num_test=16,
+        epochs=1,
+        batch_size=16,
+        progress=False,
+    )
+    settings = (
+        ("CLS", "vit_cls", {}, {}),
+        ("CLS, small objects", "vit_cls", {"scale_range": (0.3, 0.4)}, {"learning_rate": 2e-3}),
+    )
+    results = run_learning_curves(config, settings=settings, eval_every=2)
+    saved = json.loads((tmp_path / "curves" / "learning_curves.json").read_text())
+    assert saved["curves"] == json.loads(json.dumps(results["curves"]))
+    assert saved["study_steps"] == 4 and saved["config"]["num_test"] == 16
+    assert saved["command"].startswith("lastvit-study") and "packages" in saved["environment"]
+    assert (tmp_path / "curves" / "learning_curves.png").stat().st_size > 0
+    for curve, (name, _, data_overrides, overrides) in zip(saved["curves"], settings, strict=True):
+        assert curve["name"] == name and curve["overrides"] == overrides
+        assert curve["data_overrides"] == json.loads(json.dumps(data_overrides))
+        assert curve["steps"] == [2, 4, 6, 8] and len(curve["validation_top1"]) == 4  # 2x the study's steps
+        assert curve["validation_background_test"]["num_images"] == 16
+        assert set(curve["validation_background_test"]) >= {"mixed_rand", "only_bg", "bg_gap", "flip_rate"}
