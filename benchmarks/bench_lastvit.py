@@ -259,8 +259,7 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - started
     reports, raw = [], {"args": vars(args), "machine": info}
     if cpu is not None:
-        sections = [cpu[key] for key in ("parity", "training_ops", "inference", "training", "compile", "memory")]
-        reports.append(build_report(args, info, *sections, contenders, elapsed))
+        reports.append(build_report(args, info, cpu, contenders, elapsed))
         raw.update({key: cpu[key] for key in ("parity", "training_ops", "inference", "training", "compile", "memory")})
         raw.update(report_json(args, cpu["inference"], cpu["training"], cpu["compile"], cpu["memory"]))
     if gpu is not None:

@@ -83,11 +83,15 @@ def report_header(elapsed: float) -> list[str]:
     ]
 
 
-def build_report(args, info, parity, op_checks, inference, training, compiled, memory, contenders, elapsed) -> str:
-    """The Markdown report of the CPU sections: machine and method, summary and floors, then each section."""
+def build_report(args, info, sections: dict, contenders, elapsed) -> str:
+    """The Markdown report of the CPU sections: machine and method, summary and floors, then each section.
+    `sections` holds ``parity``, ``training_ops``, ``inference``, ``training``, ``compile`` and ``memory``
+    (the lists `benchmarks.bench_lastvit` measures; empty when not run)."""
     labels = {c.key: c.label for c in contenders}
+    inference, training = sections["inference"], sections["training"]
+    compiled, memory = sections["compile"], sections["memory"]
     lines = report_header(elapsed)
-    lines += _setup_lines(args, info, parity, op_checks, labels)
+    lines += _setup_lines(args, info, sections["parity"], sections["training_ops"], labels)
     lines += _summary_lines(args, inference, training, compiled, memory)
     lines += _inference_lines(args, inference, contenders, labels)
     lines += _training_lines(training, contenders, labels)

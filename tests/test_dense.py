@@ -1,10 +1,10 @@
-"""Coarse segmentation, connected components and CorLoc (lastvit.measure.dense) on hand-built maps."""
+"""Coarse segmentation, connected components and CorLoc (lastvit.measure.grid, maps and metrics.localisation) on hand-built maps."""
 
 import numpy as np
 import pytest
 import torch
 
-from lastvit.measure import dense as D
+from lastvit import measure as D
 
 
 def test_coarse_segmentation_keeps_patches_above_mean_plus_std():
@@ -18,7 +18,7 @@ def test_coarse_segmentation_keeps_patches_above_mean_plus_std():
 def test_patch_mask_covers_whole_patches_in_pixels():
     mask = np.zeros((1, 2, 2), dtype=bool)
     mask[0, 0, 1] = True
-    pixels = D.patch_mask_to_pixels(mask, (3, 4))
+    pixels = D.patches_to_pixels(mask, (3, 4))
     assert pixels.shape == (1, 6, 8)
     assert pixels[0, :3, 4:].all() and pixels.sum() == 12
 

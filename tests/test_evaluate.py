@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lastvit.measure.evaluation import EvaluationData, evaluate_model, masking_grid
+from lastvit.measure.evaluation import EvaluationData, evaluate_model
+from lastvit.measure.masking import masking_grid
 from modeling_lastvit import LastViTForImageClassification, LastViTImageProcessor
 from training_scripts import evaluate
 
@@ -262,7 +263,7 @@ def test_zero_shot_map_pib_hits_when_the_patch_closest_to_the_true_class_text_li
 
 
 def test_encode_gives_the_classifiers_own_logits_whatever_its_input_rule():
-    from lastvit.measure.evaluation import encode
+    from lastvit.measure.forward import encode
 
     torch.manual_seed(0)
     model = LastViTForImageClassification(tiny_config(num_labels=3, classifier_input="pooled_and_patch_mean")).eval()

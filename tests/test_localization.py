@@ -1,4 +1,4 @@
-"""LaSt-ViT measurements (lastvit.measure.localization), the local evaluate metrics and the plot helpers.
+"""LaSt-ViT measurements (lastvit.measure: grid, maps, metrics, baselines, masking), the local evaluate metrics and the plot helpers.
 
 Hand-made inputs with known answers: box-to-patch mapping, Point-in-Box, baselines, the masking
 probe. The Lappe & Giese measurements are specified in tests/test_lappe_giese.py.

@@ -7,9 +7,9 @@ import socket
 import numpy as np
 import pytest
 
-from lastvit.measure import dense as D
+from lastvit import measure as D
 from lastvit.measure import load_metric
-from lastvit.measure.zero_shot import IGNORE
+from lastvit.measure.metrics.segmentation import IGNORE
 
 
 @pytest.fixture

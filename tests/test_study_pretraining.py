@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lastvit.data.background_challenge import COUNTERFACTUAL_SETS
-from lastvit.measure.localization import patch_coverage
-from lastvit.measure.pretrained_eval import auroc_against_coverage
+from lastvit.measure.grid import patch_coverage
+from lastvit.measure.metrics.localisation import auroc_against_coverage
 from lastvit.study.pretraining import (
     BACKGROUND_MEASURES,
     METRICS,

@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from lastvit.measure.grid import patches_to_pixels
+from lastvit.measure.metrics.segmentation import IGNORE, confusion_matrix, mean_iou, scene_targets
 from lastvit.measure.zero_shot import (
-    IGNORE,
     class_text_embeddings,
-    confusion_matrix,
     evaluate_zero_shot,
-    mean_iou,
-    patch_labels_to_pixels,
-    scene_targets,
     segment_patches,
     zero_shot_patch_maps,
 )
@@ -69,7 +66,7 @@ def test_a_class_absent_from_target_and_prediction_does_not_count_in_the_mean():
 
 
 def test_patch_labels_cover_their_pixels_and_scene_targets_fill_the_background():
-    pixels = patch_labels_to_pixels(torch.tensor([[0, 1, 2, 3]]), (2, 2), (2, 2))
+    pixels = patches_to_pixels(torch.tensor([[0, 1, 2, 3]]), (2, 2), (2, 2))
     assert pixels[0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
     mask = np.zeros((1, 2, 2), bool)
     mask[0, 0, 0] = True
@@ -151,9 +148,9 @@ def test_the_mean_iou_module_reports_what_evaluate_zero_shot_reports_in_both_pro
     )
     texts = class_text_embeddings(model, tokenizer, ["cat", "dog"])
     patches = model.get_patch_features(torch.zeros(1, 3, 4, 4))
-    objects_only = patch_labels_to_pixels(segment_patches(patches, texts), (2, 2), (2, 2))
+    objects_only = patches_to_pixels(segment_patches(patches, texts), (2, 2), (2, 2))
     texts_bg = torch.cat([texts, E[2:3]])
-    with_background = patch_labels_to_pixels(segment_patches(patches, texts_bg, 2), (2, 2), (2, 2))
+    with_background = patches_to_pixels(segment_patches(patches, texts_bg, 2), (2, 2), (2, 2))
     metric = load_metric("mean_iou")
     assert_same_scores(
         metric.compute(predictions=objects_only, references=scene_targets(mask, [0], None), num_labels=2),

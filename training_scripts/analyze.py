@@ -296,7 +296,7 @@ def run(args) -> dict:
     from lastvit.data.scenes import ellipse_scene
     from lastvit.measure.decoupling import OneShotImages, analyze, load_model
     from lastvit.measure.decoupling_report import write_report
-    from lastvit.measure.evaluation import resolve_device
+    from lastvit.measure.forward import resolve_device
 
     check_args(args)
     progress = args.progress

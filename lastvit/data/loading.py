@@ -232,11 +232,11 @@ class ImageTransform:
 def transform_with_boxes(images_and_boxes, transform: ImageTransform, progress: bool = False):
     """Evaluation tensors for ``(image, box or None)`` pairs, each ``(x0, y0, x1, y1)`` box mapped to
     model-input pixels the way `transform` moved the pixels: unchanged for an image already at model
-    size, else through the short-side resize and centre crop (`lastvit.measure.localization.map_box`).
+    size, else through the short-side resize and centre crop (`lastvit.measure.grid.map_box`).
     Returns ``(pixel_values, boxes)``; boxes is None unless every image has one."""
     from tqdm.auto import tqdm
 
-    from lastvit.measure.localization import map_box
+    from lastvit.measure.grid import map_box
 
     pixels, boxes = [], []
     short = round(transform.size * transform.resize_ratio)

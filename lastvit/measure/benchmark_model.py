@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import localization as L
+from .maps import patch_scores
 
 MAP_NAMES = {"patch_score": "Patch Score (pooled feature, Eq. 3)", "patch_score_cls": "Patch Score (final CLS output)"}
 
@@ -63,9 +63,9 @@ class BenchmarkModel:
     def maps(self, pixel_values: torch.Tensor) -> tuple[dict, dict]:
         """``({map name: [B, N] scores}, forward outputs)``."""
         out = self.forward(pixel_values)
-        maps = {"patch_score": L.patch_scores(out["patches"], out["pooled"])}
+        maps = {"patch_score": patch_scores(out["patches"], out["pooled"])}
         if out["cls"] is not None:
-            maps["patch_score_cls"] = L.patch_scores(out["patches"], out["cls"])
+            maps["patch_score_cls"] = patch_scores(out["patches"], out["cls"])
         return {k: v.cpu() for k, v in maps.items()}, out
 
 

@@ -4,8 +4,9 @@ Each benchmark reads its set lazily (`lastvit.data.benchmarks`), decodes and res
 workers, runs the model batch by batch and keeps only running counts (hits, confusion matrices,
 per-image IoUs), so memory does not grow with the set (k-NN and the linear probe keep one pooled
 feature per training image, which they need). The metrics are the library's: Point-in-Box
-(`localization.point_in_box`), CorLoc and the coarse-segmentation IoU (`dense`), the mIoU
-(`zero_shot.confusion_matrix` / `mean_iou`), DINO's k-NN (`pretrained_eval.knn_votes`).
+(`metrics.localisation.point_in_box`), CorLoc and the coarse-segmentation IoU (`metrics.localisation`
+over `maps.coarse_segmentation`), the mIoU (`metrics.segmentation.confusion_matrix` / `mean_iou`),
+DINO's k-NN (`pretrained_eval.knn_votes`).
 
 Maps: ``patch_score`` is the cosine of each final patch token with the pooled global feature
 (LaSt-ViT Eq. 3; the LazyStrike token for LaSt-ViT); ``patch_score_cls`` the cosine with the final
@@ -20,9 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import dense
-from . import localization as L
-from .accuracy import top_k_accuracy, top_k_hits
 from .benchmark_model import MAP_NAMES, BenchmarkError, BenchmarkModel, load_benchmark_model
 from .benchmark_streaming import (
     Throughput,
@@ -34,7 +32,11 @@ from .benchmark_streaming import (
     square_resize_labels,
     stream,
 )
-from .evaluation import _autocast, resolve_device
+from .forward import autocast, resolve_device
+from .grid import patches_to_pixels
+from .maps import coarse_segmentation, foreground_boxes
+from .metrics.accuracy import top_k_accuracy, top_k_hits
+from .metrics.localisation import centre_patch_baseline, corloc_hits, mask_iou, point_in_box, random_patch_baseline
 
 __all__ = ["RUNNERS", "BenchmarkError", "BenchmarkModel", "load_benchmark_model", "run_benchmark"]
 
@@ -53,14 +55,12 @@ def run_pib(model: BenchmarkModel, options, device, timer) -> tuple[dict, dict]:
     hits, baselines, correct = {}, {"random_patch": 0.0, "centre_patch": 0.0}, 0
     geometry = (size, (patch[1], patch[0]), resize)
     for batch in stream(dataset, options, timer, "imagenet-pib"):
-        with timer.model(), torch.no_grad(), _autocast(device):
+        with timer.model(), torch.no_grad(), autocast(device):
             maps, out = model.maps(batch["pixel_values"].to(device))
         for name, scores in maps.items():
-            hits[name] = hits.get(name, 0) + int(
-                L.point_in_box(scores, batch["boxes"], batch["size"], *geometry).sum()
-            )
-        baselines["random_patch"] += float(L.random_patch_baseline(batch["boxes"], batch["size"], *geometry).sum())
-        baselines["centre_patch"] += float(L.centre_patch_baseline(batch["boxes"], batch["size"], *geometry).sum())
+            hits[name] = hits.get(name, 0) + int(point_in_box(scores, batch["boxes"], batch["size"], *geometry).sum())
+        baselines["random_patch"] += float(random_patch_baseline(batch["boxes"], batch["size"], *geometry).sum())
+        baselines["centre_patch"] += float(centre_patch_baseline(batch["boxes"], batch["size"], *geometry).sum())
         if out["logits"] is not None and out["logits"].shape[1] == len(dataset.synsets):
             correct += int((out["logits"].argmax(dim=1).cpu() == torch.as_tensor(batch["label"])).sum())
     n = max(len(dataset), 1)
@@ -100,13 +100,13 @@ def run_corloc(model: BenchmarkModel, options, device, timer) -> tuple[dict, dic
     hits = {}
     for batch in stream(dataset, options, timer, options.benchmark):
         for indices, pixels in groups(batch):
-            with timer.model(), torch.no_grad(), _autocast(device):
+            with timer.model(), torch.no_grad(), autocast(device):
                 maps, _ = model.maps(pixels.to(device))
             grid = (pixels.shape[-2] // patch[0], pixels.shape[-1] // patch[1])
             for name, scores in maps.items():
-                predicted = dense.foreground_boxes(dense.coarse_segmentation(scores, grid), patch)
+                predicted = foreground_boxes(coarse_segmentation(scores, grid), patch)
                 clipped = [_clip_box(box, batch["size"][i]) for box, i in zip(predicted, indices)]
-                found = dense.corloc_hits(clipped, [batch["boxes"][i] for i in indices])
+                found = corloc_hits(clipped, [batch["boxes"][i] for i in indices])
                 hits[name] = hits.get(name, 0) + int(found.sum())
     n = max(len(dataset), 1)
     metrics = {"corloc": {name: count / n for name, count in hits.items()}, "num_images": len(dataset)}
@@ -142,15 +142,15 @@ def run_coarse_seg(model: BenchmarkModel, options, device, timer) -> tuple[dict,
     totals = {}
     grid = (size // patch[0], size // patch[1])
     for batch in stream(dataset, options, timer, "voc12-coarse-seg"):
-        with timer.model(), torch.no_grad(), _autocast(device):
+        with timer.model(), torch.no_grad(), autocast(device):
             maps, _ = model.maps(batch["pixel_values"].to(device))
         targets = np.stack(batch["target"])
         valid = targets != 255
         for name, scores in maps.items():
-            predicted = dense.patch_mask_to_pixels(dense.coarse_segmentation(scores, grid), patch)
+            predicted = patches_to_pixels(coarse_segmentation(scores, grid), patch)
             entry = totals.setdefault(name, {"jaccard": 0.0, "jaccard_void_ignored": 0.0})
-            entry["jaccard"] += float(dense.mask_iou(predicted, targets != 0).sum())
-            entry["jaccard_void_ignored"] += float(dense.mask_iou(predicted & valid, (targets != 0) & valid).sum())
+            entry["jaccard"] += float(mask_iou(predicted, targets != 0).sum())
+            entry["jaccard_void_ignored"] += float(mask_iou(predicted & valid, (targets != 0) & valid).sum())
     n = max(len(dataset), 1)
     metrics = {
         "jaccard": {name: entry["jaccard"] / n for name, entry in totals.items()},
@@ -173,7 +173,7 @@ def run_coarse_seg(model: BenchmarkModel, options, device, timer) -> tuple[dict,
 def run_zero_shot(model: BenchmarkModel, options, device, timer) -> tuple[dict, dict]:
     from lastvit.data.benchmarks.segmentation_suites import SegmentationSuite, read_class_names, read_templates
 
-    from .zero_shot import confusion_matrix, mean_iou
+    from .metrics.segmentation import confusion_matrix, mean_iou
     from .zero_shot_segmentation import predict_labels, window_cosines
 
     _require_clip(model, options)
@@ -194,7 +194,7 @@ def run_zero_shot(model: BenchmarkModel, options, device, timer) -> tuple[dict, 
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for batch in stream(dataset, options, timer, options.benchmark):
         for image, target in zip(batch["pixel_values"], batch["target"]):
-            with timer.model(), torch.no_grad(), _autocast(device):
+            with timer.model(), torch.no_grad(), autocast(device):
                 cosines = window_cosines(model.model, image.to(device), text, crop, stride, options.batch_size)
                 labels = predict_labels(
                     cosines,
@@ -243,7 +243,7 @@ def run_zero_shot_classification(model: BenchmarkModel, options, device, timer) 
     text = _text_embeddings(model, names, read_templates(), device)
     hits = torch.zeros(2)
     for batch in stream(dataset, options, timer, "imagenet-zeroshot"):
-        with timer.model(), torch.no_grad(), _autocast(device):
+        with timer.model(), torch.no_grad(), autocast(device):
             image = model.model.get_image_features(pixel_values=batch["pixel_values"].to(device)).pooler_output
             logits = torch.nn.functional.normalize(image.float(), dim=-1) @ text.t()
         top = top_k_hits(logits.cpu(), torch.as_tensor(batch["label"]), 5)
@@ -273,7 +273,7 @@ def _text_embeddings(model: BenchmarkModel, names: list[str], templates: list[st
     per call of the text tower."""
     from .zero_shot import class_text_embeddings
 
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), autocast(device):
         return torch.cat(
             [
                 class_text_embeddings(model.model, model.tokenizer, names[start : start + 8], templates).float()
@@ -297,7 +297,7 @@ def run_in9(model: BenchmarkModel, options, device, timer) -> tuple[dict, dict]:
         dataset = variation_dataset(folder, eval_transform(model)).limit(options.limit)
         correct = 0
         for batch in stream(dataset, options, timer, variation):
-            with timer.model(), torch.no_grad(), _autocast(device):
+            with timer.model(), torch.no_grad(), autocast(device):
                 logits = model.forward(batch["pixel_values"].to(device))["logits"]
             predicted = mapping[logits.argmax(dim=1).cpu()]
             correct += int((predicted == torch.as_tensor(batch["label"])).sum())
@@ -318,7 +318,7 @@ def _features(model: BenchmarkModel, dataset, options, device, timer, descriptio
     """Unit pooled features (fp16, CPU) and labels of every image of `dataset`."""
     features, labels = [], []
     for batch in stream(dataset, options, timer, description):
-        with timer.model(), torch.no_grad(), _autocast(device):
+        with timer.model(), torch.no_grad(), autocast(device):
             pooled = model.forward(batch["pixel_values"].to(device))["pooled"]
         features.append(torch.nn.functional.normalize(pooled, dim=-1).half().cpu())
         labels += batch["label"]
@@ -338,7 +338,7 @@ def run_knn(model: BenchmarkModel, options, device, timer) -> tuple[dict, dict]:
     bank, bank_labels = bank.to(device, bank_dtype), bank_labels.to(device)
     correct = 0
     for batch in stream(val, options, timer, "knn: val"):
-        with timer.model(), torch.no_grad(), _autocast(device):
+        with timer.model(), torch.no_grad(), autocast(device):
             query = torch.nn.functional.normalize(model.forward(batch["pixel_values"].to(device))["pooled"], dim=-1)
             votes = knn_votes(bank, bank_labels, query.to(bank_dtype), len(train.classes), options.knn_k).float()
         correct += int((votes.argmax(dim=1).cpu() == torch.as_tensor(batch["label"])).sum())

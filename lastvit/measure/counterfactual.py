@@ -98,7 +98,7 @@ def zero_shot_background_test(model, tokenizer, split, class_names: Sequence[str
     ``zero_shot_flip_rate``), on a split with counterfactual columns."""
     from lastvit.data.loading import ImageTransform
 
-    from .localization import untrained_copy
+    from .baselines import untrained_copy
 
     transform = _eval_transform(model.vision_model, model.config.vision_config.image_size_hw[0], ImageTransform)
     sets = counterfactual_pixels(split, transform)

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from transformers.image_utils import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from lastvit.errors import LastViTUserError
 
@@ -36,7 +38,9 @@ from .decoupling_summary import (
     register_numbers,
     stats,
 )
-from .plots import IMAGENET_MEAN, IMAGENET_STD
+from .lappe_giese import cls_attention_share, layerwise_cls_cosine, masked_contributions, o_skip
+from .maps import patch_scores, token_norms
+from .metrics.localisation import point_in_box, random_patch_baseline
 
 
 class AnalysisError(LastViTUserError):
@@ -124,15 +128,6 @@ class _LastAttention:
 @torch.no_grad()
 def _measure_batch(base, pixel_values: torch.Tensor, hook: _LastAttention) -> dict[str, torch.Tensor]:
     """Per-image quantities of one batch, all on the CPU in float32."""
-    from lastvit.measure import (
-        cls_attention_share,
-        layerwise_cls_cosine,
-        masked_contributions,
-        o_skip,
-        patch_scores,
-        token_norms,
-    )
-
     config = base.config
     registers = config.num_register_tokens
     out = base(pixel_values, output_hidden_states=True)
@@ -235,6 +230,120 @@ def _one_shot_numbers(base, hook, images: OneShotImages, batch_size: int, progre
 # --------------------------------------------------------------------------- the analysis
 
 
+def _check_inputs(config, pixel_values: torch.Tensor, boxes, batch_size: int, one_shot) -> None:
+    if pixel_values.ndim != 4:
+        raise AnalysisError(f"pixel_values must be [n, channels, height, width], got {tuple(pixel_values.shape)}.")
+    num_images = len(pixel_values)
+    if num_images < 2:
+        raise AnalysisError(
+            f"got {num_images} image(s); CKA and the Gram decomposition compare images: give at least 2."
+        )
+    if batch_size < 1:
+        raise AnalysisError(f"batch_size must be >= 1, got {batch_size}.")
+    if boxes is not None and len(boxes) != num_images:
+        raise AnalysisError(f"got {len(boxes)} boxes for {num_images} images; give one box per image or none.")
+    if one_shot is not None and not config.use_cls_token:
+        raise AnalysisError("the one-shot test decodes the CLS attention output; this model has no CLS token.")
+
+
+def _model_numbers(base, height: int, width: int) -> dict:
+    """What was analysed: the model's shape and the input it saw."""
+    config = base.config
+    rows, cols = base.patch_grid(height, width)
+    return {
+        "pooling": config.pooling,
+        "use_cls_token": bool(config.use_cls_token),
+        "num_register_tokens": int(config.num_register_tokens),
+        "num_hidden_layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "num_attention_heads": config.num_attention_heads,
+        "layerscale": config.layerscale_value is not None,
+        "input_size": [int(height), int(width)],
+        "patch_size": list(config.patch_size_hw),
+        "num_patches": rows * cols,
+        "parameters": sum(p.numel() for p in base.parameters()),
+    }
+
+
+def _cls_numbers(config, per_image: dict, one_shot_numbers: dict | None, na: dict) -> dict:
+    """Every measurement of the CLS token: where it attends, its masked contributions (CKA, norms,
+    Gram), the layerwise cosine, the consistency checks and the one-shot test."""
+    registers = int(config.num_register_tokens)
+    numbers = {}
+    shares = {name: per_image[name] for name in ("cls_self", "registers", "patches")}
+    numbers["attention_share"] = {name: stats(values) for name, values in shares.items()}
+    numbers["attention_share"]["sum"] = stats(sum(shares.values()))
+    if registers:
+        other = shares["registers"] + shares["patches"]
+        numbers["attention_share_without_self"] = {
+            "registers": stats(shares["registers"] / other),
+            "patches": stats(shares["patches"] / other),
+        }
+    numbers.update(contribution_numbers(per_image, registers, na))
+    cosine = per_image["cls_cosine"]
+    numbers["cls_cosine"] = {
+        "layers": list(range(cosine.shape[1])),
+        "layer_names": ["embeddings"] + [f"block {i + 1}" for i in range(cosine.shape[1] - 1)],
+        "mean": cosine.mean(dim=0).tolist(),
+        "std": cosine.std(dim=0, correction=0).tolist(),
+        "penultimate": stats(cosine[:, -2]),
+        "last_layer_jump": stats(1 - cosine[:, -2]),
+        "reference": "the CLS token after the last block, before the final LayerNorm",
+    }
+    numbers["checks"] = {
+        "o_full_after_projection_vs_layer_attention_output_max_abs_diff": float(per_image["o_full_vs_layer"].max()),
+        "o_full_vs_sum_of_parts_max_abs_diff": float(per_image["o_full_vs_sum"].max()),
+        "o_full_after_projection_vs_sum_of_parts_max_abs_diff": float(
+            per_image["o_full_vs_sum_after_projection"].max()
+        ),
+    }
+    if one_shot_numbers is not None:
+        numbers["one_shot"] = one_shot_numbers
+    else:
+        na["one_shot"] = "not run: it needs labelled images (lastvit-analysis --one-shot with a labelled dataset)."
+    if config.pooling != "cls":
+        numbers["cls_note"] = (
+            f"This model reads out with {config.pooling!r} pooling: its final CLS output is discarded, and the "
+            "CLS measurements describe a token that acts like a register in the intermediate layers."
+        )
+    return numbers
+
+
+def _localisation_numbers(config, per_image: dict, box_list: list, height: int, width: int) -> dict:
+    """Point-in-Box of the readout map (and of the CLS attention) next to a random patch."""
+    patch_h, patch_w = config.patch_size_hw
+    grid_args = {"model_input": (int(width), int(height)), "patch_size": (patch_w, patch_h), "resize": None}
+    localisation = {
+        "readout_pib": float(point_in_box(per_image["readout_map"], box_list, **grid_args).mean()),
+        "random_patch_pib": float(random_patch_baseline(box_list, **grid_args).mean()),
+        "rule": "overlap (the authors' rule), boxes in model-input pixels",
+    }
+    if config.use_cls_token:
+        localisation["cls_attention_pib"] = float(
+            point_in_box(per_image["cls_patch_attention"], box_list, **grid_args).mean()
+        )
+    return localisation
+
+
+def _figure_arrays(base, per_image: dict, shown: torch.Tensor, box_list, display) -> dict:
+    """What the figures draw: the `shown` images (their boxes, maps and display mean/std) and the
+    per-image norms and CLS cosines of the whole set."""
+    keep = len(shown)
+    arrays = {
+        "images": shown.detach().float().cpu(),
+        "boxes": box_list[:keep] if box_list is not None else None,
+        "grid": base.patch_grid(*shown.shape[-2:]),
+        "image_mean": tuple(display[0]),
+        "image_std": tuple(display[1]),
+        "patch_norms": per_image["patch_norms"],
+        "readout_map": per_image["readout_map"][:keep],
+    }
+    if base.config.use_cls_token:
+        arrays["cls_patch_attention"] = per_image["cls_patch_attention"][:keep]
+        arrays["cls_cosine"] = per_image["cls_cosine"]
+    return arrays
+
+
 @torch.no_grad()
 def analyze(
     model,
@@ -263,47 +372,16 @@ def analyze(
     `image_std` for display) are kept for the figures. `metadata` (e.g. where the images come from)
     is stored under ``numbers["data"]``.
     """
-    from lastvit.measure import point_in_box, random_patch_baseline
-
-    base = lastvit_base(model)
-    config = base.config
-    if pixel_values.ndim != 4:
-        raise AnalysisError(f"pixel_values must be [n, channels, height, width], got {tuple(pixel_values.shape)}.")
-    num_images = len(pixel_values)
-    if num_images < 2:
-        raise AnalysisError(
-            f"got {num_images} image(s); CKA and the Gram decomposition compare images: give at least 2."
-        )
-    if batch_size < 1:
-        raise AnalysisError(f"batch_size must be >= 1, got {batch_size}.")
-    if boxes is not None and len(boxes) != num_images:
-        raise AnalysisError(f"got {len(boxes)} boxes for {num_images} images; give one box per image or none.")
-    has_cls, registers = bool(config.use_cls_token), int(config.num_register_tokens)
-    if one_shot is not None and not has_cls:
-        raise AnalysisError("the one-shot test decodes the CLS attention output; this model has no CLS token.")
-
+    config = lastvit_base(model).config
+    _check_inputs(config, pixel_values, boxes, batch_size, one_shot)
     with _measuring(model) as (base, hook):
         per_image = _measure(base, hook, pixel_values, batch_size, progress, "analysing")
         one_shot_numbers = _one_shot_numbers(base, hook, one_shot, batch_size, progress) if one_shot else None
 
     height, width = pixel_values.shape[-2:]
-    rows, cols = base.patch_grid(height, width)
-    patch_h, patch_w = config.patch_size_hw
     numbers: dict = {
-        "model": {
-            "pooling": config.pooling,
-            "use_cls_token": has_cls,
-            "num_register_tokens": registers,
-            "num_hidden_layers": config.num_hidden_layers,
-            "hidden_size": config.hidden_size,
-            "num_attention_heads": config.num_attention_heads,
-            "layerscale": config.layerscale_value is not None,
-            "input_size": [int(height), int(width)],
-            "patch_size": [patch_h, patch_w],
-            "num_patches": rows * cols,
-            "parameters": sum(p.numel() for p in base.parameters()),
-        },
-        "data": {"num_images": num_images, "has_boxes": boxes is not None, **(metadata or {})},
+        "model": _model_numbers(base, height, width),
+        "data": {"num_images": len(pixel_values), "has_boxes": boxes is not None, **(metadata or {})},
         "analysed_layer": config.num_hidden_layers - 1,
         "contributions": {
             "default": "before the output projection: o_S = sum_{i in S} a_i v_i (Lappe & Giese Eq. 1-2)",
@@ -314,54 +392,16 @@ def analyze(
         "checks": {},
     }
     na = numbers["not_applicable"]
-
-    if has_cls:
-        shares = {name: per_image[name] for name in ("cls_self", "registers", "patches")}
-        numbers["attention_share"] = {name: stats(values) for name, values in shares.items()}
-        numbers["attention_share"]["sum"] = stats(sum(shares.values()))
-        if registers:
-            other = shares["registers"] + shares["patches"]
-            numbers["attention_share_without_self"] = {
-                "registers": stats(shares["registers"] / other),
-                "patches": stats(shares["patches"] / other),
-            }
-        numbers.update(contribution_numbers(per_image, registers, na))
-        cosine = per_image["cls_cosine"]
-        numbers["cls_cosine"] = {
-            "layers": list(range(cosine.shape[1])),
-            "layer_names": ["embeddings"] + [f"block {i + 1}" for i in range(cosine.shape[1] - 1)],
-            "mean": cosine.mean(dim=0).tolist(),
-            "std": cosine.std(dim=0, correction=0).tolist(),
-            "penultimate": stats(cosine[:, -2]),
-            "last_layer_jump": stats(1 - cosine[:, -2]),
-            "reference": "the CLS token after the last block, before the final LayerNorm",
-        }
-        checks = numbers["checks"]
-        checks["o_full_after_projection_vs_layer_attention_output_max_abs_diff"] = float(
-            per_image["o_full_vs_layer"].max()
-        )
-        checks["o_full_vs_sum_of_parts_max_abs_diff"] = float(per_image["o_full_vs_sum"].max())
-        checks["o_full_after_projection_vs_sum_of_parts_max_abs_diff"] = float(
-            per_image["o_full_vs_sum_after_projection"].max()
-        )
-        if one_shot_numbers is not None:
-            numbers["one_shot"] = one_shot_numbers
-        else:
-            na["one_shot"] = "not run: it needs labelled images (lastvit-analysis --one-shot with a labelled dataset)."
-        if config.pooling != "cls":
-            numbers["cls_note"] = (
-                f"This model reads out with {config.pooling!r} pooling: its final CLS output is discarded, and the "
-                "CLS measurements describe a token that acts like a register in the intermediate layers."
-            )
+    if config.use_cls_token:
+        numbers.update(_cls_numbers(config, per_image, one_shot_numbers, na))
     else:
         reason = "the model has no CLS token (use_cls_token=False): there is no CLS query, output or skip path."
         for name in ("attention_share", "contribution_norms", "cka", "gram", "cls_cosine", "one_shot"):
             na[name] = reason
-    if registers:
+    if config.num_register_tokens:
         numbers["register_dependence"] = register_numbers(per_image)
     else:
         na["register_dependence"] = "the model has no register tokens."
-
     numbers["token_norms"] = norm_numbers(per_image, norm_threshold, norm_threshold_std)
     numbers["readout"] = readout_numbers(config, per_image)
     numbers["readout_map"] = (
@@ -369,35 +409,11 @@ def analyze(
         if config.pooling in ("lazystrike", "max")
         else "cos(patch, pooled feature)"
     )
+    box_list = None if boxes is None else [[float(v) for v in box] for box in boxes]
+    if box_list is not None:
+        numbers["localisation"] = _localisation_numbers(config, per_image, box_list, height, width)
 
-    box_list = None
-    if boxes is not None:
-        box_list = [[float(v) for v in box] for box in boxes]
-        grid_args = {"model_input": (int(width), int(height)), "patch_size": (patch_w, patch_h), "resize": None}
-        localisation = {
-            "readout_pib": float(point_in_box(per_image["readout_map"], box_list, **grid_args).mean()),
-            "random_patch_pib": float(random_patch_baseline(box_list, **grid_args).mean()),
-            "rule": "overlap (the authors' rule), boxes in model-input pixels",
-        }
-        if has_cls:
-            localisation["cls_attention_pib"] = float(
-                point_in_box(per_image["cls_patch_attention"], box_list, **grid_args).mean()
-            )
-        numbers["localisation"] = localisation
-
-    keep = min(num_overlays, num_images)
-    arrays = {
-        "images": pixel_values[:keep].detach().float().cpu(),
-        "boxes": box_list[:keep] if box_list is not None else None,
-        "grid": (rows, cols),
-        "image_mean": tuple(image_mean),
-        "image_std": tuple(image_std),
-        "patch_norms": per_image["patch_norms"],
-        "readout_map": per_image["readout_map"][:keep],
-    }
-    if has_cls:
-        arrays["cls_patch_attention"] = per_image["cls_patch_attention"][:keep]
-        arrays["cls_cosine"] = per_image["cls_cosine"]
+    arrays = _figure_arrays(base, per_image, pixel_values[:num_overlays], box_list, (image_mean, image_std))
     return AnalysisResults(numbers=numbers, arrays=arrays)
 
 

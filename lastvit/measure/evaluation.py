@@ -1,28 +1,19 @@
 """Evaluate one LastViT classifier: accuracy and where it looks, each map next to its baselines.
 
-The maps (per-patch values ``[B, N]``), as the two papers define them:
-- ``patch_score``: cosine of each final patch token with the pooled global feature (LaSt-ViT Eq. 3);
-- ``patch_score_cls``: cosine with the final CLS output instead, what the authors' released
-  Point-in-Box script (``evaluate_patch_hit.py``) uses, even for LazyStrike checkpoints;
-- ``votes``: how many channels picked each patch (LazyStrike and max pooling, Eq. 8);
-- ``cls_attention``: last-layer CLS attention to the patches, head-averaged (eager attention).
-
-For each map, with exact object masks: per-image AUROC against exact per-patch object coverage
-(object patch = at least half covered; threshold-free and sign-aware, the primary map score:
-below 0.5 the map ranks background above the object); then the paper's Point-in-Box (arg-max
-patch in the box), CorLoc and coarse-segmentation IoU (`dense`, mask = score > mean + std). Every
-metric comes with the same numbers for the same architecture untrained (`untrained_copy`), its
-ceiling (the exact coverage map through the same rule) and the map-free baselines: a random
-map, the centre patch and a colour-outlier heuristic. Plus the masking probe on the paper's grid
-(k in steps of N/7), token norms before the final LayerNorm per layer (with CLS / register /
-patch ratios) and after it, and, given counterfactual test sets, the background test
-(`background_test`).
+For each map (`maps.score_maps`: Patch Score with the pooled feature and with the final CLS output,
+votes, last-layer CLS attention), with exact object masks: per-image AUROC against exact per-patch
+object coverage (object patch = at least half covered; threshold-free and sign-aware, the primary
+map score: below 0.5 the map ranks background above the object); then the paper's Point-in-Box,
+CorLoc and coarse-segmentation IoU (`metrics.localisation.map_metrics`). Every metric comes with the
+same numbers for the same architecture untrained (`baselines.untrained_copy`), its ceiling and the
+map-free baselines (`baselines`). Plus the masking probe on the paper's grid (`masking`), token norms
+before the final LayerNorm per layer (with CLS / register / patch ratios) and after it, and, given
+counterfactual test sets, the background test (`background_test`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,24 +21,14 @@ import torch
 
 from lastvit.errors import LastViTUserError
 
-from . import dense
-from . import localization as L
-from .accuracy import top_k_accuracy
+from .baselines import baseline_metrics, ceiling_metrics, untrained_copy
+from .forward import autocast, encode, predictions, resolve_device
+from .maps import TokenNorms, score_maps, token_norms
+from .masking import PROBE_ORDERS, masking_grid, masking_probe
+from .metrics.accuracy import classification_metrics
+from .metrics.localisation import map_metrics
 
-MAP_LABELS = {
-    "patch_score": "Patch Score (pooled feature, Eq. 3)",
-    "patch_score_cls": "Patch Score (final CLS output, the authors' PiB script)",
-    "votes": "LazyStrike votes",
-    "cls_attention": "last-layer CLS attention",
-}
-SHORT_LABELS = {
-    "patch_score": "Patch Score (pooled)",
-    "patch_score_cls": "Patch Score (CLS)",
-    "votes": "votes",
-    "cls_attention": "CLS attention",
-}
-PROBE_STEPS = 7  # the paper's masking grid: k = 0, N/7, 2N/7, ...
-PROBE_ORDERS = ("high", "random", "low")
+BACKGROUND_SETS = ("original", "only_fg", "only_bg", "mixed_same", "mixed_rand")
 
 
 @dataclass
@@ -123,157 +104,6 @@ def prepare_evaluation_data(
     return EvaluationData(pixel_values, torch.tensor(labels), boxes, masks, skipped)
 
 
-def resolve_device(device: str | None = None) -> torch.device:
-    """``"auto"``/None: CUDA when available, else CPU; anything else as given."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA (as the trainer's GPU configs), full precision on the CPU."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def _set_eager(model) -> str | None:
-    """Eager attention (the backend that returns attention weights); returns the one to restore."""
-    previous = getattr(model.config, "_attn_implementation", None)
-    if previous != "eager":
-        model.set_attn_implementation("eager")
-    return previous
-
-
-@torch.no_grad()
-def encode(
-    model,
-    pixel_values: torch.Tensor,
-    batch_size: int = 128,
-    device=None,
-    progress: bool = False,
-    attention: bool = False,
-    hidden_states: bool = False,
-) -> dict:
-    """Run the classifier once over `pixel_values`; keep (on the CPU, float32) logits, the pooled
-    feature, the final CLS output (None without a CLS token), the final patch tokens, the votes
-    (None unless the pooling votes), with `attention` the last layer's head-averaged CLS
-    attention to the patches, and with `hidden_states` the L2 norm of every token after every
-    layer, before the final LayerNorm (``layer_norms`` [B, layers, tokens])."""
-    from tqdm.auto import tqdm
-
-    device = resolve_device(device)
-    model.to(device).eval()
-    config = model.config
-    attention = attention and config.use_cls_token
-    previous = _set_eager(model) if attention else None
-    keys = ("logits", "pooled", "cls", "patches", "votes", "cls_attention", "layer_norms")
-    out = {key: [] for key in keys}
-    try:
-        for start in tqdm(range(0, len(pixel_values), batch_size), desc="encoding", disable=not progress):
-            batch = pixel_values[start : start + batch_size].to(device)
-            with _autocast(device):
-                base = model.base_model(
-                    pixel_values=batch, output_attentions=attention, output_hidden_states=hidden_states
-                )
-                logits = model.classifier(model.classifier_features(base))  # the head's own input rule
-            tokens = model.split_tokens(base.last_hidden_state)
-            out["logits"].append(logits)
-            out["pooled"].append(base.pooler_output)
-            out["patches"].append(tokens.patches)
-            if tokens.cls is not None:
-                out["cls"].append(tokens.cls.reshape(len(batch), -1))
-            if base.patch_votes is not None:
-                out["votes"].append(base.patch_votes)
-            if hidden_states:  # the output of each block, before the final LayerNorm
-                layers = base.hidden_states[-config.num_hidden_layers :]
-                out["layer_norms"].append(torch.stack([h.float().norm(dim=-1) for h in layers], dim=1))
-            if attention:
-                last = base.attentions[-1]  # [B, heads, T, T]
-                out["cls_attention"].append(last[:, :, 0, config.num_prefix_tokens :].mean(dim=1))
-    finally:
-        if previous is not None and previous != "eager":
-            model.set_attn_implementation(previous)
-    return {key: torch.cat(values).float().cpu() if values else None for key, values in out.items()}
-
-
-def score_maps(encoded: dict) -> dict[str, torch.Tensor]:
-    """The per-patch maps ``[B, N]`` this model has (see the module docstring)."""
-    maps = {"patch_score": L.patch_scores(encoded["patches"], encoded["pooled"])}
-    if encoded["cls"] is not None:
-        maps["patch_score_cls"] = L.patch_scores(encoded["patches"], encoded["cls"])
-    if encoded["votes"] is not None:
-        maps["votes"] = encoded["votes"].float()
-    if encoded["cls_attention"] is not None:
-        maps["cls_attention"] = encoded["cls_attention"]
-    return maps
-
-
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    k = min(5, logits.shape[1])
-    accuracy = top_k_accuracy(logits, labels, (1, k))
-    return {"top1": accuracy[1], f"top{k}": accuracy[k], "num_images": len(labels)}
-
-
-def object_patches(data: EvaluationData, patch: int) -> torch.Tensor | None:
-    """Binary object patches ``[B, N]`` (exact coverage >= `L.OBJECT_PATCH_COVERAGE`), or None without masks."""
-    if data.masks is None:
-        return None
-    return L.patch_coverage(data.masks, patch) >= L.OBJECT_PATCH_COVERAGE
-
-
-def localisation_metrics(scores, data: EvaluationData, size: int, patch: int, grid: Sequence[int]) -> dict:
-    """One map's numbers: with exact masks its mean per-image AUROC against exact object coverage
-    (``auroc``; ``auroc_images`` images had both object and background patches), then the paper's
-    Point-in-Box, CorLoc and (with masks) coarse-segmentation IoU."""
-    metrics = {}
-    positives = object_patches(data, patch)
-    if positives is not None:
-        auroc = L.per_image_auroc(scores, positives)
-        valid = ~np.isnan(auroc)
-        metrics["auroc"] = float(auroc[valid].mean()) if valid.any() else float("nan")
-        metrics["auroc_images"] = int(valid.sum())
-    metrics["point_in_box"] = float(L.point_in_box(scores, data.boxes, None, size, patch, resize=None).mean())
-    metrics.update(dense.dense_metrics(scores, grid, (patch, patch), data.boxes, data.masks))
-    return metrics
-
-
-def baseline_metrics(data: EvaluationData, size: int, patch: int, grid: Sequence[int]) -> dict:
-    """The map-free baselines: a random map (exact expectation for Point-in-Box), the centre
-    patch, and the colour-outlier heuristic (distance of a patch's mean colour from the median)."""
-    n = len(data.pixel_values)
-    centre = L.centre_patch_scores(grid).expand(n, -1)
-    outlier = L.colour_outlier_scores(data.pixel_values, patch)
-    random_scores = torch.rand(n, grid[0] * grid[1], generator=torch.Generator().manual_seed(0))
-    baselines = {
-        "centre_patch": localisation_metrics(centre, data, size, patch, grid),
-        "colour_outlier": localisation_metrics(outlier, data, size, patch, grid),
-        "random_patch": localisation_metrics(random_scores, data, size, patch, grid),
-    }
-    baselines["centre_patch"]["point_in_box"] = float(
-        L.centre_patch_baseline(data.boxes, None, size, patch, None).mean()
-    )
-    baselines["random_patch"]["point_in_box"] = float(
-        L.random_patch_baseline(data.boxes, None, size, patch, None).mean()
-    )
-    return baselines
-
-
-def ceiling_metrics(data: EvaluationData, size: int, patch: int, grid: Sequence[int]) -> dict | None:
-    """Every map metric of the perfect map at this grid (exact object coverage through the same
-    rules), with ``single_class_images``: images whose patches are all object or all background
-    (no AUROC); None without exact masks."""
-    if data.masks is None:
-        return None
-    coverage = L.patch_coverage(data.masks, patch)
-    ceiling = localisation_metrics(coverage, data, size, patch, grid)
-    ceiling["single_class_images"] = len(coverage) - ceiling["auroc_images"]
-    return ceiling
-
-
-def masking_grid(num_patches: int, steps: int = PROBE_STEPS) -> list[int]:
-    """k = 0, N/steps, 2N/steps, ... (N excluded: a fully masked image says nothing)."""
-    return sorted({round(i * num_patches / steps) for i in range(steps)})
-
-
 def input_size(model) -> int:
     height, width = model.config.image_size_hw
     if height != width:
@@ -313,21 +143,6 @@ def layer_norm_metrics(layer_norms: torch.Tensor, num_prefix: int, has_cls: bool
     return layers
 
 
-BACKGROUND_SETS = ("original", "only_fg", "only_bg", "mixed_same", "mixed_rand")
-
-
-@torch.no_grad()
-def predictions(model, pixel_values: torch.Tensor, batch_size: int = 128, device=None) -> torch.Tensor:
-    """Arg-max class of every image ``[B]`` (on the CPU)."""
-    device = resolve_device(device)
-    model.to(device).eval()
-    out = []
-    for start in range(0, len(pixel_values), batch_size):
-        with _autocast(device):
-            out.append(model(pixel_values=pixel_values[start : start + batch_size].to(device)).logits.argmax(-1).cpu())
-    return torch.cat(out)
-
-
 def background_test(model, sets: dict, labels: torch.Tensor, batch_size: int = 128, device=None) -> dict:
     """The backgrounds challenge (Xiao et al. 2020) on counterfactual renderings of the same test
     objects. `sets` maps each of `BACKGROUND_SETS` to pixel values ``[B, C, H, W]`` (image i of
@@ -344,6 +159,80 @@ def background_test(model, sets: dict, labels: torch.Tensor, batch_size: int = 1
     result["flip_rate"] = (predicted["original"] != predicted["mixed_rand"]).float().mean().item()
     result["num_images"] = len(labels)
     return result
+
+
+def localisation_numbers(model, data: EvaluationData, maps: dict, fresh: dict | None) -> dict:
+    """The maps' numbers (each with its untrained twin's, from the `fresh` encoding) next to the
+    map-free baselines, the ceiling and the mean box area (`data` must have boxes)."""
+    size, patch_size = input_size(model), tuple(model.config.patch_size_hw)
+    grid = model.patch_grid(size, size)
+    located = {name: map_metrics(values, data.boxes, data.masks, patch_size, grid) for name, values in maps.items()}
+    if fresh is not None:
+        for name, values in score_maps(fresh).items():
+            located[name]["untrained"] = map_metrics(values, data.boxes, data.masks, patch_size, grid)
+    return {
+        "maps": located,
+        "baselines": baseline_metrics(data.pixel_values, data.boxes, data.masks, patch_size, grid),
+        "ceiling": ceiling_metrics(data.boxes, data.masks, patch_size, grid),
+        "box_area_fraction": float(np.mean([(b[2] - b[0]) * (b[3] - b[1]) / (size * size) for b in data.boxes])),
+    }
+
+
+def probe_numbers(model, data: EvaluationData, scores, *, batch_size, device, seed, probe_images) -> dict:
+    """The masking probe on the first `probe_images` images, masking by `scores` (the Patch Score)."""
+    size = input_size(model)
+    rows, cols = model.patch_grid(size, size)
+    num_patches = rows * cols
+    ks = masking_grid(num_patches)
+    n = len(data.pixel_values) if probe_images is None else min(probe_images, len(data.pixel_values))
+    model.to(device)
+
+    def logits_of(x):
+        with autocast(device):
+            return model(pixel_values=x.to(device)).logits.float().cpu()
+
+    probe = {
+        order: masking_probe(
+            logits_of,
+            data.pixel_values[:n],
+            data.labels[:n],
+            scores[:n],
+            ks,
+            order,
+            model.config.patch_size_hw[0],
+            batch_size=batch_size,
+            seed=seed,
+        ).tolist()
+        for order in PROBE_ORDERS
+    }
+    return {"k": ks, "num_patches": num_patches, "num_images": n, "map": "patch_score", **probe}
+
+
+def norm_numbers(model, encoded: dict, fresh: dict | None, norm_threshold: float | None) -> tuple[dict, TokenNorms]:
+    """Token norms before the final LayerNorm per layer (and the untrained twin's, from `fresh`) and
+    after it; returns ``(numbers, TokenNorms)``."""
+    config = model.config
+    norms = token_norms(encoded["patches"])
+    threshold = norm_threshold if norm_threshold is not None else float(norms.norms.mean() + 3 * norms.norms.std())
+    high = (norms.norms > threshold).sum(dim=1).float()
+    before = {"layers": layer_norm_metrics(encoded["layer_norms"], config.num_prefix_tokens, config.use_cls_token)}
+    if fresh is not None:
+        before["untrained_layers"] = layer_norm_metrics(
+            fresh["layer_norms"], config.num_prefix_tokens, config.use_cls_token
+        )
+    numbers = {
+        "before_final_layernorm": before,
+        "after_final_layernorm": {
+            "mean_norm": norms.norms.mean().item(),
+            "max_norm": norms.max_norm.max().item(),
+            "mean_max_abs_value": norms.max_abs_value.mean().item(),
+            "threshold": threshold,
+            "high_norm_tokens_per_image": high.mean().item(),
+            "images_with_high_norm_tokens": (high > 0).float().mean().item(),
+            "note": "after the final LayerNorm every token's norm is close to sqrt(D) by construction",
+        },
+    }
+    return numbers, norms
 
 
 def evaluate_model(
@@ -366,30 +255,17 @@ def evaluate_model(
     of the `BACKGROUND_SETS` of `data`'s images (``original`` is ``data.pixel_values``) for the
     background test, run on the model and on its untrained twin."""
     device = resolve_device(device)
-    size, patch = input_size(model), model.config.patch_size_hw[0]
-    grid = model.patch_grid(size, size)
-    num_patches = grid[0] * grid[1]
-
+    size = input_size(model)
     encoded = encode(model, data.pixel_values, batch_size, device, progress, attention=attention, hidden_states=True)
     maps = score_maps(encoded)
     metrics = {"classification": classification_metrics(encoded["logits"], data.labels), "device": str(device)}
-    fresh_model = L.untrained_copy(model, seed=seed) if untrained else None
-
+    fresh_model = untrained_copy(model, seed=seed) if untrained else None
+    fresh = None  # the untrained twin's encoding, measured with the maps (boxes needed)
     if data.boxes is not None:
-        located = {name: localisation_metrics(values, data, size, patch, grid) for name, values in maps.items()}
         if fresh_model is not None:
             fresh = encode(fresh_model, data.pixel_values, batch_size, device, attention=attention, hidden_states=True)
-            fresh_maps = score_maps(fresh)
-            for name, values in fresh_maps.items():
-                located[name]["untrained"] = localisation_metrics(values, data, size, patch, grid)
             metrics["untrained_classification"] = classification_metrics(fresh["logits"], data.labels)
-        metrics["maps"] = located
-        metrics["baselines"] = baseline_metrics(data, size, patch, grid)
-        metrics["ceiling"] = ceiling_metrics(data, size, patch, grid)
-        metrics["box_area_fraction"] = float(
-            np.mean([(b[2] - b[0]) * (b[3] - b[1]) / (size * size) for b in data.boxes])
-        )
-
+        metrics.update(localisation_numbers(model, data, maps, fresh))
     if counterfactual is not None:
         sets = {"original": data.pixel_values, **counterfactual}
         metrics["background_test"] = background_test(model, sets, data.labels, batch_size, device)
@@ -397,73 +273,30 @@ def evaluate_model(
             metrics["background_test"]["untrained"] = background_test(
                 fresh_model, sets, data.labels, batch_size, device
             )
-
-    ks = masking_grid(num_patches)
-    n = len(data.pixel_values) if probe_images is None else min(probe_images, len(data.pixel_values))
-    model.to(device)
-
-    def logits_of(x):
-        with _autocast(device):
-            return model(pixel_values=x.to(device)).logits.float().cpu()
-
-    probe = {
-        order: L.masking_probe(
-            logits_of,
-            data.pixel_values[:n],
-            data.labels[:n],
-            maps["patch_score"][:n],
-            ks,
-            order,
-            patch,
-            batch_size=batch_size,
-            seed=seed,
-        ).tolist()
-        for order in PROBE_ORDERS
-    }
-    metrics["masking_probe"] = {"k": ks, "num_patches": num_patches, "num_images": n, "map": "patch_score", **probe}
-
-    norms = L.token_norms(encoded["patches"])
-    threshold = norm_threshold if norm_threshold is not None else float(norms.norms.mean() + 3 * norms.norms.std())
-    high = (norms.norms > threshold).sum(dim=1).float()
-    config = model.config
-    before = {"layers": layer_norm_metrics(encoded["layer_norms"], config.num_prefix_tokens, config.use_cls_token)}
-    if fresh_model is not None and data.boxes is not None:
-        before["untrained_layers"] = layer_norm_metrics(
-            fresh["layer_norms"], config.num_prefix_tokens, config.use_cls_token
-        )
-    metrics["token_norms"] = {
-        "before_final_layernorm": before,
-        "after_final_layernorm": {
-            "mean_norm": norms.norms.mean().item(),
-            "max_norm": norms.max_norm.max().item(),
-            "mean_max_abs_value": norms.max_abs_value.mean().item(),
-            "threshold": threshold,
-            "high_norm_tokens_per_image": high.mean().item(),
-            "images_with_high_norm_tokens": (high > 0).float().mean().item(),
-            "note": "after the final LayerNorm every token's norm is close to sqrt(D) by construction",
-        },
-    }
+    metrics["masking_probe"] = probe_numbers(
+        model,
+        data,
+        maps["patch_score"],
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        probe_images=probe_images,
+    )
+    metrics["token_norms"], norms = norm_numbers(model, encoded, fresh, norm_threshold)
     del fresh_model
-    arrays = {"maps": maps, "norms": norms.norms, "grid": grid}
+    arrays = {"maps": maps, "norms": norms.norms, "grid": model.patch_grid(size, size)}
     return metrics, arrays
 
 
 __all__ = [
     "BACKGROUND_SETS",
-    "MAP_LABELS",
-    "SHORT_LABELS",
     "EvaluationData",
     "background_test",
-    "ceiling_metrics",
-    "classification_metrics",
-    "encode",
     "evaluate_model",
     "input_size",
     "layer_norm_metrics",
-    "masking_grid",
-    "object_patches",
-    "predictions",
+    "localisation_numbers",
+    "norm_numbers",
     "prepare_evaluation_data",
-    "resolve_device",
-    "score_maps",
+    "probe_numbers",
 ]

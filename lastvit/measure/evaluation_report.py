@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .evaluation import MAP_LABELS, SHORT_LABELS, EvaluationData
+from .evaluation import EvaluationData
+from .maps import MAP_LABELS, SHORT_LABELS
 
 METRIC_LABELS = {
     "auroc": "AUROC vs object coverage",
@@ -65,7 +66,7 @@ def write_pretrained_figures(folder: Path, maps: dict) -> dict[str, str]:
             "foreground (patches above mean + std, cyan) and CorLoc's box (the largest connected component's, "
             "red, with its IoU) against the reference box (lime) and exact mask (white)"
         }
-    from .zero_shot import IGNORE, scene_targets
+    from .metrics.segmentation import IGNORE, scene_targets
 
     names = maps["class_names"]
     targets = None if masks is None else scene_targets(masks, maps["labels"], None)
@@ -97,17 +98,8 @@ def write_pretrained_figures(folder: Path, maps: dict) -> dict[str, str]:
     }
 
 
-def markdown_report(metrics: dict, figures: list[str], title: str) -> str:
-    lines = [
-        f"# {title}",
-        "",
-        f"Device: {metrics.get('device', 'cpu')}.",
-        "",
-        "## Classification",
-        "",
-        "| metric | trained | untrained |",
-        "|---|---|---|",
-    ]
+def _classification_lines(metrics: dict) -> list[str]:
+    lines = ["## Classification", "", "| metric | trained | untrained |", "|---|---|---|"]
     untrained = metrics.get("untrained_classification", {})
     for key, value in metrics["classification"].items():
         if key == "num_images":
@@ -115,43 +107,46 @@ def markdown_report(metrics: dict, figures: list[str], title: str) -> str:
         lines.append(
             f"| {key} | {value:.4f} | {untrained[key]:.4f} |" if key in untrained else f"| {key} | {value:.4f} | – |"
         )
-    lines += ["", f"{metrics['classification']['num_images']} images."]
-    if "maps" in metrics:
-        lines += [
-            "",
-            "## Where it looks: each map (trained / same architecture untrained)",
-            "",
-            "| map | " + " | ".join(METRIC_LABELS.values()) + " |",
-            "|---|" + "---|" * len(METRIC_LABELS),
-        ]
-        for name, values in metrics["maps"].items():
-            cells = []
-            for metric in METRIC_LABELS:
-                if metric not in values:
-                    cells.append("–")
-                    continue
-                fresh = values.get("untrained", {}).get(metric)
-                cells.append(f"{values[metric]:.3f}" + (f" / {fresh:.3f}" if fresh is not None else ""))
-            lines.append(f"| {MAP_LABELS[name]} | " + " | ".join(cells) + " |")
-        rows = list(metrics["baselines"].items())
-        if metrics.get("ceiling"):
-            rows.append(("ceiling (exact coverage map)", metrics["ceiling"]))
-        for name, values in rows:
-            lines.append(
-                f"| baseline: {name.replace('_', ' ')} | "
-                + " | ".join(f"{values[m]:.3f}" if m in values else "–" for m in METRIC_LABELS)
-                + " |"
-            )
-        lines += [
-            "",
-            (
-                f"Mean box area: {metrics['box_area_fraction']:.1%} of the image. A map counts only where it "
-                "beats the baselines and its untrained twin: pasted objects are salient."
-            ),
-        ]
-    probe = metrics["masking_probe"]
-    lines += [
+    return lines + ["", f"{metrics['classification']['num_images']} images."]
+
+
+def _map_lines(metrics: dict) -> list[str]:
+    """Each map's metrics (trained / untrained), then the baselines and the ceiling."""
+    lines = [
+        "## Where it looks: each map (trained / same architecture untrained)",
         "",
+        "| map | " + " | ".join(METRIC_LABELS.values()) + " |",
+        "|---|" + "---|" * len(METRIC_LABELS),
+    ]
+    for name, values in metrics["maps"].items():
+        cells = []
+        for metric in METRIC_LABELS:
+            if metric not in values:
+                cells.append("–")
+                continue
+            fresh = values.get("untrained", {}).get(metric)
+            cells.append(f"{values[metric]:.3f}" + (f" / {fresh:.3f}" if fresh is not None else ""))
+        lines.append(f"| {MAP_LABELS[name]} | " + " | ".join(cells) + " |")
+    rows = list(metrics["baselines"].items())
+    if metrics.get("ceiling"):
+        rows.append(("ceiling (exact coverage map)", metrics["ceiling"]))
+    for name, values in rows:
+        lines.append(
+            f"| baseline: {name.replace('_', ' ')} | "
+            + " | ".join(f"{values[m]:.3f}" if m in values else "–" for m in METRIC_LABELS)
+            + " |"
+        )
+    return lines + [
+        "",
+        (
+            f"Mean box area: {metrics['box_area_fraction']:.1%} of the image. A map counts only where it "
+            "beats the baselines and its untrained twin: pasted objects are salient."
+        ),
+    ]
+
+
+def _probe_lines(probe: dict) -> list[str]:
+    lines = [
         f"## Masking probe (top-1 after masking k of {probe['num_patches']} patches ranked by Patch Score)",
         "",
         "| order | " + " | ".join(f"k={k}" for k in probe["k"]) + " |",
@@ -159,8 +154,13 @@ def markdown_report(metrics: dict, figures: list[str], title: str) -> str:
     ]
     for order in ("high", "random", "low"):
         lines.append(f"| {order} first | " + " | ".join(f"{a:.3f}" for a in probe[order]) + " |")
-    after = metrics["token_norms"]["after_final_layernorm"]
-    lines += ["", "## Patch-token norms after the final LayerNorm", "", "| statistic | value |", "|---|---|"]
+    return lines
+
+
+def _norm_lines(norms: dict) -> list[str]:
+    """Patch-token norms after the final LayerNorm, then per layer before it."""
+    after = norms["after_final_layernorm"]
+    lines = ["## Patch-token norms after the final LayerNorm", "", "| statistic | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in after.items() if isinstance(v, (int, float))]
     lines += [
         "",
@@ -169,12 +169,24 @@ def markdown_report(metrics: dict, figures: list[str], title: str) -> str:
         "| layer | patch mean | patch max / median | CLS / patch | registers / patch | high-norm patches / image |",
         "|---|---|---|---|---|---|",
     ]
-    for layer in metrics["token_norms"]["before_final_layernorm"]["layers"]:
+    for layer in norms["before_final_layernorm"]["layers"]:
         ratios = [layer["cls_to_patch"], layer["register_to_patch"]]
         lines.append(
             f"| {layer['layer']} | {layer['patch_mean']:.3g} | {layer['patch_max_over_median']:.3g} | "
             + " | ".join("–" if r is None else f"{r:.3g}" for r in ratios)
             + f" | {layer['high_norm_patches_per_image']:.3g} |"
         )
+    return lines
+
+
+def markdown_report(metrics: dict, figures: list[str], title: str) -> str:
+    """The evaluation as Markdown: classification, every map next to its baselines (with boxes),
+    the masking probe, token norms and the figures."""
+    lines = [f"# {title}", "", f"Device: {metrics.get('device', 'cpu')}.", ""]
+    lines += _classification_lines(metrics)
+    if "maps" in metrics:
+        lines += ["", *_map_lines(metrics)]
+    lines += ["", *_probe_lines(metrics["masking_probe"])]
+    lines += ["", *_norm_lines(metrics["token_norms"])]
     lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"

@@ -12,13 +12,10 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
-
-def _as_tensor(x) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+from .grid import as_tensor
 
 
 class AttentionShare(NamedTuple):
@@ -138,8 +135,8 @@ def linear_cka(X, Y) -> float:
     Yc. In [0, 1]; 1 for X vs X; invariant to orthogonal transforms and isotropic scaling (not to
     anisotropic scaling). Computed in float64 (through the n x n Gram matrices when n < p + q).
     Returns NaN when a representation is constant over the n inputs."""
-    X = _as_tensor(X).detach().double().cpu()
-    Y = _as_tensor(Y).detach().double().cpu()
+    X = as_tensor(X).detach().double().cpu()
+    Y = as_tensor(Y).detach().double().cpu()
     if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
         raise ValueError(
             f"linear_cka needs X [n, p] and Y [n, q] with the same n; got {tuple(X.shape)} and {tuple(Y.shape)}."
@@ -187,8 +184,8 @@ def gram_decomposition(X_patch, X_reg) -> GramDecomposition:
     X_r X_p^T + X_r X_r^T`` for ``X = X_p + X_r`` ([n, D] each, one row per image). For a LastViT
     layer pass ``X_patch = o_patch`` and ``X_reg = o_reg + o_cls_self`` (the CLS self-path plays
     the register role), so that X is ``o_full``. Computed in float64."""
-    P = _as_tensor(X_patch).detach().double().cpu()
-    R = _as_tensor(X_reg).detach().double().cpu()
+    P = as_tensor(X_patch).detach().double().cpu()
+    R = as_tensor(X_reg).detach().double().cpu()
     if P.shape != R.shape or P.ndim != 2:
         raise ValueError(
             f"gram_decomposition needs X_patch and X_reg of one shape [n, D]; got {tuple(P.shape)}, {tuple(R.shape)}."
@@ -212,10 +209,10 @@ def nearest_class_mean_accuracy(
     neighbour. Fit on ``o_full`` and test on ``o_patch`` / ``o_reg`` to ask whether a readout of the
     full output transfers to a part. k larger than the number of classes counts as that number.
     Returns ``{k: accuracy}``."""
-    train = _as_tensor(train_features).detach().double().cpu()
-    test = _as_tensor(test_features).detach().double().cpu()
-    train_labels = _as_tensor(train_labels).long().cpu()
-    test_labels = _as_tensor(test_labels).long().cpu()
+    train = as_tensor(train_features).detach().double().cpu()
+    test = as_tensor(test_features).detach().double().cpu()
+    train_labels = as_tensor(train_labels).long().cpu()
+    test_labels = as_tensor(test_labels).long().cpu()
     if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
         raise ValueError(
             f"need train [m, D] and test [n, D] features of one width; got {tuple(train.shape)}, {tuple(test.shape)}."
@@ -248,7 +245,7 @@ def register_image_dependence(registers) -> RegisterDependence:
     output and to the same tokens after the last block's `norm1`: a few outlier dimensions can make
     raw cosines close to 1 while the normalised tokens (what q/k/v see, after the LayerNorm's learned
     scale has shrunk those dimensions) still vary with the image."""
-    R = _as_tensor(registers).detach().double().cpu()
+    R = as_tensor(registers).detach().double().cpu()
     if R.ndim != 3 or R.shape[0] < 2 or R.shape[1] < 1:
         raise ValueError(f"registers must be [n >= 2 images, R >= 1 registers, D]; got {tuple(R.shape)}.")
     n = R.shape[0]

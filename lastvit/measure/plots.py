@@ -80,7 +80,7 @@ def plot_patch_map(
 
     `patch_map` is ``[rows, cols]``, or ``[N]`` with `grid` ``(rows, cols)`` (a square grid is
     assumed without it). `box` is ``(x0, y0, x1, y1)`` in the displayed image's pixels (map
-    original-image boxes with `lastvit.measure.localization.map_box`). The arg-max patch gets a white frame.
+    original-image boxes with `lastvit.measure.grid.map_box`). The arg-max patch gets a white frame.
     The image is shown beside the overlay; see `image_to_display` for accepted images."""
     picture = image_to_display(image, mean, std)
     values = _to_numpy(patch_map).astype(np.float32)

@@ -3,20 +3,19 @@ to the same architecture untrained (`lastvit-evaluate --mode dino|clip` and the 
 
 - DINO backbone (a LastViT folder): k-NN top-1 of the global feature (DINO's weighted 20-NN), and
   from Patch-Score maps (cosine of each patch with the global feature) Point-in-Box, CorLoc and
-  coarse-segmentation IoU (`lastvit.measure.dense`).
+  coarse-segmentation IoU (`lastvit.measure.metrics.localisation`).
 - CLIP model (a `LastViTCLIPModel` folder): zero-shot top-1; zero-shot segmentation mIoU against
   the exact masks (`lastvit.measure.zero_shot`); Point-in-Box of the zero-shot patch map (cosine of
   each projected patch with the text embedding of the image's true class); and the image tower's
   Patch-Score PiB / CorLoc / coarse segmentation, as for DINO.
 
-Next to the paper's thresholded scores, every map also gets `auroc_against_coverage`: the per-image
-AUROC of the map against the exact per-patch object coverage (threshold-free, and a map that ranks
-the background above the object scores below 0.5 instead of hiding behind a sign or a threshold;
-its ceiling is 1.0, the coverage map itself). NOTE: the main study (issue 25) adds its own per-image
-AUROC to `lastvit.measure`; this one should merge with it.
+Next to the paper's thresholded scores, every map also gets its mean per-image AUROC against the
+exact per-patch object coverage (`metrics.localisation.auroc_against_coverage`, the main study's
+rule: threshold-free, and a map that ranks the background above the object scores below 0.5
+instead of hiding behind a sign or a threshold; its ceiling is 1.0, the coverage map itself).
 
 The untrained twin is the same class and config freshly initialised from `seed`
-(`localization.untrained_copy`); for CLIP it keeps the trained tokenizer. Dense metrics need images
+(`baselines.untrained_copy`); for CLIP it keeps the trained tokenizer. Dense metrics need images
 at the model's input size with ``bbox`` and ``mask`` columns (the built-in scenes have both). The
 mIoU and CorLoc rules are those of the local evaluate modules ``mean_iou`` and ``corloc`` (same
 functions). `figure_maps` gives the per-patch maps behind the numbers for a few images, which
@@ -27,12 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from lastvit.errors import LastViTUserError
 
-from .localization import patch_coverage, per_image_auroc, point_in_box, untrained_copy
+from .baselines import untrained_copy
+from .grid import patch_coverage
+from .maps import patch_score_maps
+from .metrics.localisation import auroc_against_coverage, map_metrics, point_in_box
 
 
 def dino_metrics(
@@ -91,29 +92,16 @@ def knn_votes(train_features, train_labels, test_features, num_classes: int, k: 
     return votes.scatter_add_(1, train_labels.to(similarity.device)[index], (similarity / temperature).exp())
 
 
-def auroc_against_coverage(scores, coverage, min_coverage: float = 0.5) -> float:
-    """Mean per-image AUROC of a patch map `scores` ``[B, N]`` against the patches whose object
-    `coverage` ``[B, N]`` is at least `min_coverage` (`localization.per_image_auroc`: ties count one
-    half). Images whose patches are all one class are left out; NaN when no image has both. 0.5 is
-    chance, 1.0 the ceiling, below 0.5 a map that ranks the background first."""
-    values = per_image_auroc(scores, torch.as_tensor(coverage) >= min_coverage)
-    return float(np.nanmean(values)) if (~np.isnan(values)).any() else float("nan")
-
-
 def dense_localisation(backbone, pixel_values, boxes, masks=None) -> dict:
-    """Patch Score (`patch_score_maps`) -> Point-in-Box, CorLoc and coarse-segmentation IoU
-    (`lastvit.measure.dense`), and with exact masks the map's AUROC against the object coverage."""
-    from .dense import dense_metrics
-
+    """Patch Score (`maps.patch_score_maps`) -> Point-in-Box, CorLoc and coarse-segmentation IoU, and
+    with exact masks the map's AUROC against the object coverage (`metrics.localisation.map_metrics`)."""
     scores = patch_score_maps(backbone, pixel_values)
-    height, width = pixel_values.shape[-2:]
-    grid = backbone.patch_grid(height, width)
-    patch_size = backbone.config.patch_size_hw
-    metrics = dense_metrics(scores, grid, patch_size, boxes, masks)
-    hits = point_in_box(scores, boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
+    grid = backbone.patch_grid(*pixel_values.shape[-2:])
+    measured = map_metrics(scores, boxes, masks, backbone.config.patch_size_hw, grid)
+    metrics = {key: measured[key] for key in ("point_in_box", "corloc", "segmentation_iou") if key in measured}
     if masks is not None:
-        metrics["map_auroc"] = auroc_against_coverage(scores, patch_coverage(masks, patch_size[::-1]))
-    return {"point_in_box": float(hits.mean()), **metrics}
+        metrics["map_auroc"] = measured["auroc"]
+    return metrics
 
 
 def _eval_transform(tower, size, transform_class, mean=None, std=None):
@@ -136,26 +124,10 @@ def zero_shot_map_pib(
     _, maps = zero_shot_patch_maps(model, tokenizer, pixel_values, labels, class_names, batch_size=batch_size)
     height, width = pixel_values.shape[-2:]
     patch_size = model.config.vision_config.patch_size_hw
-    hits = point_in_box(maps, boxes, None, model_input=(height, width), patch_size=patch_size, resize=None)
+    hits = point_in_box(maps, boxes, None, model_input=(width, height), patch_size=patch_size[::-1], resize=None)
     if masks is None:
         return float(hits.mean())
     return float(hits.mean()), auroc_against_coverage(maps, patch_coverage(masks, patch_size[::-1]))
-
-
-@torch.no_grad()
-def patch_score_maps(backbone, pixel_values, batch_size: int = 64) -> torch.Tensor:
-    """``[B, N]`` Patch Score of a LastViT backbone on CPU: cosine of each final patch token with the
-    pooled global feature (LazyStrike or CLS, per the config)."""
-    from .localization import patch_scores
-
-    backbone.eval()
-    device = next(backbone.parameters()).device
-    maps = []
-    for start in range(0, len(pixel_values), batch_size):
-        out = backbone(pixel_values=pixel_values[start : start + batch_size].to(device))
-        patches = backbone.split_tokens(out.last_hidden_state).patches
-        maps.append(patch_scores(patches.float(), out.pooler_output.float()).cpu())
-    return torch.cat(maps)
 
 
 def clip_metrics(model, tokenizer, split, class_names, transform, background_names=None) -> dict:
@@ -262,7 +234,8 @@ def figure_maps(
     IoU with the reference. Images, boxes and masks come from the first model's transform."""
     from lastvit.training.pretraining import eval_arrays
 
-    from .dense import box_iou, coarse_segmentation, foreground_boxes
+    from .grid import box_iou
+    from .maps import coarse_segmentation, foreground_boxes
     from .zero_shot import zero_shot_patch_maps
 
     split = split.select(range(min(num_images, len(split))))
@@ -382,7 +355,6 @@ def markdown_report(results: dict, title: str, figures: dict[str, str] | None = 
 __all__ = [
     "FIGURE_IMAGES",
     "MODES",
-    "auroc_against_coverage",
     "clip_metrics",
     "dino_metrics",
     "evaluate_clip_model",
@@ -392,6 +364,5 @@ __all__ = [
     "knn_votes",
     "load_pretrained",
     "markdown_report",
-    "patch_score_maps",
     "zero_shot_map_pib",
 ]

@@ -10,8 +10,8 @@
   background texts are given, C + 1 classes where a patch whose best text is a background text is
   labelled background (VOC21 / Context-style).
 
-The mIoU is the local `evaluate` module ``mean_iou`` (`lastvit.measure.load_metric("mean_iou")`), which
-calls `confusion_matrix` and `mean_iou` here: one definition for the library and the module.
+The mIoU and the per-pixel targets are `lastvit.measure.metrics.segmentation` (the rule of the local
+`evaluate` module ``mean_iou`` too).
 
 Models need `get_image_features`, `get_text_features` and `get_patch_features`
 (`modeling_lastvit.LastViTCLIPModel`).
@@ -24,7 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-IGNORE = 255
+from .grid import patches_to_pixels
+from .metrics.segmentation import confusion_matrix, mean_iou, scene_targets
+
 DEFAULT_PROMPTS = ("a photo of a {}.",)
 
 
@@ -98,72 +100,6 @@ def zero_shot_patch_maps(
     return torch.cat(patch_labels), torch.cat(own)
 
 
-def patch_labels_to_pixels(patch_labels, grid: Sequence[int], patch_size: Sequence[int]) -> np.ndarray:
-    """``[B, N]`` (row-major) patch labels to ``[B, H, W]`` pixel labels, each patch over its pixels."""
-    array = patch_labels.cpu().numpy() if isinstance(patch_labels, torch.Tensor) else np.asarray(patch_labels)
-    array = array.reshape(-1, int(grid[0]), int(grid[1]))
-    return np.repeat(np.repeat(array, int(patch_size[0]), axis=1), int(patch_size[1]), axis=2)
-
-
-def scene_targets(object_masks: np.ndarray, labels: Sequence[int], background: int | None) -> np.ndarray:
-    """Per-pixel targets of one-object scenes ``[B, H, W]``: the image's class on its mask, and
-    `background` elsewhere (None: `IGNORE`, the VOC20 protocol)."""
-    masks = np.asarray(object_masks, dtype=bool)
-    if len(labels) != len(masks):
-        raise ValueError(f"Got {len(labels)} labels for {len(masks)} masks; give one label per image.")
-    fill = IGNORE if background is None else background
-    targets = np.full(masks.shape, fill, dtype=np.int64)
-    for target, mask, label in zip(targets, masks, labels):
-        target[mask] = int(label)
-    return targets
-
-
-def confusion_matrix(
-    predicted: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None = IGNORE
-) -> np.ndarray:
-    """``[K, K]`` pixel counts (rows: target, columns: prediction); target pixels equal to
-    `ignore_index` are skipped (None: every pixel is scored)."""
-    predicted, target = np.asarray(predicted), np.asarray(target)
-    if predicted.shape != target.shape:
-        raise ValueError(f"predictions {predicted.shape} and targets {target.shape} must have one shape.")
-    keep = np.ones(target.shape, dtype=bool) if ignore_index is None else target != ignore_index
-    target, predicted = target[keep].astype(np.int64), predicted[keep].astype(np.int64)
-    if ((target < 0) | (target >= num_classes) | (predicted < 0) | (predicted >= num_classes)).any():
-        ignored = "" if ignore_index is None else f" (or be {ignore_index} in the target to be ignored)"
-        raise ValueError(f"labels must lie in [0, {num_classes}){ignored}; raise num_classes or fix the maps.")
-    return np.bincount(target * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def mean_iou(confusion: np.ndarray) -> dict:
-    """Per-class IoU ``TP / (TP + FP + FN)`` and their mean over the classes that occur (in the
-    target or the prediction); a class with an empty union is left out (NaN), as mmseg does."""
-    confusion = np.asarray(confusion, dtype=np.float64)
-    true_positive = np.diag(confusion)
-    union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, true_positive / union, np.nan)
-    accuracy = true_positive.sum() / max(confusion.sum(), 1)
-    return {
-        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
-        "per_class_iou": iou.tolist(),
-        "pixel_accuracy": float(accuracy),
-    }
-
-
-def dataset_mean_iou(predictions, references, num_classes: int, ignore_index: int | None = IGNORE) -> dict:
-    """`mean_iou` of label maps summed over a whole dataset (VOC's rule): one confusion matrix over
-    every pair, so large images weigh more than small ones. Each pair must have one shape; pairs may
-    differ in size. What the ``mean_iou`` evaluate module computes."""
-    if len(predictions) != len(references):
-        raise ValueError(f"Got {len(predictions)} predicted maps for {len(references)} reference maps.")
-    if not len(predictions):
-        raise ValueError("mean IoU needs at least one pair of label maps.")
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    for predicted, target in zip(predictions, references):
-        confusion += confusion_matrix(predicted, target, num_classes, ignore_index)
-    return mean_iou(confusion)
-
-
 @torch.no_grad()
 def evaluate_zero_shot(
     model,
@@ -207,10 +143,10 @@ def evaluate_zero_shot(
                 f"object masks are {masks.shape[-2:]} but the inputs are {(height, width)}; map them alike."
             )
         patches = model.get_patch_features(batch)
-        predicted = patch_labels_to_pixels(segment_patches(patches, texts), grid, patch_size)
+        predicted = patches_to_pixels(segment_patches(patches, texts), patch_size, grid)
         confusion += confusion_matrix(predicted, scene_targets(masks, batch_labels, None), num_classes)
         if background_texts:
-            predicted = patch_labels_to_pixels(segment_patches(patches, texts_bg, num_classes), grid, patch_size)
+            predicted = patches_to_pixels(segment_patches(patches, texts_bg, num_classes), patch_size, grid)
             confusion_bg += confusion_matrix(
                 predicted, scene_targets(masks, batch_labels, num_classes), num_classes + 1
             )
@@ -223,15 +159,10 @@ def evaluate_zero_shot(
 
 
 __all__ = [
-    "IGNORE",
+    "DEFAULT_PROMPTS",
     "class_text_embeddings",
-    "confusion_matrix",
-    "dataset_mean_iou",
     "evaluate_zero_shot",
-    "mean_iou",
-    "patch_labels_to_pixels",
     "patch_text_cosine",
-    "scene_targets",
     "segment_patches",
     "zero_shot_patch_maps",
 ]

@@ -13,7 +13,8 @@ Tab. 4; github.com/wangf3014/SCLIP ``clip_segmentor.py``), on a `LastViTCLIPMode
 4. with an area threshold (VOC21), foreground classes whose arg-max area is at most that share of
    all foreground pixels are zeroed; the arg-max is the prediction, and pixels whose highest
    probability is below the probability threshold become background (class 0).
-The mIoU sums one confusion matrix over the set (`zero_shot.confusion_matrix`, `zero_shot.mean_iou`).
+The mIoU sums one confusion matrix over the set (`metrics.segmentation.confusion_matrix`,
+`metrics.segmentation.mean_iou`).
 """
 
 from __future__ import annotations

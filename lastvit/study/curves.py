@@ -36,7 +36,8 @@ def run_learning_curves(config, settings=SETTINGS, eval_every: int = 100, seed: 
     """Train each of `settings` once and write the curves into ``config.output_dir``."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from lastvit.measure.evaluation import background_test, resolve_device
+    from lastvit.measure.evaluation import background_test
+    from lastvit.measure.forward import resolve_device
 
     from .runner import _log, build_data, evaluation_sets, prepare_run, train_variant
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lastvit.measure.evaluation import MAP_LABELS, SHORT_LABELS
+from lastvit.measure.maps import MAP_LABELS, SHORT_LABELS
 
 from .config import PRIMARY_ENDPOINTS, REFERENCE, SHIPPED
 from .statistics import ALPHA, benjamini_hochberg, holm, mean_std, paired_test
@@ -228,14 +228,12 @@ def endpoint_rows(results: dict) -> list[dict]:
     return rows
 
 
-def verdict(results: dict) -> list[str]:
-    """Plain sentences on what the numbers support, from the summary and its corrected tests."""
+def _learning_sentence(results: dict) -> str:
     summary, chance, labels = results["summary"], results["chance"], results["variants"]
-    lines = []
     best = max(summary, key=lambda n: summary[n]["top1"]["mean"])
     best_top1 = summary[best]["top1"]["mean"]
     learned = best_top1 >= chance + 0.15
-    lines.append(
+    return (
         f"- Learning: the best mean top-1 on the original test set is {best_top1:.3f} ({labels[best]['label']}); "
         f"chance is {chance:.3f}. "
         + (
@@ -244,27 +242,32 @@ def verdict(results: dict) -> list[str]:
             else "That is within 0.15 of chance: the maps below mostly reflect initialisation, not learning."
         )
     )
-    for row in endpoint_rows(results):
-        label = labels[row["variant"]]["label"]
-        lines.append(
-            f"- Primary: {label} vs ViT (CLS), {ENDPOINT_LABELS.get(row['metric'], row['metric'])}: "
-            f"{row['variant_mean']:.3f} vs {row['reference_mean']:.3f} (difference {row['difference']:+.3f}, "
-            f"Holm-corrected p = {_p(row['p_holm'])}); the claim predicts {row['predicted']}: {row['verdict']}."
+
+
+def _shortcut_sentence(results: dict) -> str | None:
+    """Does the reference (CLS) use the background at all? Without a shortcut the BG-gap says little."""
+    summary, chance = results["summary"], results["chance"]
+    if REFERENCE not in summary or "background/bg_gap" not in summary[REFERENCE]:
+        return None
+    ref = summary[REFERENCE]
+    test = ref["tests"].get("background/bg_gap vs untrained")
+    gap = ref["background/bg_gap"]["mean"]
+    return (
+        f"- Does the CLS ViT use the background at all? Its BG-gap is {gap:+.3f} "
+        f"(untrained {ref['background/bg_gap/untrained']['mean']:+.3f}; {_test_words(test)}) and its only-BG "
+        f"top-1 {ref['background/only_bg']['mean']:.3f} (chance {chance:.3f}). "
+        + (
+            "The shortcut is there to be used, so a smaller BG-gap for LazyStrike would mean something."
+            if test and test["real"] and gap > 0
+            else "Without a measurable shortcut in the reference, the BG-gap endpoints cannot say much."
         )
-    if REFERENCE in summary and "background/bg_gap" in summary[REFERENCE]:
-        ref = summary[REFERENCE]
-        test = ref["tests"].get("background/bg_gap vs untrained")
-        gap = ref["background/bg_gap"]["mean"]
-        lines.append(
-            f"- Does the CLS ViT use the background at all? Its BG-gap is {gap:+.3f} "
-            f"(untrained {ref['background/bg_gap/untrained']['mean']:+.3f}; {_test_words(test)}) and its only-BG "
-            f"top-1 {ref['background/only_bg']['mean']:.3f} (chance {chance:.3f}). "
-            + (
-                "The shortcut is there to be used, so a smaller BG-gap for LazyStrike would mean something."
-                if test and test["real"] and gap > 0
-                else "Without a measurable shortcut in the reference, the BG-gap endpoints cannot say much."
-            )
-        )
+    )
+
+
+def _map_sentences(results: dict) -> list[str]:
+    """Maps whose AUROC is below 0.5, and the strongest map-free baseline with the maps above it."""
+    summary, labels = results["summary"], results["variants"]
+    lines = []
     below = []
     for name in summary:
         for map_name in MAP_LABELS:
@@ -292,16 +295,39 @@ def verdict(results: dict) -> list[str]:
             f"{ref['auroc/ceiling']['mean']:.3f}); "
             + (f"maps above it: {', '.join(above)}." if above else "no model's map beats it.")
         )
-    if "vit_reg4" in summary and "norms/patch_max_over_median" in ref:
-        reg = summary["vit_reg4"]
-        test = reg["tests"].get("norms/max_patch_max_over_median vs vit_cls")
+    return lines
+
+
+def _norm_sentence(results: dict) -> str | None:
+    summary = results["summary"]
+    ref = summary[REFERENCE]
+    if "vit_reg4" not in summary or "norms/patch_max_over_median" not in ref:
+        return None
+    reg = summary["vit_reg4"]
+    test = reg["tests"].get("norms/max_patch_max_over_median vs vit_cls")
+    return (
+        "- Token norms before the final LayerNorm (where high-norm tokens would show): the largest patch norm "
+        f"over the median patch norm, at any layer, is {ref['norms/max_patch_max_over_median']['mean']:.2f} for "
+        f"the CLS ViT and {reg['norms/max_patch_max_over_median']['mean']:.2f} with 4 registers ({_test_words(test)}); "
+        f"the registers' norm is {reg['norms/register_to_patch']['mean']:.2f} x the patches' at the last layer. "
+        "At this scale this tests for high-norm patches; it cannot show the large-model effect registers remove."
+    )
+
+
+def verdict(results: dict) -> list[str]:
+    """Plain sentences on what the numbers support, from the summary and its corrected tests."""
+    labels = results["variants"]
+    lines = [_learning_sentence(results)]
+    for row in endpoint_rows(results):
+        label = labels[row["variant"]]["label"]
         lines.append(
-            "- Token norms before the final LayerNorm (where high-norm tokens would show): the largest patch norm "
-            f"over the median patch norm, at any layer, is {ref['norms/max_patch_max_over_median']['mean']:.2f} for "
-            f"the CLS ViT and {reg['norms/max_patch_max_over_median']['mean']:.2f} with 4 registers ({_test_words(test)}); "
-            f"the registers' norm is {reg['norms/register_to_patch']['mean']:.2f} x the patches' at the last layer. "
-            "At this scale this tests for high-norm patches; it cannot show the large-model effect registers remove."
+            f"- Primary: {label} vs ViT (CLS), {ENDPOINT_LABELS.get(row['metric'], row['metric'])}: "
+            f"{row['variant_mean']:.3f} vs {row['reference_mean']:.3f} (difference {row['difference']:+.3f}, "
+            f"Holm-corrected p = {_p(row['p_holm'])}); the claim predicts {row['predicted']}: {row['verdict']}."
         )
+    lines += [line for line in [_shortcut_sentence(results)] if line is not None]
+    lines += _map_sentences(results)
+    lines += [line for line in [_norm_sentence(results)] if line is not None]
     testing = results["multiple_testing"]
     lines.append(
         f"- Tests: {testing['primary']['tests']} primary (Holm) and {testing['secondary']['tests']} secondary "
@@ -331,14 +357,11 @@ def _setup_paragraph(results: dict) -> str:
     )
 
 
-def markdown(results: dict, figures: dict) -> str:
-    summary, labels = results["summary"], results["variants"]
-    names = list(summary)
+def _primary_lines(results: dict) -> list[str]:
+    """The declared primary endpoints: one row each, with the Holm-corrected verdict."""
+    summary, labels, testing = results["summary"], results["variants"], results["multiple_testing"]
     ref = summary[REFERENCE]
-    maps = [m for m in MAP_LABELS if any(f"auroc/{m}" in summary[n] for n in names)]
-    testing = results["multiple_testing"]
-    lines = ["# Does LazyStrike make a ViT look at the object?", "", _setup_paragraph(results), ""]
-    lines += [
+    lines = [
         "## Primary endpoints (declared in `StudyConfig.primary_endpoints` before the run)",
         "",
         (
@@ -361,8 +384,12 @@ def markdown(results: dict, figures: dict) -> str:
             "",
             "Primary endpoints without a test in this run: " + ", ".join(testing["primary"]["missing"]) + ".",
         ]
-    lines += [
-        "",
+    return lines
+
+
+def _background_lines(results: dict) -> list[str]:
+    summary, labels, testing = results["summary"], results["variants"], results["multiple_testing"]
+    lines = [
         (
             f"Everything below is **secondary**: its {testing['secondary']['tests']} paired tests are "
             "Benjamini-Hochberg-corrected as one family (`report.json`: `summary.<model>.tests`, with `p` and "
@@ -376,30 +403,44 @@ def markdown(results: dict, figures: dict) -> str:
         "| model | " + " | ".join(BACKGROUND_LABELS.values()) + " |",
         "|---|" + "---|" * len(BACKGROUND_LABELS),
     ]
-    for n in names:
+    for n in summary:
         cells = [
             f"{_mean(summary[n].get(f'background/{k}'))} / {_mean(summary[n].get(f'background/{k}/untrained'))}"
             for k in BACKGROUND_LABELS
         ]
         lines.append(f"| {labels[n]['label']} | " + " | ".join(cells) + " |")
-    lines += [
+    return lines + [
         "",
         (
             "Top-1 on each set (only-BG scored against the object's label: what the background alone gives away); "
             "BG-gap = mixed-same − mixed-rand; flip rate = share of images whose prediction changes between original "
             "and mixed-rand."
         ),
-        "",
+    ]
+
+
+def _accuracy_lines(results: dict) -> list[str]:
+    summary, labels = results["summary"], results["variants"]
+    lines = [
         "## Accuracy",
         "",
         "| model | top-1 (test) | top-5 | top-1 untrained | top-1 (validation) |",
         "|---|---|---|---|---|",
     ]
-    for n in names:
+    for n in summary:
         lines.append(
             f"| {labels[n]['label']} | {_cell(summary[n]['top1'])} | {_cell(summary[n].get('top5'))} | "
             f"{_cell(summary[n]['untrained_top1'])} | {_cell(summary[n].get('validation_top1'))} |"
         )
+    return lines
+
+
+def _map_metric_lines(results: dict) -> list[str]:
+    """One table per map metric (trained / untrained, per map), with the ceiling and the baselines."""
+    summary, labels = results["summary"], results["variants"]
+    names, ref = list(summary), summary[REFERENCE]
+    maps = [m for m in MAP_LABELS if any(f"auroc/{m}" in summary[n] for n in names)]
+    lines = []
     for metric, metric_label in METRICS.items():
         if not any(f"{metric}/{m}" in summary[n] for n in names for m in maps):
             continue
@@ -434,16 +475,20 @@ def markdown(results: dict, figures: dict) -> str:
                     "have no AUROC and are skipped."
                 ),
             ]
+    return lines
+
+
+def _probe_and_norm_lines(results: dict) -> list[str]:
+    summary, labels = results["summary"], results["variants"]
     probe_ks = results["per_seed"][REFERENCE][0]["probe/k"]
     n_patches = results["per_seed"][REFERENCE][0]["probe/num_patches"]
-    lines += [
-        "",
+    lines = [
         f"## Masking probe (secondary; top-1 after masking k of {n_patches} patches, ranked by Patch Score)",
         "",
         "| model | order | " + " | ".join(f"k={k}" for k in probe_ks) + " |",
         "|---|---|" + "---|" * len(probe_ks),
     ]
-    for n in names:
+    for n in summary:
         for order in ("high", "random", "low"):
             lines.append(
                 f"| {labels[n]['label']} | {order} first | "
@@ -466,23 +511,26 @@ def markdown(results: dict, figures: dict) -> str:
         ),
         "|---|---|---|---|---|---|",
     ]
-    for n in names:
+    for n in summary:
         cells = [_mean(summary[n].get(f"norms/{k}")) for k in NORM_KEYS]
         lines.append(
             f"| {labels[n]['label']} | "
             + " | ".join(cells)
             + f" | {_mean(summary[n].get('norms/max_patch_max_over_median'))} |"
         )
-    lines += ["", "## What the numbers support", ""] + verdict(results)
-    lines += [
-        "",
+    return lines
+
+
+def _secondary_test_lines(results: dict) -> list[str]:
+    summary, labels = results["summary"], results["variants"]
+    lines = [
         "## Secondary tests against the ViT (CLS) (Benjamini-Hochberg-corrected)",
         "",
         "| model | comparison | differences per seed | p | BH p | real? |",
         "|---|---|---|---|---|---|",
     ]
     shown = ("top1 ", "background/", "auroc/", "segmentation_iou/patch_score ", "corloc/patch_score ", "norms/")
-    for n in names:
+    for n in summary:
         for key, test in summary[n]["tests"].items():
             if test["family"] != "secondary" or not key.endswith(f"vs {REFERENCE}") or not key.startswith(shown):
                 continue
@@ -491,8 +539,12 @@ def markdown(results: dict, figures: dict) -> str:
                 f"| {labels[n]['label']} | {key} | {diffs} | {_p(test['p'])} | {_p(test['p_adjusted'])} | "
                 f"{'yes' if test['real'] else 'no'} |"
             )
-    lines += [
-        "",
+    return lines
+
+
+def _method_lines(results: dict) -> list[str]:
+    """How the defaults were chosen, and what each measure means."""
+    return [
         "## How the defaults were chosen",
         "",
         *[f"- {key.replace('_', ' ')}: {text}." for key, text in results.get("choices", {}).items()],
@@ -518,8 +570,23 @@ def markdown(results: dict, figures: dict) -> str:
         ),
         "- Test split: " + results.get("test_split_note", "held-out backgrounds and object instances") + ".",
     ]
+
+
+def markdown(results: dict, figures: dict) -> str:
+    """The study's report: setup, primary endpoints, then every secondary table, the verdict,
+    the secondary tests, the method and the figures."""
+    labels = results["variants"]
+    lines = ["# Does LazyStrike make a ViT look at the object?", "", _setup_paragraph(results), ""]
+    lines += _primary_lines(results)
+    lines += ["", *_background_lines(results)]
+    lines += ["", *_accuracy_lines(results)]
+    lines += _map_metric_lines(results)
+    lines += ["", *_probe_and_norm_lines(results)]
+    lines += ["", "## What the numbers support", ""] + verdict(results)
+    lines += ["", *_secondary_test_lines(results)]
+    lines += ["", *_method_lines(results)]
     lines += ["", "## Figures", ""] + [f"![{caption}]({name})" for name, caption in figures.items()]
-    shipped = SHIPPED if SHIPPED in labels else names[-1]
+    shipped = SHIPPED if SHIPPED in labels else list(results["summary"])[-1]
     lines += [
         "",
         (

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lastvit.data.fingerprint import scenes_fingerprint
@@ -28,6 +29,7 @@ TEST_SPLIT_NOTES = {
     "recognising new instances in new surroundings, not memorising images. The validation split (every "
     "tuning decision) holds out a share of the training instances and backgrounds",
 }
+ALL_VARIANTS = {**VARIANTS, **OPTIONAL_VARIANTS}
 BACKGROUND_NOTE = (
     "Backgrounds are cut into {groups} groups by the rank of their mean luminance (per split, so held-out "
     "backgrounds of group g look like training ones of group g); class c is tied to group c mod {groups}. "
@@ -77,7 +79,7 @@ def train_variant(
 
     from lastvit.training import TrainConfig, train
 
-    spec = {**VARIANTS, **OPTIONAL_VARIANTS}[name]
+    spec = ALL_VARIANTS[name]
     splits = datasets.DatasetDict(
         train=data["train"].select_columns(["image", "label"]),
         validation=data["validation"].select_columns(["image", "label"]),
@@ -150,12 +152,97 @@ def prepare_run(config: StudyConfig, resolve_device):
     return config, device, out, work
 
 
+@dataclass
+class _Evaluated:
+    """What the runs leave for the report: per-seed numbers, raw metrics, the first seed's maps, and
+    the test set with its normalisation (built once, from the first trained model's processor)."""
+
+    per_run: dict
+    raw: dict = field(default_factory=dict)
+    first_arrays: dict = field(default_factory=dict)
+    data: object = None
+    counterfactual: dict | None = None
+    stats: tuple | None = None
+
+
+def _train_and_evaluate(config: StudyConfig, name: str, seed: int, data, work: Path, device, runs, timings, start):
+    """Train one variant for one seed into ``work/runs``, then evaluate it on the test split next to
+    its untrained twin (maps and the background test); the numbers go into `runs`."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from lastvit.measure.evaluation import evaluate_model
+
+    run = f"{name}-seed{seed}"
+    _log(start, f"training {ALL_VARIANTS[name]['label']}, seed {seed}")
+    tic = time.time()
+    folder = work / "runs" / run
+    trained = train_variant(config, name, seed, data, folder)
+    timings["training"][run] = time.time() - tic
+    model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True)
+    if runs.data is None:
+        processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+        runs.stats = (tuple(processor.image_mean), tuple(processor.image_std))
+        runs.data, runs.counterfactual = evaluation_sets(data["test"], config.image_size, *runs.stats)
+    tic = time.time()
+    metrics, arrays = evaluate_model(
+        model,
+        runs.data,
+        device=device,
+        seed=seed,
+        probe_images=config.probe_images,
+        progress=config.progress,
+        counterfactual=runs.counterfactual,
+    )
+    metrics["validation_top1"] = trained.get("top1")
+    timings["evaluation"][run] = time.time() - tic
+    runs.raw[run] = metrics
+    runs.per_run[name].append(flatten_metrics(metrics))
+    if seed == config.seeds[0]:
+        runs.first_arrays[name] = arrays
+    background = metrics["background_test"]
+    _log(
+        start,
+        f"    top-1 {metrics['classification']['top1']:.3f}, mixed-rand {background['mixed_rand']:.3f}, "
+        f"BG-gap {background['bg_gap']:+.3f}, Patch-Score AUROC {metrics['maps']['patch_score']['auroc']:.3f}",
+    )
+
+
+def _study_results(config: StudyConfig, device, runs: _Evaluated, class_names, data_fingerprint, timings, minutes):
+    """What ``report.json`` holds: the question, the declared endpoints and their corrections, the
+    notes on the data, the configuration, the per-seed numbers, their summary and the raw metrics."""
+    rho, groups = config.background_correlation, config.background_groups
+    summary, testing = summarise(runs.per_run, config.primary_endpoints)
+    return {
+        "question": "Does LazyStrike make a ViT look at the object?",
+        "primary_endpoints": [
+            {"variant": v, "metric": m, "reference": REFERENCE, "test": "paired t-test over seeds, Holm-corrected"}
+            for v, m in config.primary_endpoints
+        ],
+        "multiple_testing": testing,
+        "test_split_note": TEST_SPLIT_NOTES[config.data_variant],
+        "background_note": BACKGROUND_NOTE.format(
+            groups=groups, rho=rho, share=rho + (1 - rho) / groups, chance=1 / groups
+        ),
+        "choices": CHOICES,
+        "chance": 1 / len(class_names),
+        "class_names": class_names,
+        "seeds": list(config.seeds),
+        "variants": {name: ALL_VARIANTS[name] for name in config.variants},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()},
+        "environment": environment(device),
+        "data_fingerprint": data_fingerprint,
+        "per_seed": runs.per_run,
+        "summary": summary,
+        "raw": runs.raw,
+        "timings_s": timings,
+        "minutes": minutes,
+    }
+
+
 def run_study(config: StudyConfig) -> dict:
     """Run the whole study into ``config.output_dir`` (written whole at the end). Returns the
     results that ``report.json`` holds."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    from lastvit.measure.evaluation import evaluate_model, resolve_device
+    from lastvit.measure.forward import resolve_device
 
     start = time.time()
     config, device, out, work = prepare_run(config, resolve_device)
@@ -173,74 +260,14 @@ def run_study(config: StudyConfig) -> dict:
     data_fingerprint = scenes_fingerprint(data)
     timings["data"] = time.time() - tic
 
-    per_run = {name: [] for name in config.variants}
-    raw, first_arrays, evaluation_data, counterfactual, stats = {}, {}, None, None, None
+    runs = _Evaluated(per_run={name: [] for name in config.variants})
     for seed in config.seeds:
         for name in config.variants:
-            label = {**VARIANTS, **OPTIONAL_VARIANTS}[name]["label"]
-            _log(start, f"training {label}, seed {seed}")
-            tic = time.time()
-            folder = work / "runs" / f"{name}-seed{seed}"
-            trained = train_variant(config, name, seed, data, folder)
-            timings["training"][f"{name}-seed{seed}"] = time.time() - tic
-            model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True)
-            if evaluation_data is None:
-                processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
-                stats = (tuple(processor.image_mean), tuple(processor.image_std))
-                evaluation_data, counterfactual = evaluation_sets(data["test"], config.image_size, *stats)
-            tic = time.time()
-            metrics, arrays = evaluate_model(
-                model,
-                evaluation_data,
-                device=device,
-                seed=seed,
-                probe_images=config.probe_images,
-                progress=config.progress,
-                counterfactual=counterfactual,
-            )
-            metrics["validation_top1"] = trained.get("top1")
-            timings["evaluation"][f"{name}-seed{seed}"] = time.time() - tic
-            raw[f"{name}-seed{seed}"] = metrics
-            per_run[name].append(flatten_metrics(metrics))
-            if seed == config.seeds[0]:
-                first_arrays[name] = arrays
-            background = metrics["background_test"]
-            _log(
-                start,
-                f"    top-1 {metrics['classification']['top1']:.3f}, mixed-rand {background['mixed_rand']:.3f}, "
-                f"BG-gap {background['bg_gap']:+.3f}, Patch-Score AUROC {metrics['maps']['patch_score']['auroc']:.3f}",
-            )
-            del model
+            _train_and_evaluate(config, name, seed, data, work, device, runs, timings, start)
 
     minutes = (time.time() - start) / 60
-    rho, groups = config.background_correlation, config.background_groups
-    summary, testing = summarise(per_run, config.primary_endpoints)
-    results = {
-        "question": "Does LazyStrike make a ViT look at the object?",
-        "primary_endpoints": [
-            {"variant": v, "metric": m, "reference": REFERENCE, "test": "paired t-test over seeds, Holm-corrected"}
-            for v, m in config.primary_endpoints
-        ],
-        "multiple_testing": testing,
-        "test_split_note": TEST_SPLIT_NOTES[config.data_variant],
-        "background_note": BACKGROUND_NOTE.format(
-            groups=groups, rho=rho, share=rho + (1 - rho) / groups, chance=1 / groups
-        ),
-        "choices": CHOICES,
-        "chance": 1 / len(class_names),
-        "class_names": class_names,
-        "seeds": list(config.seeds),
-        "variants": {name: {**VARIANTS, **OPTIONAL_VARIANTS}[name] for name in config.variants},
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()},
-        "environment": environment(device),
-        "data_fingerprint": data_fingerprint,
-        "per_seed": per_run,
-        "summary": summary,
-        "raw": raw,
-        "timings_s": timings,
-        "minutes": minutes,
-    }
-    report_files = write_report(work, results, evaluation_data, first_arrays, stats)
+    results = _study_results(config, device, runs, class_names, data_fingerprint, timings, minutes)
+    report_files = write_report(work, results, runs.data, runs.first_arrays, runs.stats)
     results["report_files"] = report_files
     (work / "report.json").write_text(json.dumps(results, indent=2))
 

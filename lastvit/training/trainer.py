@@ -33,7 +33,7 @@ from lastvit.data.loading import (
 )
 from lastvit.errors import LastViTUserError
 from lastvit.files import check_model_path, load_pretrained, model_source, write_folder
-from lastvit.measure.accuracy import top_k_hits
+from lastvit.measure.metrics.accuracy import top_k_hits
 
 from . import loop
 from .config import ConfigError, TrainConfig

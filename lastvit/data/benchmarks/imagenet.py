@@ -9,7 +9,7 @@ Two layouts of the same boxes are read:
 Class indices follow ``LOC_synset_mapping.txt`` (the standard 1000-class order: sorted wnids) when
 it is there, else the sorted wnids found.
 
-The authors' filter (``evaluate_patch_hit.py``; `lastvit.measure.localization.pib_filter`): keep
+The authors' filter (``evaluate_patch_hit.py``; `lastvit.measure.metrics.localisation.pib_filter`): keep
 the images with exactly one box whose area is below 25% of the image. On by default.
 """
 
@@ -98,7 +98,7 @@ class ImageNetBoxes(BenchmarkDataset):
         self.num_annotated = len(entries)
         entries = [entry for entry in entries if entry["objects"]]
         if single_object_filter and entries:
-            from lastvit.measure.localization import pib_filter  # the one definition of the filter
+            from lastvit.measure.metrics.localisation import pib_filter  # the one definition of the filter
 
             keep = pib_filter([[box for _, box in e["objects"]] for e in entries], [e["size"] for e in entries])
             entries = [entry for entry, kept in zip(entries, keep) if kept]

@@ -1,20 +1,20 @@
 """CorLoc (unsupervised object discovery) as a local `evaluate` metric.
 
 Load it offline with ``evaluate.load("<this folder>")`` or ``lastvit.measure.load_metric("corloc")``.
-The rule is `lastvit.measure.dense.corloc_hits` (one implementation, shared with `lastvit-evaluate`).
+The rule is `lastvit.measure.metrics.localisation.corloc_hits` (one implementation, shared with `lastvit-evaluate`).
 """
 
 import datasets
 import evaluate
 
-from lastvit.measure.dense import CORLOC_IOU, corloc_hits
+from lastvit.measure.metrics.localisation import CORLOC_IOU, corloc_hits
 
 _DESCRIPTION = """
 CorLoc: the fraction of images whose predicted box has IoU >= 0.5 with any of the image's reference
 boxes (LaSt-ViT Tab. 7, after LOST / TokenCut). An image without a predicted box (an empty list, e.g.
 an empty foreground) counts as a miss. Boxes are (x0, y0, x1, y1) in one pixel frame per image.
 
-`lastvit.measure.dense.foreground_boxes` gives the predicted box of a per-patch map (the box of the
+`lastvit.measure.maps.foreground_boxes` gives the predicted box of a per-patch map (the box of the
 largest 4-connected component of the patches above mean + std), as `lastvit-evaluate` does.
 """
 

@@ -8,7 +8,7 @@ The computation is `lastvit.measure.zero_shot.dataset_mean_iou` (one implementat
 import datasets
 import evaluate
 
-from lastvit.measure.zero_shot import IGNORE, dataset_mean_iou
+from lastvit.measure.metrics.segmentation import IGNORE, dataset_mean_iou
 
 _DESCRIPTION = """
 Mean intersection-over-union of per-pixel class maps, VOC style: one confusion matrix summed over

@@ -1,14 +1,14 @@
 """Point-in-Box (LaSt-ViT's "Patch-BBox Hit Ratio") as a local `evaluate` metric, with its baselines.
 
 Load it offline with ``evaluate.load("<this folder>")`` or ``lastvit.measure.load_metric("point_in_box")``.
-The computation is `lastvit.measure.localization` (one implementation, shared with the library).
+The computation is `lastvit.measure.metrics.localisation` (one implementation, shared with the library).
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from lastvit.measure.localization import (
+from lastvit.measure.metrics.localisation import (
     centre_patch_baseline,
     pib_filter,
     point_in_box,

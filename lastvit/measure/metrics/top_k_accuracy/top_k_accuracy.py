@@ -8,7 +8,7 @@ import evaluate
 import numpy as np
 import torch
 
-from lastvit.measure.accuracy import top_k_accuracy
+from lastvit.measure.metrics.accuracy import top_k_accuracy
 
 _DESCRIPTION = """
 Top-k accuracy: the fraction of examples whose label is among the k highest-scoring classes.

@@ -29,4 +29,11 @@ def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Iterable[int]
     return {k: hits[:, :k].any(dim=1).float().mean().item() for k in kept}
 
 
-__all__ = ["top_k_accuracy", "top_k_hits"]
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """``{"top1", "top5" (or top-k with k = the number of classes when fewer), "num_images"}``."""
+    k = min(5, logits.shape[1])
+    accuracy = top_k_accuracy(logits, labels, (1, k))
+    return {"top1": accuracy[1], f"top{k}": accuracy[k], "num_images": len(labels)}
+
+
+__all__ = ["classification_metrics", "top_k_accuracy", "top_k_hits"]
