@@ -16,9 +16,9 @@ from lastvit.study.runner import build_data
 from tests.test_scenes import debian  # noqa: F401  (fixture: fails with the install command)
 
 EXPECTED_DEFAULT_STUDY_DATA = {
-    "test": "c009d9d1ca843b838aa2049738d6659054837898ae98664b36a050366673dec7",
-    "train": "98cf8ab29eacf6dfd1a0a66c2f5380cb1f830748c7bd1caa9d59698555acc5f0",
-    "validation": "8b4c8c5488b35fe66ecaadd9c77dabd47f97369baf1b82427c69a4d56f482a15",
+    "test": "63811179d73227c306460c355a074644749d4dc71c3ae601cd256d3ec8bcdb08",
+    "train": "6f240fb8c7f2e650cc4221c009652a065638bd229dda8eb64f839c4caf9a29d4",
+    "validation": "316ddaaefd3a4868c0ac6c91ad50497b28e039663d1f91f0741a9cb886cd5ab5",
 }
 """`scenes_fingerprint` of the data `lastvit-study` builds by default (CPU scale, data seed 0; test and
 validation include their counterfactual renderings)."""
