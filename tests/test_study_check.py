@@ -77,3 +77,20 @@ def test_a_different_package_version_is_named_before_the_metrics(tiny_report, tm
 def test_a_seed_the_report_did_not_run_is_refused(tiny_report, capsys):
     assert study.main(["--check", str(tiny_report), "--check-seed", "7"]) == 2
     assert "pick one of them" in capsys.readouterr().err
+
+
+def test_the_check_runs_with_the_thread_count_the_report_records():
+    import torch
+
+    from lastvit.study.check import recorded_threads
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    seen = []
+    with recorded_threads({"environment": {"device": "cpu", "cpu_threads": other}}):
+        seen.append(torch.get_num_threads())
+    with recorded_threads({"environment": {"device": "cuda:0", "cpu_threads": other}}):
+        seen.append(torch.get_num_threads())
+    with recorded_threads({}):
+        seen.append(torch.get_num_threads())
+    assert seen == [other, before, before] and torch.get_num_threads() == before

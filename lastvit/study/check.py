@@ -4,6 +4,7 @@ metrics (``lastvit-study --check REPORT.json``)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -94,6 +95,27 @@ def compare(committed: dict, rerun: dict, seed: int) -> tuple[list[str], int]:
     return differences, compared
 
 
+@contextlib.contextmanager
+def recorded_threads(committed: dict):
+    """Run with the report's CPU thread count: on a CPU, torch's intra-op thread count changes how
+    sums are split and so the last bits of every metric (a 1-thread and a 2-thread run of the same
+    seed differ in the third decimal). GPU reports and reports without the count run as they are."""
+    import torch
+
+    environment = committed.get("environment", {})
+    recorded = environment.get("cpu_threads")
+    if not recorded or str(environment.get("device", "cpu")) != "cpu" or recorded == torch.get_num_threads():
+        yield
+        return
+    previous = torch.get_num_threads()
+    print(f"check: running with the report's {recorded} CPU thread(s) (torch had {previous})", flush=True)
+    torch.set_num_threads(recorded)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def check_report(report: str | Path, seed: int = 0, progress: bool = False) -> CheckResult:
     """Re-run ``seed`` of the study in ``report`` (its report.json) with the config it records,
     in a temporary folder, and compare (see :func:`compare`)."""
@@ -105,11 +127,11 @@ def check_report(report: str | Path, seed: int = 0, progress: bool = False) -> C
     committed = json.loads(path.read_text())
     if seed not in committed.get("seeds", []):
         raise StudyError(f"--check-seed {seed}: the report ran seeds {committed.get('seeds')}; pick one of them.")
-    with tempfile.TemporaryDirectory(prefix="lastvit-check-") as folder:
+    with tempfile.TemporaryDirectory(prefix="lastvit-check-") as folder, recorded_threads(committed):
         config = config_from_report(committed["config"], seed, Path(folder) / "study", progress)
         rerun = run_study(config)
     differences, compared = compare(committed, rerun, seed)
     return CheckResult(str(report), seed, differences, compared, rerun)
 
 
-__all__ = ["CheckResult", "check_report", "compare", "config_from_report"]
+__all__ = ["CheckResult", "check_report", "compare", "config_from_report", "recorded_threads"]
