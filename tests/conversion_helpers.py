@@ -86,6 +86,41 @@ HF_SOURCES = {
 }
 
 
+def timm_outputs(model, x):
+    """A timm model's block outputs (and the first block's input), final tokens, pooled feature and logits."""
+    captured = []
+    hooks = [model.blocks[0].register_forward_pre_hook(lambda m, args: captured.append(args[0]))]
+    hooks += [block.register_forward_hook(lambda m, a, out: captured.append(out)) for block in model.blocks]
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        pooled = model.forward_head(tokens, pre_logits=True)
+        logits = model.forward_head(tokens)
+    for hook in hooks:
+        hook.remove()
+    return captured, tokens, pooled, logits
+
+
+def assert_matches_timm(converted, model, x, name, has_head):
+    """The converted folder's hidden states, last hidden state, pooled output (and logits where the
+    timm model has a head) equal timm's own forward within ATOL."""
+    from modeling_lastvit import LastViTForImageClassification
+
+    base = converted.lastvit if isinstance(converted, LastViTForImageClassification) else converted
+    hidden, tokens, pooled, logits = timm_outputs(model, x)
+    with torch.no_grad():
+        ours = base(x, output_hidden_states=True)
+    assert len(ours.hidden_states) == len(hidden)
+    for i, (expected, actual) in enumerate(zip(hidden, ours.hidden_states)):
+        assert_close(actual, expected, f"{name} hidden_states[{i}]")
+    assert_close(ours.last_hidden_state, tokens, f"{name} last_hidden_state")
+    assert_close(ours.pooler_output, pooled, f"{name} pooler_output")
+    if has_head:
+        with torch.no_grad():
+            assert_close(converted(x).logits, logits, f"{name} logits")
+    else:
+        assert not isinstance(converted, LastViTForImageClassification)
+
+
 def hf_source(name):
     torch.manual_seed(0)
     return perturbed(HF_SOURCES[name]())

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from lastvit.conversion import ConversionError, ConversionOptions, convert_timm_state_dict
-from modeling_lastvit import LastViTForImageClassification
 
-from .conversion_helpers import NATIVE, assert_close, perturbed, pixels
+from .conversion_helpers import NATIVE, assert_matches_timm, perturbed, pixels
 from .torchvision_standin import import_timm, uses_after_import
 
 try:
@@ -44,20 +43,6 @@ def timm_vit(name):
     return perturbed(VisionTransformer(**BASE, **TIMM_VITS[name]))
 
 
-def timm_outputs(model, x):
-    """timm's block outputs (and the first block's input), final tokens, pooled feature and logits."""
-    captured = []
-    hooks = [model.blocks[0].register_forward_pre_hook(lambda m, args: captured.append(args[0]))]
-    hooks += [block.register_forward_hook(lambda m, a, out: captured.append(out)) for block in model.blocks]
-    with torch.no_grad():
-        tokens = model.forward_features(x)
-        pooled = model.forward_head(tokens, pre_logits=True)
-        logits = model.forward_head(tokens)
-    for hook in hooks:
-        hook.remove()
-    return captured, tokens, pooled, logits
-
-
 def convert(name, **options):
     model = timm_vit(name)
     options.setdefault("num_heads", 4)
@@ -69,22 +54,7 @@ def convert(name, **options):
 @pytest.mark.parametrize("name", list(TIMM_VITS))
 def test_timm_vits_convert_with_outputs_equal_to_timms_forward(name, size):
     model, result = convert(name)
-    converted = result.model
-    base = converted.lastvit if isinstance(converted, LastViTForImageClassification) else converted
-    x = pixels(size)
-    hidden, tokens, pooled, logits = timm_outputs(model, x)
-    with torch.no_grad():
-        ours = base(x, output_hidden_states=True)
-    assert len(ours.hidden_states) == len(hidden) == 3
-    for i, (expected, actual) in enumerate(zip(hidden, ours.hidden_states)):
-        assert_close(actual, expected, f"{name} hidden_states[{i}]")
-    assert_close(ours.last_hidden_state, tokens, f"{name} last_hidden_state")
-    assert_close(ours.pooler_output, pooled, f"{name} pooler_output")
-    if TIMM_VITS[name]["num_classes"]:
-        with torch.no_grad():
-            assert_close(converted(x).logits, logits, f"{name} logits")
-    else:
-        assert not isinstance(converted, LastViTForImageClassification)
+    assert_matches_timm(result.model, model, pixels(size), name, has_head=bool(TIMM_VITS[name]["num_classes"]))
     assert uses_after_import() == []  # the torchvision stand-in (if any) was only touched while timm imported
 
 
