@@ -43,11 +43,18 @@ PREDICTED_SIGN = {
     "background/only_bg": -1,
 }
 NORM_KEYS = ("patch_max_over_median", "cls_to_patch", "register_to_patch", "high_norm_patches_per_image")
-LONG_RUN_NOTE = (
-    "The longer CPU run (`lastvit-study --scale long --overwrite --output-dir outputs/study_long`, about 2 hours "
-    "on 2 cores) and the GPU scale (`lastvit-study --scale gpu`) have not been run for this report: their "
-    "results are not committed yet."
-)
+SCALE_NOTES = {
+    "cpu": "the quick CPU scale (README command 1)",
+    "long": "the long CPU scale (`--scale long`: more images and steps than command 1)",
+    "gpu": "the GPU scale (`--scale gpu`: 196 patches, objects at most 25% of the image)",
+}
+
+
+def _scale_note(results: dict) -> str:
+    """Which scale this report is, and the others, each of which writes its own report."""
+    scale = results.get("config", {}).get("scale", "cpu")
+    others = ", ".join(f"`--scale {name}`" for name in SCALE_NOTES if name != scale)
+    return f"This report is {SCALE_NOTES.get(scale, scale)}; {others} run the same study at other sizes, each into its own report."
 
 
 def flatten_metrics(metrics: dict) -> dict:
@@ -548,7 +555,7 @@ def _method_lines(results: dict) -> list[str]:
         "## How the defaults were chosen",
         "",
         *[f"- {key.replace('_', ' ')}: {text}." for key, text in results.get("choices", {}).items()],
-        f"- {LONG_RUN_NOTE}",
+        f"- {_scale_note(results)}",
         "",
         "## Definitions",
         "",
