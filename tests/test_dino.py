@@ -317,8 +317,34 @@ def test_the_run_records_collapse_diagnostics_and_a_validation_knn_curve_from_th
     assert 0 <= first["teacher_entropy"] <= np.log(32) + 1e-6
     assert first["loss"] == pytest.approx(first["teacher_entropy"] + first["kl"], rel=1e-4)
     assert [p["step"] for p in curves["knn_curve"]] == [0, 2, 4]  # every 2 steps and at the end
-    # step 0 is the untrained start (the teacher before any update), measured on the 6 validation images
-    assert all(0 <= p["knn_top1"] <= 1 for p in curves["knn_curve"])
+    # step 0 is the untrained start (the teacher before any update), measured on the 6 validation images;
+    # the scenes name their backgrounds, so each point also has the background's k-NN top-1
+    assert all(0 <= p["knn_top1"] <= 1 and 0 <= p["knn_background_top1"] <= 1 for p in curves["knn_curve"])
+
+
+def test_a_curve_point_is_dinos_knn_top1_of_the_class_and_of_the_background(tiny_backbone, scenes_with_validation):
+    import datasets
+
+    from lastvit.data.loading import ImageTransform
+    from lastvit.measure.pretrained_eval import knn_accuracy
+    from lastvit.training.dino_trainer import curve_knn, knn_curve_arrays
+    from lastvit.training.pretraining import eval_arrays
+
+    args = run_args("unused", tiny_backbone, dataset=scenes_with_validation, curve_bank=16)
+    splits = datasets.load_from_disk(scenes_with_validation)
+    train, validation = splits["train"], splits["validation"]
+    backbone = LastViTModel.from_pretrained(tiny_backbone)
+    transform = ImageTransform(size=32, mean=(0.5,) * 3, std=(0.5,) * 3, train=False)
+    point = curve_knn(backbone, knn_curve_arrays(train, validation, transform, args), k=20)
+    bank, _, _, _ = eval_arrays(train.select(range(16)), transform)
+    query, labels, _, _ = eval_arrays(validation, transform)
+    assert point["knn_top1"] == pytest.approx(knn_accuracy(backbone, bank, train["label"][:16], query, labels))
+    names = sorted(set(train["background_id"]) | set(validation["background_id"]))
+    to_id = (
+        [names.index(b) for b in train["background_id"][:16]],
+        [names.index(b) for b in validation["background_id"]],
+    )
+    assert point["knn_background_top1"] == pytest.approx(knn_accuracy(backbone, bank, to_id[0], query, to_id[1]))
 
 
 def test_the_knn_curve_refuses_the_evaluation_split(tmp_path, tiny_backbone, scenes_with_validation):

@@ -22,6 +22,7 @@ from lastvit.study.pretraining import (
     PretrainingStudyError,
     build_data,
     holm,
+    merge_reports,
     run_pretraining_study,
     slope,
     study_tests,
@@ -31,8 +32,10 @@ from lastvit.study.pretraining import (
 from training_scripts import study_pretraining
 
 
-def test_tiny_study_trains_every_variant_at_every_caption_rate_and_writes_the_declared_design(tmp_path):
-    out = tmp_path / "study"
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """``(folder, results)`` of the whole design at a tiny scale: one seed, two caption rates."""
+    out = tmp_path_factory.mktemp("pretraining") / "study"
     config = PretrainingStudyConfig(
         output_dir=out,
         seeds=(0,),
@@ -45,7 +48,11 @@ def test_tiny_study_trains_every_variant_at_every_caption_rate_and_writes_the_de
         caption_rates=(0.0, 0.9),
         dino_knn_every=1,
     )
-    results = run_pretraining_study(config)
+    return out, run_pretraining_study(config)
+
+
+def test_tiny_study_trains_every_variant_at_every_caption_rate_and_writes_the_declared_design(tiny_study):
+    out, results = tiny_study
     report = json.loads((out / "report.json").read_text())
     assert set(report["per_seed"]) == set(VARIANTS)
     assert {"dino_k1", "dino_kn7", "clip_k1", "clip_khalf"} <= set(VARIANTS)
@@ -73,6 +80,10 @@ def test_tiny_study_trains_every_variant_at_every_caption_rate_and_writes_the_de
     assert not any(t["metric"].endswith("only_bg") for t in report["tests"])  # at chance by construction: shown only
     curve = report["per_seed"]["dino_cls"][0]["curves"]["knn_curve"]
     assert [p["step"] for p in curve] == [0, 1, 2]
+    # the scenes name each image's background, so the curve also tracks how well the teacher tells them apart
+    assert all(set(p) == {"step", "knn_top1", "knn_background_top1"} for p in curve)
+    summary_curve = report["summary"]["dino_cls"]["knn_curve"]
+    assert summary_curve["knn_background_top1"]["per_seed"] == [[p["knn_background_top1"] for p in curve]]
     assert report["design"]["primary"].keys() == {"dino", "clip"}
     assert report["config"]["caption_rates"] == [0.0, 0.9] and report["config"]["primary_clip_variant"] == "clip_k1"
     kinds = [t["kind"] for t in report["tests"]]
@@ -82,7 +93,62 @@ def test_tiny_study_trains_every_variant_at_every_caption_rate_and_writes_the_de
     assert {"pillow", "numpy", "datasets", "torch"} <= set(report["environment"]["packages"])
     for name in ("dino.png", "dino_curves.png", "clip_rates.png", "report.md"):
         assert (out / name).exists()
-    assert not list(tmp_path.glob(".study*"))  # staging and work folders are gone
+    assert not list(out.parent.glob(".study*"))  # staging and work folders are gone
+
+
+def _write_part(folder, report: dict, names: list[str]) -> None:
+    """A report folder holding only the runs of `names`, as a run with those families would write it."""
+    families = sorted({VARIANTS[n]["family"] for n in names}, key=["dino", "clip"].index)
+    part = {
+        **report,
+        "config": {**report["config"], "families": families},
+        "per_seed": {n: report["per_seed"][n] for n in names},
+    }
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps(part))
+
+
+@pytest.fixture
+def parts(tiny_study, tmp_path):
+    """The tiny study's report split into its DINO part and its CLIP part."""
+    report = json.loads((tiny_study[0] / "report.json").read_text())
+    _write_part(tmp_path / "dino", report, [n for n in VARIANTS if VARIANTS[n]["family"] == "dino"])
+    _write_part(tmp_path / "clip", report, [n for n in VARIANTS if VARIANTS[n]["family"] == "clip"])
+    return report, [tmp_path / "dino", tmp_path / "clip"]
+
+
+def test_merging_the_parts_of_a_study_gives_the_whole_studys_tests_and_summary(parts, tmp_path):
+    whole, folders = parts
+    merged = merge_reports(folders, tmp_path / "merged")
+    written = json.loads((tmp_path / "merged" / "report.json").read_text())
+    assert written["tests"] == whole["tests"] and written["summary"] == whole["summary"]
+    assert written["verdict"] == whole["verdict"] and written["design"] == whole["design"]
+    assert written["config"]["families"] == ["dino", "clip"] and merged["per_seed"] == whole["per_seed"]
+    assert [p["families"] for p in written["parts"]] == [["dino"], ["clip"]]
+    assert written["minutes"] == pytest.approx(2 * whole["minutes"])
+
+
+def test_merging_refuses_parts_of_different_studies_and_incomplete_or_duplicated_runs(parts, tmp_path):
+    whole, (dino, clip) = parts
+    with pytest.raises(PretrainingStudyError, match="merge parts that together ran every seed"):
+        merge_reports([dino, dino], tmp_path / "twice")
+    other = json.loads((clip / "report.json").read_text())
+    other["config"]["clip_epochs"] = 2
+    (clip / "report.json").write_text(json.dumps(other))
+    with pytest.raises(PretrainingStudyError, match="differs from .* in clip_epochs"):
+        merge_reports([dino, clip], tmp_path / "other")
+    other["config"]["clip_epochs"], other["data_fingerprint"] = whole["config"]["clip_epochs"], {"train": "x"}
+    (clip / "report.json").write_text(json.dumps(other))
+    with pytest.raises(PretrainingStudyError, match="other scenes"):
+        merge_reports([dino, clip], tmp_path / "other")
+    with pytest.raises(PretrainingStudyError, match="holds no report.json"):
+        merge_reports([dino, tmp_path], tmp_path / "other")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("a user's file")
+    with pytest.raises(PretrainingStudyError, match="pass --overwrite"):
+        merge_reports([dino, clip], tmp_path / "taken")
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "a user's file"
+    assert not (tmp_path / "other").exists() and not (tmp_path / "twice").exists()
 
 
 def test_the_counterfactual_renderings_are_the_test_scenes_with_only_the_background_changed():

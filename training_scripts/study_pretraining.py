@@ -11,11 +11,13 @@ over the rates, tested over seeds); the rest is exploratory, Holm-adjusted. DINO
 collapse diagnostics and a k-NN learning curve on a validation split. Every image tower also takes
 the main study's backgrounds challenge (only-FG, only-BG, mixed-same, mixed-rand renderings of the
 test scenes; BG-gap, flip rate), next to its untrained twin. Writes report.md, report.json and
-figures. --pilot trains one DINO variant for the first seed and writes its learning curve.
+figures. --pilot trains one DINO variant for the first seed and writes its learning curve; --merge
+writes one report from parts of a study run side by side (their settings and scenes must agree).
 
     lastvit-study-pretraining --output-dir outputs/study_pretraining --overwrite
     lastvit-study-pretraining --families clip --caption-rates 0 0.9 --seeds 0 1 2 3 4
     lastvit-study-pretraining --pilot dino_cls --seeds 0 --output-dir outputs/dino_pilot
+    lastvit-study-pretraining --merge outputs/part_dino outputs/part_clip --output-dir outputs/study_pretraining
 """
 
 import argparse
@@ -23,9 +25,9 @@ import sys
 from pathlib import Path
 
 from lastvit.arguments import add_arguments, from_args
-from lastvit.study.pretraining import PilotOptions, PretrainingStudyConfig
+from lastvit.study.pretraining import MergeOptions, PilotOptions, PretrainingStudyConfig
 
-OPTIONS = (PretrainingStudyConfig, PilotOptions)
+OPTIONS = (PretrainingStudyConfig, PilotOptions, MergeOptions)
 # This command's own defaults: a folder to write to, and progress bars on a terminal.
 DEFAULTS = {"output_dir": Path("outputs/study_pretraining"), "progress": True}
 
@@ -36,14 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(parser, PretrainingStudyConfig, defaults=DEFAULTS)
     add_arguments(parser, PilotOptions)
+    add_arguments(parser, MergeOptions)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)  # before any heavy import: --help stays fast
-    from lastvit.study.pretraining import PretrainingStudyError, run_dino_pilot, run_pretraining_study
+    from lastvit.study.pretraining import PretrainingStudyError, merge_reports, run_dino_pilot, run_pretraining_study
 
     try:
+        merge = from_args(MergeOptions, args).merge
+        if merge:
+            merge_reports(merge, args.output_dir, overwrite=args.overwrite)
+            print((Path(args.output_dir) / "report.md").read_text())
+            return 0
         pilot = from_args(PilotOptions, args).pilot
         config = from_args(PretrainingStudyConfig, args, **({"families": ("dino",)} if pilot else {}))
         if pilot:

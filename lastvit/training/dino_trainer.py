@@ -107,6 +107,11 @@ class DINOTrainingArguments:
     knn_every: int = option(0, "measure the teacher's k-NN top-1 on --curve-split every N steps (0: never)")
     curve_split: str = option("validation", "labelled split of the k-NN learning curve (not the evaluation split)")
     curve_bank: int = option(2000, "training images in the k-NN curve's memory bank")
+    curve_background_column: str | None = option(
+        "background_id",
+        "where both splits have this column (the background's source), the curve also records the k-NN top-1 "
+        "of the background: a teacher that tells backgrounds apart, not classes, keys on the background",
+    )
     knn_k: int = option(20, "neighbours of the k-NN sanity metric")
     seed: int = option(0, "seed of weights, order and augmentation")
     report_to: str = option(
@@ -359,10 +364,9 @@ class _DINOStep:
         """The teacher's k-NN top-1 on the curve split at `step` (once per step)."""
         state = self.steps.state
         if self.curve is not None and not any(point["step"] == step for point in state["knn_curve"]):
-            state["knn_curve"].append(
-                {"step": step, "knn_top1": curve_knn(self.teacher.backbone, self.curve, self.args.knn_k)}
-            )
-            self.accelerator.log({"val/knn_top1": state["knn_curve"][-1]["knn_top1"]}, step=step)
+            point = curve_knn(self.teacher.backbone, self.curve, self.args.knn_k)
+            state["knn_curve"].append({"step": step, **point})
+            self.accelerator.log({f"val/{key}": value for key, value in point.items()}, step=step)
 
     def __call__(self, batch) -> float:
         import torch
@@ -453,9 +457,11 @@ def load_curve_split(args: DINOTrainingArguments, eval_split):
     return split
 
 
-def knn_curve_arrays(train_split, curve_split, transform, args):
-    """``(bank pixels, bank labels, query pixels, query labels)`` of the k-NN curve: the first
-    `--curve-bank` training images and the whole curve split, at the evaluation transform."""
+def knn_curve_arrays(train_split, curve_split, transform, args) -> dict:
+    """The k-NN curve's inputs: ``bank`` and ``query`` pixels (the first `--curve-bank` training images
+    and the whole curve split, at the evaluation transform) and ``labels``, ``{curve key: (bank labels,
+    query labels)}``: the class (``knn_top1``) and, where both splits have
+    `--curve-background-column`, the background (``knn_background_top1``)."""
     from lastvit.training.pretraining import eval_arrays
 
     bank = train_split.select(range(min(args.curve_bank, len(train_split))))
@@ -463,14 +469,29 @@ def knn_curve_arrays(train_split, curve_split, transform, args):
     query_pixels, query_labels, _, _ = eval_arrays(curve_split, transform, args.image_column, args.label_column)
     if bank_labels is None:
         raise PretrainingError(f"the training split has no labels ({args.label_column!r}) for the k-NN curve.")
-    return bank_pixels, bank_labels, query_pixels, query_labels
+    labels = {"knn_top1": (bank_labels, query_labels)}
+    column = args.curve_background_column
+    if column and column in bank.column_names and column in curve_split.column_names:
+        ids = {name: index for index, name in enumerate(sorted(set(bank[column]) | set(curve_split[column])))}
+        labels["knn_background_top1"] = ([ids[b] for b in bank[column]], [ids[b] for b in curve_split[column]])
+    return {"bank": bank_pixels, "query": query_pixels, "labels": labels}
 
 
-def curve_knn(backbone, arrays, k: int) -> float:
-    """k-NN top-1 of `backbone` on the curve arrays; leaves the backbone in eval mode (the teacher's)."""
-    from lastvit.measure.pretrained_eval import knn_accuracy
+def curve_knn(backbone, arrays: dict, k: int) -> dict:
+    """One point of the k-NN curve, ``{curve key: top-1}`` (`knn_curve_arrays`), from one pass of
+    `backbone` over the bank and the queries; leaves the backbone in eval mode (the teacher's)."""
+    import torch
 
-    return round(knn_accuracy(backbone, *arrays, k=k), 6)
+    from lastvit.measure.pretrained_eval import global_features, knn_votes
+
+    bank = torch.nn.functional.normalize(global_features(backbone, arrays["bank"]), dim=-1)
+    query = torch.nn.functional.normalize(global_features(backbone, arrays["query"]), dim=-1)
+    point = {}
+    for key, (bank_labels, query_labels) in arrays["labels"].items():
+        num_classes = max(max(bank_labels), max(query_labels)) + 1
+        votes = knn_votes(bank, torch.as_tensor(bank_labels), query, num_classes, k)
+        point[key] = round(float((votes.argmax(dim=-1) == torch.as_tensor(query_labels)).float().mean()), 6)
+    return point
 
 
 def evaluate_backbone(backbone, untrained, train_split, eval_split, transform, args) -> dict:

@@ -209,6 +209,23 @@ def study_tests(config: PretrainingStudyConfig, per_seed: dict) -> list[dict]:
     return tests
 
 
+CURVE_KEYS = {"knn_top1": "k-NN top-1 of the class", "knn_background_top1": "k-NN top-1 of the background"}
+
+
+def _mean_curve(curves: list[list[dict]]) -> dict:
+    """``{"steps": [...], key: {"mean": [...], "per_seed": [[...], ...]}}`` for each `CURVE_KEYS` entry
+    every point of every seed has (the background's only where the data names backgrounds)."""
+    keys = [key for key in CURVE_KEYS if all(key in point for curve in curves for point in curve)]
+    summary = {"steps": [point["step"] for point in curves[0]]}
+    for key in keys:
+        per_seed = [[point[key] for point in curve] for curve in curves]
+        summary[key] = {
+            "mean": [float(np.mean(values)) for values in zip(*per_seed, strict=True)],
+            "per_seed": per_seed,
+        }
+    return summary
+
+
 def summarise(config: PretrainingStudyConfig, per_seed: dict) -> dict:
     """Mean ± std per variant and metric, trained and untrained twin: DINO ``{name: {metric: ...}}``,
     CLIP ``{name: {rate: {metric: ...}}}``; and for DINO the mean k-NN curve over seeds and the
@@ -221,14 +238,7 @@ def summarise(config: PretrainingStudyConfig, per_seed: dict) -> dict:
             entry = {"metrics": {m: d for m in METRICS[family] if (d := _describe(runs, m))}}
             curves = [r["curves"] for r in runs if r.get("curves")]
             if curves and all(c["knn_curve"] for c in curves):
-                steps = [p["step"] for p in curves[0]["knn_curve"]]
-                entry["knn_curve"] = {
-                    "steps": steps,
-                    "mean": [
-                        float(np.mean([c["knn_curve"][i]["knn_top1"] for c in curves])) for i in range(len(steps))
-                    ],
-                    "per_seed": [[p["knn_top1"] for p in c["knn_curve"]] for c in curves],
-                }
+                entry["knn_curve"] = _mean_curve([c["knn_curve"] for c in curves])
             if curves and all(c["diagnostics"] for c in curves):
                 last = [c["diagnostics"][-1] for c in curves]
                 entry["final_diagnostics"] = {
@@ -247,4 +257,4 @@ def summarise(config: PretrainingStudyConfig, per_seed: dict) -> dict:
     return summary
 
 
-__all__ = ["COMPARISONS", "interaction_test", "runs_of", "study_tests", "summarise", "values_of"]
+__all__ = ["COMPARISONS", "CURVE_KEYS", "interaction_test", "runs_of", "study_tests", "summarise", "values_of"]

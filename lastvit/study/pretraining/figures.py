@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .analysis import runs_of, values_of
+from .analysis import CURVE_KEYS, runs_of, values_of
 from .config import METRICS, TESTED, VARIANTS, PretrainingStudyConfig
 
 
@@ -38,13 +38,15 @@ def write_figures(folder: Path, config: PretrainingStudyConfig, results: dict) -
         plot_seed_points(values, folder / "dino.png")
         names.append("dino.png")
         if all("knn_curve" in summary[n] for n in dino):
-            figure = _figure(5, 3.4)
-            axis = figure.subplots()
-            for n in dino:
-                curve = summary[n]["knn_curve"]
-                axis.plot(curve["steps"], curve["mean"], marker="o", markersize=3, label=VARIANTS[n]["label"])
-            axis.axhline(results["chance"], color="black", linestyle="--", linewidth=1, label="chance")
-            _label_axis(axis, "step", "k-NN top-1 (validation)")
+            curves = {VARIANTS[n]["label"]: summary[n]["knn_curve"] for n in dino}
+            keys = [key for key in CURVE_KEYS if all(key in curve for curve in curves.values())]
+            figure = _figure(5 * len(keys), 3.4)
+            for axis, key in zip(figure.subplots(1, len(keys), squeeze=False)[0], keys, strict=True):
+                for label, curve in curves.items():
+                    axis.plot(curve["steps"], curve[key]["mean"], marker="o", markersize=3, label=label)
+                if key == "knn_top1":
+                    axis.axhline(results["chance"], color="black", linestyle="--", linewidth=1, label="chance")
+                _label_axis(axis, "step", CURVE_KEYS[key] + " (validation)")
             _save(figure, folder / "dino_curves.png")
             names.append("dino_curves.png")
     if "clip" in config.families:
@@ -65,15 +67,17 @@ def write_figures(folder: Path, config: PretrainingStudyConfig, results: dict) -
 def pilot_figure(pilot: dict, path: Path) -> None:
     from lastvit.measure.plots import _figure, _save
 
-    figure = _figure(9, 3.2)
-    left, right = figure.subplots(1, 2)
     curve = pilot["curves"]["knn_curve"]
-    left.plot(
-        [p["step"] for p in curve], [p["knn_top1"] for p in curve], marker="o", markersize=3, label=pilot["label"]
-    )
-    left.axhline(curve[0]["knn_top1"], color="tab:gray", linestyle=":", label="untrained (step 0)")
-    left.axhline(pilot["chance"], color="black", linestyle="--", linewidth=1, label="chance")
-    _label_axis(left, "step", "k-NN top-1 (validation)")
+    keys = [key for key in CURVE_KEYS if all(key in point for point in curve)]
+    figure = _figure(4.5 * (len(keys) + 1), 3.2)
+    *lefts, right = figure.subplots(1, len(keys) + 1)
+    steps = [p["step"] for p in curve]
+    for axis, key in zip(lefts, keys, strict=True):
+        axis.plot(steps, [p[key] for p in curve], marker="o", markersize=3, label=pilot["label"])
+        axis.axhline(curve[0][key], color="tab:gray", linestyle=":", label="untrained (step 0)")
+        if key == "knn_top1":
+            axis.axhline(pilot["chance"], color="black", linestyle="--", linewidth=1, label="chance")
+        _label_axis(axis, "step", CURVE_KEYS[key] + " (validation)")
     diagnostics = pilot["curves"]["diagnostics"]
     steps = [d["step"] for d in diagnostics]
     for key, label in (

@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 
 from ..statistics import ALPHA
-from .analysis import study_tests, summarise
-from .config import AUROC_NOTE, METRICS, VARIANTS, PretrainingStudyConfig, PretrainingStudyError
+from .analysis import CURVE_KEYS, study_tests, summarise
+from .config import AUROC_NOTE, BASELINE, METRICS, VARIANTS, PretrainingStudyConfig, PretrainingStudyError
 from .figures import write_figures
 
 BACKGROUND_NOTE = (
@@ -170,18 +170,7 @@ def _dino_sections(config, summary, names) -> list[str]:
         *_background_note(all("knn_top1_mixed_rand" in summary[n]["metrics"] for n in names)),
     ]
     if all("knn_curve" in summary[n] for n in names):
-        steps = summary[names[0]]["knn_curve"]["steps"]
-        lines += [
-            "### Learning curves: k-NN top-1 on the validation split (mean over seeds; step 0 = untrained)",
-            "",
-            "| step | " + " | ".join(labels) + " |",
-            "|" + "---|" * (len(names) + 1),
-        ]
-        for i, step in enumerate(steps):
-            lines.append(
-                f"| {step} | " + " | ".join(f"{summary[n]['knn_curve']['mean'][i]:.3f}" for n in names) + " |"
-            )
-        lines.append("")
+        lines += _curve_tables(summary, names, labels)
     if all("final_diagnostics" in summary[n] for n in names):
         log_k = math.log(config.dino_out_dim)
         lines += [
@@ -205,6 +194,36 @@ def _dino_sections(config, summary, names) -> list[str]:
                 "A teacher entropy near log(K) with a KL near 0 is collapse to the uniform distribution; both "
                 "entropies near 0 is collapse onto one prototype; a falling per-image entropy with a high batch "
                 "entropy and a KL above 0 is a run that is learning."
+            ),
+            "",
+        ]
+    return lines
+
+
+def _curve_tables(summary, names, labels) -> list[str]:
+    """The learning curves on the validation split, one table per `CURVE_KEYS` entry all variants have."""
+    curves = [summary[n]["knn_curve"] for n in names]
+    lines = []
+    for key, title in CURVE_KEYS.items():
+        if not all(key in curve for curve in curves):
+            continue
+        lines += [
+            f"### Learning curves: {title} on the validation split (mean over seeds; step 0 = untrained)",
+            "",
+            "| step | " + " | ".join(labels) + " |",
+            "|" + "---|" * (len(names) + 1),
+            *[
+                f"| {step} | " + " | ".join(f"{curve[key]['mean'][i]:.3f}" for curve in curves) + " |"
+                for i, step in enumerate(curves[0]["steps"])
+            ],
+            "",
+        ]
+    if "knn_background_top1" in curves[0]:
+        lines += [
+            (
+                "The background's k-NN reads which of the training backgrounds (the validation scenes reuse them) "
+                "each image shows: a teacher whose background accuracy rises while the class accuracy does not has "
+                "learned to tell the backgrounds apart, not the objects."
             ),
             "",
         ]
@@ -287,10 +306,117 @@ def rewrite_report(folder) -> dict:
     return write_report(Path(folder), config, results)
 
 
+# config fields that may differ between the parts of one study (`merge_reports`): which runs a part
+# made and where it wrote them; everything else must agree
+_PART_FIELDS = ("output_dir", "overwrite", "progress", "families", "seeds", "variants")
+
+
+def merge_reports(parts, out: Path, overwrite: bool = False) -> dict:
+    """One study's report from finished parts of it (e.g. ``--families dino`` and ``--families clip``
+    run on two cores, or seeds split over machines): their runs pooled and tested together. Refused
+    unless the parts share every setting, the scenes (data fingerprint) and the package versions, and
+    together hold each variant of their families for every seed exactly once. The parts' run times
+    add up to ``minutes``; ``parts`` records each part's folder, families, seeds and minutes."""
+    from lastvit.files import is_nonempty_dir
+
+    if len(parts) < 2:
+        raise PretrainingStudyError("--merge takes the report folders of two or more parts of one study.")
+    if is_nonempty_dir(out) and not overwrite:
+        raise PretrainingStudyError(
+            f"{out} already holds files; pass --overwrite to replace them or choose another --output-dir."
+        )
+    reports = [_finished_report(Path(folder)) for folder in parts]
+    first = reports[0]
+    for folder, report in zip(parts[1:], reports[1:], strict=True):
+        for key, what in (("data_fingerprint", "scenes"), ("class_names", "class names")):
+            if report.get(key) != first.get(key):
+                raise PretrainingStudyError(
+                    f"{folder} was run on other {what} than {parts[0]}; merge parts of one study only."
+                )
+        if report["environment"]["packages"] != first["environment"]["packages"]:
+            raise PretrainingStudyError(
+                f"{folder} ran with other package versions than {parts[0]}; rerun it in one environment."
+            )
+        differing = sorted(
+            k
+            for k in set(first["config"]) | set(report["config"])
+            if k not in _PART_FIELDS and report["config"].get(k) != first["config"].get(k)
+        )
+        if differing:
+            raise PretrainingStudyError(
+                f"{folder} differs from {parts[0]} in {', '.join(differing)}; merge parts of one study only."
+            )
+    per_seed: dict[str, list] = {}
+    for report in reports:
+        for name, runs in report["per_seed"].items():
+            per_seed.setdefault(name, []).extend(runs)
+    families = tuple(f for f in BASELINE if any(VARIANTS[n]["family"] == f for n in per_seed))
+    seeds = tuple(sorted({run["seed"] for runs in per_seed.values() for run in runs}))
+    fields = {k: v for k, v in first["config"].items() if k != "variants"}
+    config = PretrainingStudyConfig(
+        **{
+            **fields,
+            "output_dir": out,
+            "overwrite": overwrite,
+            "seeds": seeds,
+            "families": families,
+            "scale_range": tuple(fields["scale_range"]),
+            "caption_rates": tuple(fields["caption_rates"]),
+        }
+    )
+    for name in config.variants:
+        rates = (None,) if VARIANTS[name]["family"] == "dino" else config.caption_rates
+        made = sorted((run["seed"], run.get("caption_rate")) for run in per_seed.get(name, []))
+        wanted = sorted((seed, rate) for seed in seeds for rate in rates)
+        if made != wanted:
+            raise PretrainingStudyError(
+                f"the parts hold {VARIANTS[name]['label']} for (seed, caption rate) {made}, not once for each of "
+                f"{wanted}; merge parts that together ran every seed of the variants they share."
+            )
+    results = {
+        **{k: first[k] for k in ("question", "chance", "class_names", "environment", "data_fingerprint")},
+        "config": config.record(),
+        "variants": {name: VARIANTS[name] for name in config.variants},
+        "per_seed": {name: per_seed[name] for name in config.variants},
+        "minutes": sum(report["minutes"] for report in reports),
+        "parts": [
+            {
+                "folder": str(folder),
+                "families": r["config"]["families"],
+                "seeds": r["config"]["seeds"],
+                "minutes": r["minutes"],
+            }
+            for folder, r in zip(parts, reports, strict=True)
+        ],
+    }
+    return write_report(Path(out), config, results)
+
+
+def _finished_report(folder: Path) -> dict:
+    path = folder / "report.json"
+    if not path.is_file():
+        raise PretrainingStudyError(
+            f"{folder} holds no report.json; give the --output-dir of a finished lastvit-study-pretraining run."
+        )
+    report = json.loads(path.read_text())
+    if "design" not in report or "data_fingerprint" not in report:
+        raise PretrainingStudyError(f"{path} predates the pre-declared design; run that part again.")
+    return report
+
+
 def _thinned(rows: list, count: int = 12) -> list:
     """About `count` evenly spaced rows, always the last one, none twice."""
     picked = rows[:: max(1, len(rows) // count)]
     return picked + rows[-1:] if rows and picked[-1] is not rows[-1] else picked
+
+
+def _pilot_curve_table(curve: list[dict]) -> list[str]:
+    keys = [key for key in CURVE_KEYS if all(key in point for point in curve)]
+    return [
+        "| step | " + " | ".join(f"{CURVE_KEYS[key]} (validation)" for key in keys) + " |",
+        "|---|" + "---|" * len(keys),
+        *[f"| {p['step']} | " + " | ".join(f"{p[key]:.3f}" for key in keys) + " |" for p in curve],
+    ]
 
 
 def pilot_markdown(pilot: dict) -> str:
@@ -311,9 +437,7 @@ def pilot_markdown(pilot: dict) -> str:
             f"({pilot['environment']['cpu_threads']} CPU threads, shared machine). One seed: no test."
         ),
         "",
-        "| step | k-NN top-1 (validation) |",
-        "|---|---|",
-        *[f"| {p['step']} | {p['knn_top1']:.3f} |" for p in curve],
+        *_pilot_curve_table(curve),
         "",
         (
             f"Test split: trained k-NN top-1 {pilot['test']['trained']['knn_top1']:.3f}, untrained twin "
@@ -338,4 +462,4 @@ def pilot_markdown(pilot: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["markdown", "pilot_markdown", "rewrite_report", "verdict", "write_report"]
+__all__ = ["markdown", "merge_reports", "pilot_markdown", "rewrite_report", "verdict", "write_report"]

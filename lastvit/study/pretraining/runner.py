@@ -9,7 +9,6 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 from lastvit.data.fingerprint import scenes_fingerprint
@@ -218,10 +217,6 @@ def _work_folder(config: PretrainingStudyConfig):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _config_record(config: PretrainingStudyConfig) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
-
-
 def _jobs(config: PretrainingStudyConfig) -> list[tuple]:
     """``(seed, variant, caption rate or None)`` of every run, seed by seed."""
     return [
@@ -268,7 +263,7 @@ def run_pretraining_study(config: PretrainingStudyConfig) -> dict:
             ),
             "chance": 1 / len(data["test"].features["label"].names),
             "class_names": data["test"].features["label"].names,
-            "config": _config_record(config),
+            "config": config.record(),
             "variants": {name: VARIANTS[name] for name in config.variants},
             "environment": environment("cpu"),
             "data_fingerprint": data_fingerprint,
@@ -303,7 +298,7 @@ def run_dino_pilot(config: PretrainingStudyConfig, name: str = "dino_cls", comma
             "label": VARIANTS[name]["label"],
             "seed": seed,
             "command": command,
-            "config": _config_record(config),
+            "config": config.record(),
             "chance": 1 / len(data["test"].features["label"].names),
             "test": {"trained": run["trained"], "untrained": run["untrained"]},
             "steps": run["steps"],
