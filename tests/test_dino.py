@@ -338,13 +338,17 @@ def test_a_curve_point_is_dinos_knn_top1_of_the_class_and_of_the_background(tiny
     point = curve_knn(backbone, knn_curve_arrays(train, validation, transform, args), k=20)
     bank, _, _, _ = eval_arrays(train.select(range(16)), transform)
     query, labels, _, _ = eval_arrays(validation, transform)
-    assert point["knn_top1"] == pytest.approx(knn_accuracy(backbone, bank, train["label"][:16], query, labels))
+    assert point["knn_top1"] == pytest.approx(
+        knn_accuracy(backbone, bank, train["label"][:16], query, labels), abs=1e-6
+    )
     names = sorted(set(train["background_id"]) | set(validation["background_id"]))
     to_id = (
         [names.index(b) for b in train["background_id"][:16]],
         [names.index(b) for b in validation["background_id"]],
     )
-    assert point["knn_background_top1"] == pytest.approx(knn_accuracy(backbone, bank, to_id[0], query, to_id[1]))
+    assert point["knn_background_top1"] == pytest.approx(
+        knn_accuracy(backbone, bank, to_id[0], query, to_id[1]), abs=1e-6
+    )
 
 
 def test_the_knn_curve_refuses_the_evaluation_split(tmp_path, tiny_backbone, scenes_with_validation):

@@ -31,7 +31,7 @@ PAGES = [
     ROOT / "README.md",
     ROOT / "CONTRIBUTING.md",
     *sorted((ROOT / "docs").glob("*.md")),
-    ROOT / "docs" / "study_pretraining" / "pilots" / "README.md",
+    ROOT / "docs" / "study_pretraining_pilots" / "README.md",
 ]
 PAGE_IDS = [str(page.relative_to(ROOT)) for page in PAGES]
 # programs that docs may name besides this package's own and Python's; not checked further

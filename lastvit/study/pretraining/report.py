@@ -4,6 +4,7 @@ a finished study's report.json; and the DINO pilot's Markdown."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -53,7 +54,7 @@ def verdict(config: PretrainingStudyConfig, results: dict) -> list[str]:
                     "not shown to learn at this budget; the learning curves and collapse diagnostics below show "
                     "whether it collapsed or learns slowly."
                 )
-            lines.append("Primary (DINO): " + said)
+            lines.append("Primary (DINO): " + said + _curve_sentence(summary["dino_cls"]))
         else:
             label = VARIANTS[config.primary_clip_variant]["label"]
             by_rate = ", ".join(
@@ -67,7 +68,9 @@ def verdict(config: PretrainingStudyConfig, results: dict) -> list[str]:
                 said += (
                     "LazyStrike's advantage "
                     + ("grows" if test["mean_difference"] > 0 else "shrinks")
-                    + " with the share of background captions, by a margin the seeds support."
+                    + " with the share of background captions, by a margin the seeds support (a linear trend"
+                    + _monotone_clause(test["difference_by_rate"])
+                    + ")."
                 )
             else:
                 said += "no trend with the caption rate that the seeds support."
@@ -89,6 +92,29 @@ def verdict(config: PretrainingStudyConfig, results: dict) -> list[str]:
     return lines
 
 
+def _monotone_clause(by_rate: dict) -> str:
+    """Whether the mean differences rise (or fall) at every step of the rates, or where they peak."""
+    values = [stats["mean"] for stats in by_rate.values()]
+    steps = [b - a for a, b in itertools.pairwise(values)]
+    if all(d > 0 for d in steps) or all(d < 0 for d in steps):
+        return ", monotone over the rates"
+    peak = max(by_rate, key=lambda rate: abs(by_rate[rate]["mean"]))
+    return f"; the differences are not monotone in the rate: the largest is at {float(peak):.1f}"
+
+
+def _curve_sentence(entry: dict) -> str:
+    """Where DINO-CLS's validation curves start and end (mean over seeds), or nothing without curves."""
+    curve = entry.get("knn_curve")
+    if not curve:
+        return ""
+    ends = [
+        f"{CURVE_KEYS[key]} {curve[key]['mean'][0]:.3f} -> {curve[key]['mean'][-1]:.3f}"
+        for key in CURVE_KEYS
+        if key in curve
+    ]
+    return f" On the validation split, from step 0 to step {curve['steps'][-1]}: " + "; ".join(ends) + "."
+
+
 def markdown(config: PretrainingStudyConfig, results: dict, figures: list[str]) -> str:
     summary, tests = results["summary"], results["tests"]
     rates = ", ".join(f"{r:.1f}" for r in config.caption_rates)
@@ -104,7 +130,13 @@ def markdown(config: PretrainingStudyConfig, results: dict, figures: list[str]) 
             f"{config.dino_out_dim} prototypes, {config.num_local_crops} local crops); CLIP {config.clip_epochs} "
             f"epochs at each caption rate ({rates}: the share of captions that also name the background). Seeds "
             f"{list(config.seeds)}; every variant of a family gets the same steps. Chance = {results['chance']:.3f}. "
-            f"Run time {results['minutes']:.1f} min ({results['environment']['device']})."
+            f"Run time {results['minutes']:.1f} min ({results['environment']['device']}"
+            + (
+                f"; the sum of {len(results['parts'])} parts run side by side and merged, the longest "
+                f"{max(part['minutes'] for part in results['parts']):.1f} min)."
+                if results.get("parts")
+                else ")."
+            )
         ),
         "",
         "## Design (declared in the config before the run)",
