@@ -1,8 +1,11 @@
 """Generated data does not drift: the scenes are resampled by the project's own integer code
 (`lastvit.data.resample`), not by Pillow, and the default study's splits have a committed hash
-(`lastvit.data.fingerprint`), so any change in the generator's output fails here."""
+(`lastvit.data.fingerprint`), so any change in the generator's output fails here; so does a change to the
+pre-training study's default design or scenes that its committed report (docs/study_pretraining) did not run."""
 
 import hashlib
+import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -11,6 +14,7 @@ from PIL import Image
 
 from lastvit.data.fingerprint import scenes_fingerprint
 from lastvit.data.resample import composite_over, fit_size, premultiply, resize, resize_array
+from lastvit.study import pretraining
 from lastvit.study.config import StudyConfig
 from lastvit.study.runner import build_data
 from tests.test_scenes import debian  # noqa: F401  (fixture: fails with the install command)
@@ -37,6 +41,21 @@ def test_default_study_data_has_the_committed_fingerprint(debian):  # noqa: F811
         f"The default study's data changed: committed {EXPECTED_DEFAULT_STUDY_DATA}, built here {found}. If the "
         "change is deliberate, update EXPECTED_DEFAULT_STUDY_DATA and regenerate docs/study and docs/study_pretraining "
         "in the pinned environment (constraints/study-cpu.txt); otherwise find what changed the pixels."
+    )
+
+
+def test_the_committed_pretraining_report_ran_the_default_design_on_the_scenes_built_here(debian):  # noqa: F811
+    report = json.loads((Path(__file__).parents[1] / "docs" / "study_pretraining" / "report.json").read_text())
+    defaults = pretraining.PretrainingStudyConfig(output_dir="unused", progress=False)
+    recorded = json.loads(json.dumps(defaults.record()))
+    where = ("output_dir", "overwrite", "progress")
+    assert {k: v for k, v in report["config"].items() if k not in where} == {
+        k: v for k, v in recorded.items() if k not in where
+    }, "docs/study_pretraining no longer runs the default design: regenerate it (CONTRIBUTING.md)"
+    found = scenes_fingerprint(pretraining.build_data(defaults))
+    assert found == report["data_fingerprint"], (
+        f"The pre-training study's scenes changed: committed {report['data_fingerprint']}, built here {found}; "
+        "regenerate docs/study_pretraining (CONTRIBUTING.md) or find what changed the pixels."
     )
 
 
