@@ -128,6 +128,15 @@ def test_merging_the_parts_of_a_study_gives_the_whole_studys_tests_and_summary(p
     assert written["minutes"] == pytest.approx(2 * whole["minutes"])
 
 
+def test_the_cli_merges_parts_and_refuses_a_single_one(parts, tmp_path, capsys):
+    whole, folders = parts
+    out = tmp_path / "cli"
+    assert study_pretraining.main(["--merge", *map(str, folders), "--output-dir", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["tests"] == whole["tests"]
+    assert study_pretraining.main(["--merge", str(folders[0]), "--output-dir", str(tmp_path / "one")]) == 1
+    assert "two or more parts" in capsys.readouterr().err and not (tmp_path / "one").exists()
+
+
 def test_merging_refuses_parts_of_different_studies_and_incomplete_or_duplicated_runs(parts, tmp_path):
     whole, (dino, clip) = parts
     with pytest.raises(PretrainingStudyError, match="merge parts that together ran every seed"):
