@@ -78,9 +78,16 @@ def knn_accuracy(model, train_pixels, train_labels, eval_pixels, eval_labels, k:
     training images votes for its class with weight exp(cos / T); top-1 accuracy."""
     train = torch.nn.functional.normalize(global_features(model, train_pixels), dim=-1)
     test = torch.nn.functional.normalize(global_features(model, eval_pixels), dim=-1)
-    num_classes = int(max(max(train_labels), max(eval_labels))) + 1
-    votes = knn_votes(train, torch.as_tensor(train_labels), test, num_classes, k, temperature)
-    return float((votes.argmax(dim=-1) == torch.as_tensor(eval_labels)).float().mean())
+    return knn_top1(train, train_labels, test, eval_labels, k, temperature)
+
+
+def knn_top1(
+    train_features, train_labels, test_features, test_labels, k: int = 20, temperature: float = 0.07
+) -> float:
+    """Top-1 accuracy of `knn_votes` on unit features (one feature pass can serve several label sets)."""
+    num_classes = int(max(max(train_labels), max(test_labels))) + 1
+    votes = knn_votes(train_features, torch.as_tensor(train_labels), test_features, num_classes, k, temperature)
+    return float((votes.argmax(dim=-1) == torch.as_tensor(test_labels)).float().mean())
 
 
 def knn_votes(train_features, train_labels, test_features, num_classes: int, k: int = 20, temperature: float = 0.07):
@@ -361,6 +368,7 @@ __all__ = [
     "evaluate_pretrained",
     "figure_maps",
     "flat_clip",
+    "knn_top1",
     "knn_votes",
     "load_pretrained",
     "markdown_report",

@@ -482,16 +482,14 @@ def curve_knn(backbone, arrays: dict, k: int) -> dict:
     `backbone` over the bank and the queries; leaves the backbone in eval mode (the teacher's)."""
     import torch
 
-    from lastvit.measure.pretrained_eval import global_features, knn_votes
+    from lastvit.measure.pretrained_eval import global_features, knn_top1
 
     bank = torch.nn.functional.normalize(global_features(backbone, arrays["bank"]), dim=-1)
     query = torch.nn.functional.normalize(global_features(backbone, arrays["query"]), dim=-1)
-    point = {}
-    for key, (bank_labels, query_labels) in arrays["labels"].items():
-        num_classes = max(max(bank_labels), max(query_labels)) + 1
-        votes = knn_votes(bank, torch.as_tensor(bank_labels), query, num_classes, k)
-        point[key] = round(float((votes.argmax(dim=-1) == torch.as_tensor(query_labels)).float().mean()), 6)
-    return point
+    return {
+        key: round(knn_top1(bank, bank_labels, query, query_labels, k), 6)
+        for key, (bank_labels, query_labels) in arrays["labels"].items()
+    }
 
 
 def evaluate_backbone(backbone, untrained, train_split, eval_split, transform, args) -> dict:

@@ -212,10 +212,17 @@ def study_tests(config: PretrainingStudyConfig, per_seed: dict) -> list[dict]:
 CURVE_KEYS = {"knn_top1": "k-NN top-1 of the class", "knn_background_top1": "k-NN top-1 of the background"}
 
 
+def shared_curve_keys(records) -> list[str]:
+    """The `CURVE_KEYS` every record has (curve points, or summaries of curves); the background's is
+    absent where the data names no backgrounds."""
+    records = list(records)
+    return [key for key in CURVE_KEYS if all(key in record for record in records)]
+
+
 def _mean_curve(curves: list[list[dict]]) -> dict:
     """``{"steps": [...], key: {"mean": [...], "per_seed": [[...], ...]}}`` for each `CURVE_KEYS` entry
     every point of every seed has (the background's only where the data names backgrounds)."""
-    keys = [key for key in CURVE_KEYS if all(key in point for curve in curves for point in curve)]
+    keys = shared_curve_keys(point for curve in curves for point in curve)
     summary = {"steps": [point["step"] for point in curves[0]]}
     for key in keys:
         per_seed = [[point[key] for point in curve] for curve in curves]
@@ -257,4 +264,13 @@ def summarise(config: PretrainingStudyConfig, per_seed: dict) -> dict:
     return summary
 
 
-__all__ = ["COMPARISONS", "CURVE_KEYS", "interaction_test", "runs_of", "study_tests", "summarise", "values_of"]
+__all__ = [
+    "COMPARISONS",
+    "CURVE_KEYS",
+    "interaction_test",
+    "runs_of",
+    "shared_curve_keys",
+    "study_tests",
+    "summarise",
+    "values_of",
+]

@@ -173,6 +173,12 @@ class PretrainingStudyConfig:
         """The settings as report.json records them (paths as text)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_record(cls, record: dict, **overrides) -> PretrainingStudyConfig:
+        """The config a report.json recorded (`record`), with `overrides`."""
+        fields = {k: v for k, v in record.items() if k != "variants"} | overrides
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
     @property
     def secondary_clip_variant(self) -> str:
         return "clip_khalf" if self.primary_clip_variant == "clip_k1" else "clip_k1"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .analysis import CURVE_KEYS, runs_of, values_of
+from .analysis import CURVE_KEYS, runs_of, shared_curve_keys, values_of
 from .config import METRICS, TESTED, VARIANTS, PretrainingStudyConfig
 
 
@@ -39,7 +39,7 @@ def write_figures(folder: Path, config: PretrainingStudyConfig, results: dict) -
         names.append("dino.png")
         if all("knn_curve" in summary[n] for n in dino):
             curves = {VARIANTS[n]["label"]: summary[n]["knn_curve"] for n in dino}
-            keys = [key for key in CURVE_KEYS if all(key in curve for curve in curves.values())]
+            keys = shared_curve_keys(curves.values())
             figure = _figure(5 * len(keys), 3.4)
             for axis, key in zip(figure.subplots(1, len(keys), squeeze=False)[0], keys, strict=True):
                 for label, curve in curves.items():
@@ -68,7 +68,7 @@ def pilot_figure(pilot: dict, path: Path) -> None:
     from lastvit.measure.plots import _figure, _save
 
     curve = pilot["curves"]["knn_curve"]
-    keys = [key for key in CURVE_KEYS if all(key in point for point in curve)]
+    keys = shared_curve_keys(curve)
     figure = _figure(4.5 * (len(keys) + 1), 3.2)
     *lefts, right = figure.subplots(1, len(keys) + 1)
     steps = [p["step"] for p in curve]

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from ..statistics import ALPHA
-from .analysis import CURVE_KEYS, study_tests, summarise
+from .analysis import CURVE_KEYS, shared_curve_keys, study_tests, summarise
 from .config import AUROC_NOTE, BASELINE, METRICS, VARIANTS, PretrainingStudyConfig, PretrainingStudyError
 from .figures import write_figures
 
@@ -236,11 +236,9 @@ def _curve_tables(summary, names, labels) -> list[str]:
     """The learning curves on the validation split, one table per `CURVE_KEYS` entry all variants have."""
     curves = [summary[n]["knn_curve"] for n in names]
     lines = []
-    for key, title in CURVE_KEYS.items():
-        if not all(key in curve for curve in curves):
-            continue
+    for key in shared_curve_keys(curves):
         lines += [
-            f"### Learning curves: {title} on the validation split (mean over seeds; step 0 = untrained)",
+            f"### Learning curves: {CURVE_KEYS[key]} on the validation split (mean over seeds; step 0 = untrained)",
             "",
             "| step | " + " | ".join(labels) + " |",
             "|" + "---|" * (len(names) + 1),
@@ -326,16 +324,7 @@ def rewrite_report(folder) -> dict:
         raise PretrainingStudyError(
             f"{folder}/report.json predates the pre-declared design (no caption rates, no curves); run the study again."
         )
-    fields = {k: v for k, v in results["config"].items() if k != "variants"}
-    config = PretrainingStudyConfig(
-        **{
-            **fields,
-            "seeds": tuple(fields["seeds"]),
-            "families": tuple(fields["families"]),
-            "caption_rates": tuple(fields["caption_rates"]),
-        }
-    )
-    return write_report(Path(folder), config, results)
+    return write_report(Path(folder), PretrainingStudyConfig.from_record(results["config"]), results)
 
 
 # config fields that may differ between the parts of one study (`merge_reports`): which runs a part
@@ -384,17 +373,8 @@ def merge_reports(parts, out: Path, overwrite: bool = False) -> dict:
             per_seed.setdefault(name, []).extend(runs)
     families = tuple(f for f in BASELINE if any(VARIANTS[n]["family"] == f for n in per_seed))
     seeds = tuple(sorted({run["seed"] for runs in per_seed.values() for run in runs}))
-    fields = {k: v for k, v in first["config"].items() if k != "variants"}
-    config = PretrainingStudyConfig(
-        **{
-            **fields,
-            "output_dir": out,
-            "overwrite": overwrite,
-            "seeds": seeds,
-            "families": families,
-            "scale_range": tuple(fields["scale_range"]),
-            "caption_rates": tuple(fields["caption_rates"]),
-        }
+    config = PretrainingStudyConfig.from_record(
+        first["config"], output_dir=out, overwrite=overwrite, seeds=seeds, families=families
     )
     for name in config.variants:
         rates = (None,) if VARIANTS[name]["family"] == "dino" else config.caption_rates
@@ -443,7 +423,7 @@ def _thinned(rows: list, count: int = 12) -> list:
 
 
 def _pilot_curve_table(curve: list[dict]) -> list[str]:
-    keys = [key for key in CURVE_KEYS if all(key in point for point in curve)]
+    keys = shared_curve_keys(curve)
     return [
         "| step | " + " | ".join(f"{CURVE_KEYS[key]} (validation)" for key in keys) + " |",
         "|---|" + "---|" * len(keys),
