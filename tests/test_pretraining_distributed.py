@@ -40,7 +40,18 @@ def spawn(function, *args) -> None:
     """``function(rank, 2, store, *args)`` on 2 gloo processes that rendezvous through the file `store`."""
     import torch.multiprocessing as mp
 
-    mp.spawn(function, args=(2, *args), nprocs=2, join=True)
+    mp.spawn(_run_then_exit, args=(function, 2, *args), nprocs=2, join=True)
+
+
+def _run_then_exit(rank, function, *args) -> None:
+    """Run a rank, then leave without Python's teardown: freeing a DDP reducer after
+    `destroy_process_group` joins gloo's worker thread while holding the GIL, and that thread may
+    need the GIL to free the last collective's tensors, a deadlock that hangs the test. An exception
+    still reaches `mp.spawn` as a failure."""
+    function(rank, *args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def init_gloo(rank: int, world: int, store: Path) -> None:
